@@ -1,0 +1,1 @@
+//! Server-side password checks. (Being written.)

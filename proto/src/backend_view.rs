@@ -1,0 +1,1 @@
+//! Typed views of server→client messages the pooler inspects. (Being written.)

@@ -1,0 +1,1 @@
+//! Typed views of the client→server messages the pooler inspects. (Being written.)

@@ -1,0 +1,34 @@
+//! The PostgreSQL wire protocol (version 3.0) as sluice needs it: bytes in, messages out.
+//!
+//! This crate has no I/O and no tokio dependency. It gives
+//! - [`framing`]: splitting a byte stream into whole tagged messages without copying, with a length cap;
+//! - [`startup`]: the untagged first packets (StartupMessage, SSLRequest, GSSENCRequest, CancelRequest);
+//! - [`frontend`]: typed views of the client messages a pooler inspects;
+//! - [`backend`]: builders for the server messages a pooler writes itself, and typed views of the
+//!   server messages it inspects;
+//! - [`auth`]: server-side SCRAM-SHA-256 and md5 password checks;
+//! - [`sqlstate`]: the SQLSTATE codes sluice emits.
+//!
+//! Messages sent by the server are parsed with `postgres-protocol` where that is enough; this crate
+//! adds what that crate lacks for a proxy (client-message parsing, server-message writing, caps).
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod auth;
+pub mod backend;
+pub mod backend_view;
+pub mod error;
+pub mod framing;
+pub mod frontend;
+pub mod sqlstate;
+pub mod startup;
+
+pub use error::ProtocolError;
+pub use framing::{Header, RawMessage, split_message};
+
+/// Default cap on a tagged message whose body the pooler must hold whole (1 GiB is PostgreSQL's own
+/// ceiling; sluice defaults lower, see the `max_message_size` config key).
+pub const MAX_MESSAGE_LEN: usize = 64 * 1024 * 1024;
+
+/// Cap on an untagged startup-phase packet, as in PostgreSQL (`MAX_STARTUP_PACKET_LENGTH`).
+pub const MAX_STARTUP_LEN: usize = 10_000;
