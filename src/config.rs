@@ -1,0 +1,309 @@
+//! Configuration: TOML, every key documented in `config/sluice.toml`.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`), and [`Config::validate`] reports problems with
+//! the dotted path of the key at fault, e.g. `databases.app.pool_size: must be at least 1`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use sluice_proto::auth::PasswordSecret;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub pooler: PoolerConfig,
+    #[serde(default)]
+    pub users: BTreeMap<String, UserConfig>,
+    #[serde(default)]
+    pub databases: BTreeMap<String, DatabaseConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection is bound to a client for one transaction.
+    Transaction,
+    /// A server connection is bound to a client for its whole session.
+    Session,
+}
+
+impl fmt::Display for PoolMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        })
+    }
+}
+
+/// How a client proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthType {
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+    /// No password asked; the user must still be listed in `[users]`.
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolerConfig {
+    pub listen: String,
+    pub pool_mode: PoolMode,
+    pub default_pool_size: usize,
+    pub max_client_conn: usize,
+    pub auth_type: AuthType,
+    #[serde(deserialize_with = "duration")]
+    pub query_wait_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub server_connect_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub server_login_retry: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub server_idle_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub server_lifetime: Duration,
+    pub server_reset_query: String,
+    pub max_message_size: usize,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for PoolerConfig {
+    fn default() -> Self {
+        PoolerConfig {
+            listen: "127.0.0.1:6432".into(),
+            pool_mode: PoolMode::Transaction,
+            default_pool_size: 20,
+            max_client_conn: 10_000,
+            auth_type: AuthType::ScramSha256,
+            query_wait_timeout: Duration::from_secs(30),
+            server_connect_timeout: Duration::from_secs(5),
+            server_login_retry: Duration::from_secs(1),
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
+            server_reset_query: "DISCARD ALL".into(),
+            max_message_size: sluice_proto::MAX_MESSAGE_LEN,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Plain text, `md5<hex>` or `SCRAM-SHA-256$...`, as in pg_authid.
+    pub password: Option<String>,
+    pub auth_type: Option<AuthType>,
+    pub pool_mode: Option<PoolMode>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// The database name on the server; defaults to the table's name.
+    pub dbname: Option<String>,
+    pub pool_size: Option<usize>,
+    pub pool_mode: Option<PoolMode>,
+    pub auth_type: Option<AuthType>,
+    /// Log in to the server as this user instead of the client's.
+    pub server_user: Option<String>,
+    pub server_password: Option<String>,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+/// A config problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key}: {why}")]
+    Invalid { key: String, why: String },
+}
+
+fn invalid(key: impl Into<String>, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), why: why.into() }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse(msg) => ConfigError::Parse(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses and validates.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(describe_toml_error(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.pooler;
+        p.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("pooler.listen", format!("{e} (expected host:port, e.g. \"127.0.0.1:6432\")")))?;
+        if p.default_pool_size == 0 {
+            return Err(invalid("pooler.default_pool_size", "must be at least 1"));
+        }
+        if p.max_client_conn == 0 {
+            return Err(invalid("pooler.max_client_conn", "must be at least 1"));
+        }
+        if p.max_message_size < 1024 {
+            return Err(invalid("pooler.max_message_size", "must be at least 1024 bytes"));
+        }
+        if p.query_wait_timeout.is_zero() {
+            return Err(invalid("pooler.query_wait_timeout", "must be longer than 0"));
+        }
+        if p.server_connect_timeout.is_zero() {
+            return Err(invalid("pooler.server_connect_timeout", "must be longer than 0"));
+        }
+        for (name, user) in &self.users {
+            let key = format!("users.{name}");
+            let auth = user.auth_type.unwrap_or(p.auth_type);
+            let secret = match &user.password {
+                Some(pw) => Some(
+                    PasswordSecret::parse(pw).map_err(|e| invalid(format!("{key}.password"), e.to_string()))?,
+                ),
+                None => None,
+            };
+            match (auth, &secret) {
+                (AuthType::Trust, _) => {}
+                (_, None) => {
+                    return Err(invalid(
+                        format!("{key}.password"),
+                        format!("missing; auth_type {} needs a password (or set auth_type = \"trust\")", auth_name(auth)),
+                    ));
+                }
+                (AuthType::ScramSha256, Some(PasswordSecret::Md5(_))) => {
+                    return Err(invalid(
+                        format!("{key}.password"),
+                        "an md5 hash cannot check a SCRAM-SHA-256 login; give the plain password or a SCRAM secret, or set auth_type = \"md5\"",
+                    ));
+                }
+                (AuthType::Md5, Some(PasswordSecret::Scram(_))) => {
+                    return Err(invalid(
+                        format!("{key}.password"),
+                        "a SCRAM secret cannot check an md5 login; give the plain password or set auth_type = \"scram-sha-256\"",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for (name, db) in &self.databases {
+            let key = format!("databases.{name}");
+            if name == "sluice" || name == "pgbouncer" {
+                return Err(invalid(key, "this name is reserved for the admin console"));
+            }
+            if db.host.is_empty() {
+                return Err(invalid(format!("{key}.host"), "must not be empty"));
+            }
+            if db.port == 0 {
+                return Err(invalid(format!("{key}.port"), "must be between 1 and 65535"));
+            }
+            if db.pool_size == Some(0) {
+                return Err(invalid(format!("{key}.pool_size"), "must be at least 1"));
+            }
+            if db.server_password.is_some() && db.server_user.is_none() {
+                return Err(invalid(format!("{key}.server_password"), "given without server_user"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.pooler.listen.parse().expect("validated")
+    }
+}
+
+pub fn auth_name(a: AuthType) -> &'static str {
+    match a {
+        AuthType::ScramSha256 => "scram-sha-256",
+        AuthType::Md5 => "md5",
+        AuthType::Trust => "trust",
+    }
+}
+
+/// toml's messages already carry line and column; make the key path explicit where it knows one.
+fn describe_toml_error(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().to_owned()
+}
+
+/// Durations as "250ms", "30s", "5m", "1h".
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (examples: \"250ms\", \"30s\", \"5m\")")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_example_parses_with_defaults() {
+        let c = Config::from_toml(
+            r#"
+            [pooler]
+            listen = "127.0.0.1:6432"
+            pool_mode = "transaction"
+            default_pool_size = 20
+            max_client_conn = 10000
+            query_wait_timeout = "30s"
+            [users.app]
+            password = "secret"
+            [databases.app]
+            host = "127.0.0.1"
+            port = 5432
+            dbname = "app"
+            pool_size = 20
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.pooler.query_wait_timeout, Duration::from_secs(30));
+        assert_eq!(c.databases["app"].pool_size, Some(20));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = Config::from_toml("[pooler]\npool_szie = 3\n").unwrap_err().to_string();
+        assert!(e.contains("pool_szie"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = Config::from_toml("[databases.app]\npool_size = 0\n").unwrap_err().to_string();
+        assert!(e.starts_with("databases.app.pool_size:"), "{e}");
+        let e = Config::from_toml("[pooler]\nquery_wait_timeout = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("query_wait_timeout") && e.contains("invalid duration"), "{e}");
+        let e = Config::from_toml("[users.app]\n").unwrap_err().to_string();
+        assert!(e.starts_with("users.app.password:"), "{e}");
+        let e = Config::from_toml("[pooler]\nlisten = \"nope\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("pooler.listen:"), "{e}");
+    }
+}
