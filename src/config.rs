@@ -135,7 +135,10 @@ fn default_port() -> u16 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Parse(String),
     #[error("{key}: {why}")]
@@ -143,13 +146,18 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, why: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), why: why.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        why: why.into(),
+    }
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse(msg) => ConfigError::Parse(format!("{}: {msg}", path.display())),
             other => other,
@@ -158,16 +166,20 @@ impl Config {
 
     /// Parses and validates.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(describe_toml_error(&e)))?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(describe_toml_error(&e)))?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.pooler;
-        p.listen
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("pooler.listen", format!("{e} (expected host:port, e.g. \"127.0.0.1:6432\")")))?;
+        p.listen.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "pooler.listen",
+                format!("{e} (expected host:port, e.g. \"127.0.0.1:6432\")"),
+            )
+        })?;
         if p.default_pool_size == 0 {
             return Err(invalid("pooler.default_pool_size", "must be at least 1"));
         }
@@ -175,20 +187,30 @@ impl Config {
             return Err(invalid("pooler.max_client_conn", "must be at least 1"));
         }
         if p.max_message_size < 1024 {
-            return Err(invalid("pooler.max_message_size", "must be at least 1024 bytes"));
+            return Err(invalid(
+                "pooler.max_message_size",
+                "must be at least 1024 bytes",
+            ));
         }
         if p.query_wait_timeout.is_zero() {
-            return Err(invalid("pooler.query_wait_timeout", "must be longer than 0"));
+            return Err(invalid(
+                "pooler.query_wait_timeout",
+                "must be longer than 0",
+            ));
         }
         if p.server_connect_timeout.is_zero() {
-            return Err(invalid("pooler.server_connect_timeout", "must be longer than 0"));
+            return Err(invalid(
+                "pooler.server_connect_timeout",
+                "must be longer than 0",
+            ));
         }
         for (name, user) in &self.users {
             let key = format!("users.{name}");
             let auth = user.auth_type.unwrap_or(p.auth_type);
             let secret = match &user.password {
                 Some(pw) => Some(
-                    PasswordSecret::parse(pw).map_err(|e| invalid(format!("{key}.password"), e.to_string()))?,
+                    PasswordSecret::parse(pw)
+                        .map_err(|e| invalid(format!("{key}.password"), e.to_string()))?,
                 ),
                 None => None,
             };
@@ -197,7 +219,10 @@ impl Config {
                 (_, None) => {
                     return Err(invalid(
                         format!("{key}.password"),
-                        format!("missing; auth_type {} needs a password (or set auth_type = \"trust\")", auth_name(auth)),
+                        format!(
+                            "missing; auth_type {} needs a password (or set auth_type = \"trust\")",
+                            auth_name(auth)
+                        ),
                     ));
                 }
                 (AuthType::ScramSha256, Some(PasswordSecret::Md5(_))) => {
@@ -224,13 +249,19 @@ impl Config {
                 return Err(invalid(format!("{key}.host"), "must not be empty"));
             }
             if db.port == 0 {
-                return Err(invalid(format!("{key}.port"), "must be between 1 and 65535"));
+                return Err(invalid(
+                    format!("{key}.port"),
+                    "must be between 1 and 65535",
+                ));
             }
             if db.pool_size == Some(0) {
                 return Err(invalid(format!("{key}.pool_size"), "must be at least 1"));
             }
             if db.server_password.is_some() && db.server_user.is_none() {
-                return Err(invalid(format!("{key}.server_password"), "given without server_user"));
+                return Err(invalid(
+                    format!("{key}.server_password"),
+                    "given without server_user",
+                ));
             }
         }
         Ok(())
@@ -257,8 +288,11 @@ fn describe_toml_error(e: &toml::de::Error) -> String {
 /// Durations as "250ms", "30s", "5m", "1h".
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (examples: \"250ms\", \"30s\", \"5m\")")))
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?}: {e} (examples: \"250ms\", \"30s\", \"5m\")"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -291,19 +325,30 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_naming_it() {
-        let e = Config::from_toml("[pooler]\npool_szie = 3\n").unwrap_err().to_string();
+        let e = Config::from_toml("[pooler]\npool_szie = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pool_szie"), "{e}");
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        let e = Config::from_toml("[databases.app]\npool_size = 0\n").unwrap_err().to_string();
+        let e = Config::from_toml("[databases.app]\npool_size = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("databases.app.pool_size:"), "{e}");
-        let e = Config::from_toml("[pooler]\nquery_wait_timeout = \"soon\"\n").unwrap_err().to_string();
-        assert!(e.contains("query_wait_timeout") && e.contains("invalid duration"), "{e}");
+        let e = Config::from_toml("[pooler]\nquery_wait_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("query_wait_timeout") && e.contains("invalid duration"),
+            "{e}"
+        );
         let e = Config::from_toml("[users.app]\n").unwrap_err().to_string();
         assert!(e.starts_with("users.app.password:"), "{e}");
-        let e = Config::from_toml("[pooler]\nlisten = \"nope\"\n").unwrap_err().to_string();
+        let e = Config::from_toml("[pooler]\nlisten = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("pooler.listen:"), "{e}");
     }
 }

@@ -1,0 +1,1061 @@
+//! One client session: startup, authentication, then the relay loop.
+//!
+//! # The relay
+//! Four buffers per client: bytes read from the client (`cli_in`) and from the server (`srv_in`), and
+//! bytes owed to each (`to_server`, `to_client`). One `select!` waits on whichever of the four sockets
+//! operations can make progress, so a large result and a large COPY can both be in flight without
+//! deadlock, and reading stops while more than [`HIGH_WATER`] bytes are owed to the other side
+//! (backpressure: a slow reader never makes sluice buffer a whole result).
+//!
+//! Messages are walked by header. Only the few whose body matters are held whole; all others
+//! (DataRow, CopyData, ...) are passed on as their bytes arrive, whatever their size.
+//!
+//! # When a server connection is released (transaction mode)
+//! `expect` counts the ReadyForQuery replies the server still owes: one per Query, Sync and
+//! FunctionCall sent. The connection goes back to the pool when that count is zero, the client has
+//! sent no extended-protocol message since its last Sync, the last ReadyForQuery said idle (`I`),
+//! and no COPY is under way. A server answers a Sync sent during extended-protocol COPY FROM STDIN
+//! with nothing (it ignores it), which `expect` accounts for at CopyInResponse.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use sluice_proto::auth::{ScramError, ScramServer, ScramVerifier};
+use sluice_proto::backend::{self, ErrorResponse};
+use sluice_proto::startup::{StartupPacket, split_startup};
+use sluice_proto::{Header, frontend, sqlstate};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::sync::watch;
+
+use crate::cancel::{CancelRegistration, CancelTarget};
+use crate::config::{AuthType, PoolMode};
+use crate::params::{self, Params};
+use crate::pool::{CheckoutError, Pool, ServerGuard};
+use crate::{Shared, UserAuth};
+
+/// Stop reading from one side while this many bytes are owed to the other.
+const HIGH_WATER: usize = 256 * 1024;
+/// Read at least this much at a time.
+const READ_CHUNK: usize = 8 * 1024;
+/// A buffer that grew past this while busy is given back when it empties.
+const SHRINK_ABOVE: usize = 64 * 1024;
+/// Time allowed from connect to the end of authentication (PostgreSQL's authentication_timeout).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a session ended early; written to the client as a FATAL error where possible.
+struct Fatal(ErrorResponse);
+
+impl Fatal {
+    fn new(code: &str, message: impl Into<String>) -> Self {
+        Fatal(ErrorResponse::fatal(code, message))
+    }
+}
+
+impl From<std::io::Error> for Fatal {
+    fn from(e: std::io::Error) -> Self {
+        Fatal::new(sqlstate::CONNECTION_FAILURE, e.to_string())
+    }
+}
+
+pub async fn serve(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    drain: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut inbuf = BytesMut::new();
+    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(&shared, &mut stream, &mut inbuf)).await;
+    let session = match login {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return,
+        Ok(Err(Fatal(err))) => {
+            tracing::debug!(%peer, code = %err.code, message = %err.message, "login refused");
+            let mut out = BytesMut::new();
+            err.write(&mut out);
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+        Err(_) => {
+            let mut out = BytesMut::new();
+            ErrorResponse::fatal(
+                sqlstate::CANNOT_CONNECT_NOW,
+                "canceling authentication due to timeout",
+            )
+            .write(&mut out);
+            let _ = stream.write_all(&out).await;
+            return;
+        }
+    };
+    let LoggedIn {
+        pool,
+        wanted,
+        cancel,
+        server,
+    } = session;
+    let mode = pool.settings.mode;
+    let max = shared.config.pooler.max_message_size;
+    let mut s = Session {
+        pool,
+        mode,
+        client: stream,
+        cli_in: inbuf,
+        to_client: BytesMut::new(),
+        srv_in: BytesMut::new(),
+        to_server: BytesMut::new(),
+        server: None,
+        wanted,
+        cancel,
+        expect: VecDeque::new(),
+        unsynced: false,
+        in_copy_in: false,
+        cli_skip: 0,
+        cli_skip_discard: false,
+        srv_skip: 0,
+        injected: 0,
+        discard_until_sync: false,
+        lost: None,
+        tx_status: b'I',
+        batch_error_seen: false,
+        held_error: None,
+        max,
+        draining: false,
+        drain,
+    };
+    if let Some(guard) = server {
+        s.attach_guard(guard);
+    }
+    s.run().await;
+}
+
+struct LoggedIn {
+    pool: Arc<Pool>,
+    wanted: Params,
+    cancel: CancelRegistration,
+    /// In session mode, the server connection the session keeps.
+    server: Option<ServerGuard>,
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<bool, Fatal> {
+    buf.reserve(READ_CHUNK);
+    Ok(stream.read_buf(buf).await? > 0)
+}
+
+/// Reads one whole tagged message during login.
+async fn read_message(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<sluice_proto::RawMessage>, Fatal> {
+    loop {
+        match sluice_proto::split_message(buf, max) {
+            Ok(Some(m)) => return Ok(Some(m)),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid message: {e}"),
+                ));
+            }
+        }
+        if !read_more(stream, buf).await? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Startup packet, authentication, pool choice, and the greeting. `Ok(None)`: the connection ended
+/// without a session (a cancel request, or the client left).
+async fn login(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<LoggedIn>, Fatal> {
+    let mut out = BytesMut::with_capacity(512);
+    let (minor, startup) = loop {
+        let packet = match split_startup(buf) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                if !read_more(stream, buf).await? {
+                    return Ok(None);
+                }
+                continue;
+            }
+            Err(e) => {
+                return Err(Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid startup packet: {e}"),
+                ));
+            }
+        };
+        match packet {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                if !buf.is_empty() {
+                    return Err(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "received unencrypted data after SSL request",
+                    ));
+                }
+                stream.write_all(b"N").await?;
+            }
+            StartupPacket::Cancel { pid, key } => {
+                if let Some(t) = shared.cancels.lookup(pid, key) {
+                    crate::server::send_cancel(&t.server, t.pid, t.key, Duration::from_secs(5))
+                        .await;
+                }
+                return Ok(None);
+            }
+            StartupPacket::Startup { minor, params, .. } => break (minor, params),
+        }
+    };
+
+    let get = |name: &str| {
+        startup
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let user = match get("user") {
+        Some(u) if !u.is_empty() => u.to_owned(),
+        _ => {
+            return Err(Fatal::new(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                "no PostgreSQL user name specified in startup packet",
+            ));
+        }
+    };
+    let database = get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .to_owned();
+
+    let unknown_options: Vec<&str> = startup
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if minor > 0 || !unknown_options.is_empty() {
+        sluice_proto::startup::write_negotiate_protocol_version(0, &unknown_options, &mut out);
+    }
+
+    let user_auth = shared.users.get(&user).cloned();
+    let db_config = shared.config.databases.get(&database);
+    let auth_type = user_auth
+        .as_ref()
+        .and_then(|u| u.auth_type)
+        .or_else(|| db_config.and_then(|d| d.auth_type))
+        .unwrap_or(shared.config.pooler.auth_type);
+    authenticate(
+        shared,
+        stream,
+        buf,
+        &mut out,
+        &user,
+        user_auth.as_deref(),
+        auth_type,
+    )
+    .await?;
+    let Some(user_auth) = user_auth else {
+        return Err(password_failed(&user));
+    };
+    backend::authentication_ok(&mut out);
+
+    if db_config.is_none() {
+        return Err(Fatal::new(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("database \"{database}\" does not exist"),
+        ));
+    }
+    if get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off" && r != "no") {
+        return Err(Fatal::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "replication connections are not supported by sluice",
+        ));
+    }
+    let pool = shared
+        .pool_for(&database, &user, &user_auth)
+        .map_err(|why| Fatal::new(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION, why))?;
+    let wait = shared.config.pooler.query_wait_timeout;
+
+    // Parameters the client asked for at startup.
+    let mut requested: Vec<(String, String)> = Vec::new();
+    for (k, v) in &startup {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            "options" => {
+                let opts = params::parse_options(v).map_err(|why| {
+                    Fatal::new(sqlstate::FEATURE_NOT_SUPPORTED, format!("options: {why}"))
+                })?;
+                requested.extend(opts);
+            }
+            k if k.starts_with("_pq_.") => {}
+            _ => requested.push((k.clone(), v.clone())),
+        }
+    }
+
+    let checkout_err = |e: CheckoutError| Fatal(checkout_error(&e, &pool).0);
+    let mut server = None;
+    if pool.startup_params().is_none() || pool.settings.mode == PoolMode::Session {
+        server = Some(pool.checkout(wait).await.map_err(checkout_err)?);
+    }
+    let defaults = pool.startup_params().expect("a login has been made");
+    let mut wanted = Params::default();
+    for (k, v) in defaults.iter() {
+        if params::is_tracked(k) {
+            wanted.set(k, v);
+        }
+    }
+    // Values PostgreSQL would normalise (DateStyle=ISO reports "ISO, MDY") or reject are sent to a
+    // server once, so the client sees exactly what PostgreSQL would have said.
+    let needs_server = requested
+        .iter()
+        .any(|(k, v)| defaults.get(k) != Some(v.as_str()));
+    if needs_server {
+        let mut guard = match server.take() {
+            Some(g) => g,
+            None => pool.checkout(wait).await.map_err(checkout_err)?,
+        };
+        let mut target = Params::default();
+        for (k, v) in &requested {
+            if defaults.get(k).is_some() {
+                target.set(k, v);
+            } else {
+                target.set_extra(k, v);
+            }
+        }
+        let conn = guard.conn_mut();
+        if let Some(sql) = conn.params.sync_sql(&target) {
+            conn.dirty = true;
+            match crate::server::run_simple(conn, &sql, pool.settings.max_message_size).await {
+                Ok(Ok(())) => {
+                    conn.dirty = false;
+                    conn.params.note_synced(&target);
+                }
+                Ok(Err((code, message))) => {
+                    conn.dirty = false;
+                    // Put the connection back as it was for the next client.
+                    return Err(Fatal::new(&code, message));
+                }
+                Err(e) => {
+                    return Err(Fatal::new(
+                        sqlstate::CONNECTION_FAILURE,
+                        format!("server connection lost: {e}"),
+                    ));
+                }
+            }
+        }
+        for (k, _) in &requested {
+            match conn.params.get(k) {
+                Some(v) if defaults.get(k).is_some() => wanted.set(k, v),
+                Some(v) => wanted.set_extra(k, v),
+                None => {}
+            }
+        }
+        server = Some(guard);
+    }
+    if pool.settings.mode == PoolMode::Transaction {
+        server = None;
+    }
+
+    for (k, v) in defaults.iter() {
+        backend::parameter_status(k, wanted.get(k).unwrap_or(v), &mut out);
+    }
+    let cancel = shared.cancels.register();
+    backend::backend_key_data(cancel.pid, cancel.secret, &mut out);
+    backend::ready_for_query(b'I', &mut out);
+    stream.write_all(&out).await?;
+    Ok(Some(LoggedIn {
+        pool,
+        wanted,
+        cancel,
+        server,
+    }))
+}
+
+fn password_failed(user: &str) -> Fatal {
+    Fatal::new(
+        sqlstate::INVALID_PASSWORD,
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
+/// Runs the chosen password exchange. An unknown user gets the same exchange against a mock secret,
+/// so the answer does not tell which users exist; it fails after the client's proof.
+async fn authenticate(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    user: &str,
+    auth: Option<&UserAuth>,
+    auth_type: AuthType,
+) -> Result<(), Fatal> {
+    let max = sluice_proto::MAX_STARTUP_LEN;
+    let expect_password = |m: Option<sluice_proto::RawMessage>| -> Result<bytes::Bytes, Fatal> {
+        match m {
+            Some(m) if m.tag == b'p' => Ok(m.body),
+            Some(m) => Err(Fatal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!(
+                    "expected password response, got message type {}",
+                    m.tag as char
+                ),
+            )),
+            None => Err(Fatal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "connection closed during authentication",
+            )),
+        }
+    };
+    match auth_type {
+        AuthType::Trust => Ok(()),
+        AuthType::Md5 => {
+            let salt: [u8; 4] = rand::random();
+            backend::authentication_md5_password(salt, out);
+            stream.write_all(out).await?;
+            out.clear();
+            let body = expect_password(read_message(stream, buf, max).await?)?;
+            let msg = frontend::PasswordMessage::decode(&body)
+                .map_err(|e| Fatal::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+            let ok = match auth.and_then(|a| a.secret.as_ref()) {
+                Some(secret) => {
+                    sluice_proto::auth::md5::verify_md5_response(user, secret, salt, msg.password)
+                }
+                None => false,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(password_failed(user))
+            }
+        }
+        AuthType::ScramSha256 => {
+            let verifier = match auth.and_then(|a| a.scram.clone()) {
+                Some(v) => v,
+                None => ScramVerifier::mock(user, &shared.mock_secret),
+            };
+            let mut scram = ScramServer::new(verifier);
+            backend::authentication_sasl(scram.mechanisms(), out);
+            stream.write_all(out).await?;
+            out.clear();
+            let scram_err = |e: ScramError| match e {
+                ScramError::InvalidProof => password_failed(user),
+                ScramError::UnsupportedMechanism(_) | ScramError::ChannelBindingUnsupported => {
+                    Fatal::new(sqlstate::FEATURE_NOT_SUPPORTED, e.to_string())
+                }
+                other => Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("malformed SCRAM message: {other}"),
+                ),
+            };
+            let body = expect_password(read_message(stream, buf, max).await?)?;
+            let first = frontend::SaslInitialResponse::decode(&body)
+                .map_err(|e| Fatal::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+            let server_first = scram
+                .client_first(first.mechanism, first.data.unwrap_or(&[]))
+                .map_err(scram_err)?;
+            backend::authentication_sasl_continue(&server_first, out);
+            stream.write_all(out).await?;
+            out.clear();
+            let body = expect_password(read_message(stream, buf, max).await?)?;
+            let fin = frontend::SaslResponse::decode(&body)
+                .map_err(|e| Fatal::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+            let server_final = scram.client_final(fin.data).map_err(scram_err)?;
+            if auth.is_none() {
+                return Err(password_failed(user));
+            }
+            backend::authentication_sasl_final(&server_final, out);
+            Ok(())
+        }
+    }
+}
+
+/// What a failed checkout tells the client.
+fn checkout_error(e: &CheckoutError, pool: &Pool) -> Fatal {
+    match e {
+        CheckoutError::Timeout(_) => Fatal(
+            ErrorResponse::error(sqlstate::QUERY_CANCELED, format!("canceling statement: {e}"))
+                .detail(format!("pool {} has {} server connections, all in use", pool.key, pool.settings.size))
+                .hint("raise the pool size or query_wait_timeout, or find what holds the connections (SHOW POOLS)"),
+        ),
+        CheckoutError::Connect(c) => Fatal(ErrorResponse::error(c.sqlstate(), c.to_string())),
+    }
+}
+
+/// An entry of `expect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A ReadyForQuery owed for a Query (`simple`), a Sync or a FunctionCall.
+    Ready { simple: bool },
+    /// The client ended a COPY FROM STDIN (CopyDone or CopyFail) before we saw it start.
+    CopyEnd,
+}
+
+enum Event {
+    Drain,
+    ClientRead(std::io::Result<usize>),
+    ClientWrote(std::io::Result<usize>),
+    ServerRead(std::io::Result<usize>),
+    ServerWrote(std::io::Result<usize>),
+}
+
+enum Flow {
+    Continue,
+    /// The client said Terminate, or must be closed.
+    Close,
+}
+
+struct Session {
+    pool: Arc<Pool>,
+    mode: PoolMode,
+    client: TcpStream,
+    cli_in: BytesMut,
+    to_client: BytesMut,
+    srv_in: BytesMut,
+    to_server: BytesMut,
+    server: Option<ServerGuard>,
+    /// The parameter values this client should see.
+    wanted: Params,
+    cancel: CancelRegistration,
+    expect: VecDeque<Expect>,
+    /// Extended-protocol messages were sent since the last Sync.
+    unsynced: bool,
+    /// Extended-protocol COPY FROM STDIN under way: the server ignores Sync until CopyDone/CopyFail.
+    in_copy_in: bool,
+    /// Bytes of a client CopyData still to pass through (or drop, with `cli_skip_discard`).
+    cli_skip: usize,
+    cli_skip_discard: bool,
+    /// Bytes of a server message still to pass through.
+    srv_skip: usize,
+    /// ReadyForQuery replies owed for queries sluice sent itself (parameter sync): swallowed.
+    injected: usize,
+    /// After an error sluice raised in an extended-protocol batch: drop messages up to Sync.
+    discard_until_sync: bool,
+    /// The server died while the client was idle in a transaction: the next request fails.
+    lost: Option<String>,
+    tx_status: u8,
+    batch_error_seen: bool,
+    /// An ErrorResponse the server sent while nothing was asked (it is about to close).
+    held_error: Option<String>,
+    max: usize,
+    draining: bool,
+    drain: watch::Receiver<bool>,
+}
+
+async fn read_opt(r: Option<ReadHalf<'_>>, buf: &mut BytesMut) -> std::io::Result<usize> {
+    match r {
+        Some(mut r) => r.read_buf(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_opt(w: Option<WriteHalf<'_>>, buf: &[u8]) -> std::io::Result<usize> {
+    match w {
+        Some(mut w) => w.write(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn shrink(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+        *buf = BytesMut::new();
+    }
+}
+
+impl Session {
+    async fn run(&mut self) {
+        let end = self.relay().await;
+        if let Err(Fatal(err)) = end {
+            err.write(&mut self.to_client);
+        }
+        if !self.to_client.is_empty() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                self.client.write_all(&self.to_client),
+            )
+            .await;
+        }
+        self.finish_server().await;
+    }
+
+    async fn relay(&mut self) -> Result<(), Fatal> {
+        if *self.drain.borrow() {
+            self.draining = true;
+        }
+        loop {
+            if self.draining && self.server.is_none() && self.to_client.is_empty() {
+                return Err(Fatal::new(
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "terminating connection due to administrator command",
+                ));
+            }
+            if self.cli_in.capacity() - self.cli_in.len() < READ_CHUNK / 2 {
+                self.cli_in.reserve(READ_CHUNK);
+            }
+            if self.server.is_some() && self.srv_in.capacity() - self.srv_in.len() < READ_CHUNK / 2
+            {
+                self.srv_in.reserve(READ_CHUNK);
+            }
+            let event = {
+                let has_server = self.server.is_some();
+                let (cr, cw) = self.client.split();
+                let (sr, sw) = match self.server.as_mut() {
+                    Some(g) => {
+                        let (r, w) = g.conn_mut().stream.split();
+                        (Some(r), Some(w))
+                    }
+                    None => (None, None),
+                };
+                let mut cr = cr;
+                let mut cw = cw;
+                tokio::select! {
+                    biased;
+                    _ = self.drain.changed(), if !self.draining => Event::Drain,
+                    r = write_opt(sw, &self.to_server), if has_server && !self.to_server.is_empty() => Event::ServerWrote(r),
+                    r = cw.write(&self.to_client), if !self.to_client.is_empty() => Event::ClientWrote(r),
+                    r = read_opt(sr, &mut self.srv_in), if has_server && self.to_client.len() < HIGH_WATER => Event::ServerRead(r),
+                    r = cr.read_buf(&mut self.cli_in), if self.to_server.len() < HIGH_WATER => Event::ClientRead(r),
+                }
+            };
+            match event {
+                Event::Drain => self.draining = true,
+                Event::ClientWrote(r) => {
+                    let n = r?;
+                    self.to_client.advance(n);
+                    shrink(&mut self.to_client);
+                }
+                Event::ServerWrote(Ok(n)) => {
+                    self.to_server.advance(n);
+                    shrink(&mut self.to_server);
+                }
+                Event::ServerWrote(Err(e)) | Event::ServerRead(Err(e)) => {
+                    self.server_lost(&e.to_string())
+                }
+                Event::ServerRead(Ok(0)) => {
+                    self.server_lost("server closed the connection unexpectedly")
+                }
+                Event::ServerRead(Ok(_)) => {
+                    self.process_server();
+                    shrink(&mut self.srv_in);
+                }
+                Event::ClientRead(r) => {
+                    if r? == 0 {
+                        return Ok(());
+                    }
+                    let flow = self.process_client().await?;
+                    shrink(&mut self.cli_in);
+                    if let Flow::Close = flow {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Walks the client's bytes and forwards them, checking out a server where one is needed.
+    async fn process_client(&mut self) -> Result<Flow, Fatal> {
+        loop {
+            if self.cli_skip > 0 {
+                let n = self.cli_skip.min(self.cli_in.len());
+                if n == 0 {
+                    break;
+                }
+                if !self.cli_skip_discard {
+                    self.to_server.extend_from_slice(&self.cli_in[..n]);
+                }
+                self.cli_in.advance(n);
+                self.cli_skip -= n;
+                continue;
+            }
+            let header = match Header::parse(&self.cli_in, self.max) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("invalid message: {e}"),
+                    ));
+                }
+            };
+            let len = header.wire_len();
+            let tag = header.tag;
+            if tag == b'd' {
+                // CopyData streams through whatever its size; without a server (the COPY failed or
+                // the server was lost) it is dropped, as PostgreSQL drops it after a COPY error.
+                let n = len.min(self.cli_in.len());
+                let discard = self.server.is_none() || self.discard_until_sync;
+                if !discard {
+                    self.to_server.extend_from_slice(&self.cli_in[..n]);
+                }
+                self.cli_in.advance(n);
+                self.cli_skip = len - n;
+                self.cli_skip_discard = discard;
+                continue;
+            }
+            if self.cli_in.len() < len {
+                break;
+            }
+            match tag {
+                b'X' => return Ok(Flow::Close),
+                b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'H' | b'F' | b'c' | b'f' => {}
+                other => {
+                    return Err(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("invalid frontend message type {}", other),
+                    ));
+                }
+            }
+            if self.discard_until_sync {
+                self.cli_in.advance(len);
+                if tag == b'S' {
+                    self.discard_until_sync = false;
+                    backend::ready_for_query(self.tx_status, &mut self.to_client);
+                }
+                continue;
+            }
+            if self.server.is_none() {
+                match tag {
+                    // Nothing to do without a server: a Flush, the end of a COPY that already
+                    // failed; a bare Sync is answered as PostgreSQL would.
+                    b'H' | b'c' | b'f' => {
+                        self.cli_in.advance(len);
+                        continue;
+                    }
+                    b'S' if !self.unsynced => {
+                        self.cli_in.advance(len);
+                        backend::ready_for_query(b'I', &mut self.to_client);
+                        continue;
+                    }
+                    _ => {}
+                }
+                if let Some(msg) = self.lost.take() {
+                    let err = ErrorResponse::error(
+                        sqlstate::CONNECTION_FAILURE,
+                        "server connection was lost; the transaction was rolled back",
+                    )
+                    .detail(msg);
+                    self.fail_request(tag, len, err);
+                    continue;
+                }
+                if self.draining {
+                    return Err(Fatal::new(
+                        sqlstate::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command",
+                    ));
+                }
+                if let Err(e) = self.attach().await {
+                    let Fatal(err) = checkout_error(&e, &self.pool);
+                    self.fail_request(tag, len, err);
+                    continue;
+                }
+            }
+            match tag {
+                b'Q' => self.expect.push_back(Expect::Ready { simple: true }),
+                b'F' => self.expect.push_back(Expect::Ready { simple: false }),
+                b'S' => {
+                    if !self.in_copy_in {
+                        self.expect.push_back(Expect::Ready { simple: false });
+                    }
+                    self.unsynced = false;
+                }
+                b'c' | b'f' => {
+                    if self.in_copy_in {
+                        self.in_copy_in = false;
+                    } else {
+                        self.expect.push_back(Expect::CopyEnd);
+                    }
+                }
+                b'H' => {}
+                _ => self.unsynced = true,
+            }
+            self.to_server.extend_from_slice(&self.cli_in[..len]);
+            self.cli_in.advance(len);
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Answers a request sluice cannot run with `err`, as PostgreSQL answers a failed one: a Query
+    /// gets the error and ReadyForQuery; an extended-protocol batch gets the error, and the rest of
+    /// it up to Sync is dropped.
+    fn fail_request(&mut self, tag: u8, len: usize, err: ErrorResponse) {
+        self.cli_in.advance(len);
+        err.write(&mut self.to_client);
+        match tag {
+            b'Q' | b'S' | b'F' => {
+                self.unsynced = false;
+                backend::ready_for_query(b'I', &mut self.to_client)
+            }
+            _ => self.discard_until_sync = true,
+        }
+    }
+
+    async fn attach(&mut self) -> Result<(), CheckoutError> {
+        let guard = self.pool.checkout(self.pool_wait()).await?;
+        self.attach_guard(guard);
+        Ok(())
+    }
+
+    fn pool_wait(&self) -> Duration {
+        self.pool.settings.query_wait_timeout
+    }
+
+    fn attach_guard(&mut self, mut guard: ServerGuard) {
+        let conn = guard.conn_mut();
+        conn.dirty = true;
+        self.cancel.slot.set(Some(CancelTarget {
+            server: conn.target.clone(),
+            pid: conn.pid,
+            key: conn.key,
+        }));
+        if let Some(sql) = conn.params.sync_sql(&self.wanted) {
+            frontend::write_query(&sql, &mut self.to_server);
+            conn.params.note_synced(&self.wanted);
+            self.injected += 1;
+        }
+        self.tx_status = b'I';
+        self.srv_in.clear();
+        self.srv_skip = 0;
+        self.batch_error_seen = false;
+        self.held_error = None;
+        self.server = Some(guard);
+    }
+
+    /// Walks the server's bytes and forwards them; releases the server at a clean point.
+    fn process_server(&mut self) {
+        loop {
+            if self.srv_skip > 0 {
+                let n = self.srv_skip.min(self.srv_in.len());
+                if n == 0 {
+                    break;
+                }
+                if self.injected == 0 {
+                    self.to_client.extend_from_slice(&self.srv_in[..n]);
+                }
+                self.srv_in.advance(n);
+                self.srv_skip -= n;
+                continue;
+            }
+            let header = match Header::parse(&self.srv_in, i32::MAX as usize) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => return self.server_lost(&format!("invalid message from server: {e}")),
+            };
+            let len = header.wire_len();
+            let whole = matches!(header.tag, b'Z' | b'S' | b'G' | b'E');
+            if !whole {
+                let n = len.min(self.srv_in.len());
+                if self.injected == 0 {
+                    self.to_client.extend_from_slice(&self.srv_in[..n]);
+                }
+                self.srv_in.advance(n);
+                self.srv_skip = len - n;
+                continue;
+            }
+            if header.body_len > self.max {
+                return self.server_lost("server sent an oversized message");
+            }
+            if self.srv_in.len() < len {
+                break;
+            }
+            let msg = self.srv_in.split_to(len);
+            let body = &msg[Header::LEN..];
+            if self.injected > 0 {
+                let conn = self
+                    .server
+                    .as_mut()
+                    .expect("reading from a server")
+                    .conn_mut();
+                match header.tag {
+                    b'S' => conn.params.apply_status(body),
+                    b'E' => {
+                        let (code, message) = params::error_code_and_message(body);
+                        tracing::warn!(pool = %self.pool.key, %code, %message, "setting client parameters on a server failed");
+                        // The connection's state is now unknown: never reuse it.
+                        conn.params = Params::default();
+                    }
+                    b'Z' => self.injected -= 1,
+                    _ => {}
+                }
+                continue;
+            }
+            match header.tag {
+                b'Z' => {
+                    self.tx_status = body.first().copied().unwrap_or(b'I');
+                    while let Some(e) = self.expect.pop_front() {
+                        if let Expect::Ready { .. } = e {
+                            break;
+                        }
+                    }
+                    self.batch_error_seen = false;
+                }
+                b'S' => {
+                    if let Some((name, value)) = params::parse_status(body) {
+                        if params::is_tracked(name) || self.wanted.get(name).is_some() {
+                            self.wanted.set(name, value);
+                        }
+                        if let Some(g) = self.server.as_mut() {
+                            g.conn_mut().params.set(name, value);
+                        }
+                    }
+                }
+                b'G' => self.copy_in_started(),
+                b'E' => {
+                    if !self.awaiting_reply() {
+                        // Unasked: PostgreSQL is about to close this connection (terminated,
+                        // shut down, idle timeout). Not the client's business until it asks.
+                        self.held_error = Some(params::error_code_and_message(body).1);
+                        continue;
+                    }
+                    self.batch_error_seen = true;
+                }
+                _ => {}
+            }
+            self.to_client.extend_from_slice(&msg);
+        }
+        if self.mode == PoolMode::Transaction && self.at_clean_point() && self.srv_in.is_empty() {
+            self.release();
+        }
+    }
+
+    /// A COPY FROM STDIN started. Under the extended protocol the server ignores every Sync until
+    /// CopyDone/CopyFail, so those Syncs will get no ReadyForQuery.
+    fn copy_in_started(&mut self) {
+        if matches!(self.expect.front(), Some(Expect::Ready { simple: true })) {
+            return;
+        }
+        match self.expect.iter().position(|e| *e == Expect::CopyEnd) {
+            // The client already ended the COPY: the Syncs before its CopyDone get no reply, and the
+            // marker itself is used up.
+            Some(end) => {
+                let mut index = 0;
+                self.expect.retain(|e| {
+                    let i = index;
+                    index += 1;
+                    if i < end {
+                        !matches!(e, Expect::Ready { simple: false })
+                    } else {
+                        i != end
+                    }
+                });
+            }
+            None => {
+                self.expect
+                    .retain(|e| !matches!(e, Expect::Ready { simple: false }));
+                self.in_copy_in = true;
+            }
+        }
+    }
+
+    fn awaiting_reply(&self) -> bool {
+        self.unsynced
+            || self
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Ready { .. }))
+            || self.injected > 0
+    }
+
+    /// Nothing owed in either direction and the server is idle outside a transaction.
+    fn at_clean_point(&self) -> bool {
+        self.server.is_some()
+            && self.tx_status == b'I'
+            && !self.awaiting_reply()
+            && !self.in_copy_in
+            && self.srv_skip == 0
+            && self.cli_skip == 0
+            && self.to_server.is_empty()
+    }
+
+    fn release(&mut self) {
+        if let Some(mut guard) = self.server.take() {
+            guard.conn_mut().dirty = false;
+            self.cancel.slot.set(None);
+            self.expect.clear();
+            drop(guard);
+        }
+    }
+
+    /// The server connection failed. Whatever the client is owed gets an error; a transaction the
+    /// client believes open fails its next request.
+    fn server_lost(&mut self, why: &str) {
+        let Some(mut guard) = self.server.take() else {
+            return;
+        };
+        guard.conn_mut().dirty = true;
+        tracing::info!(pool = %self.pool.key, server = guard.conn().id, reason = why, "server connection lost");
+        drop(guard);
+        self.cancel.slot.set(None);
+        let why = self.held_error.take().unwrap_or_else(|| why.to_owned());
+        self.srv_in.clear();
+        self.to_server.clear();
+        self.srv_skip = 0;
+        self.injected = 0;
+        if self.cli_skip > 0 {
+            self.cli_skip_discard = true;
+        }
+        let err = || {
+            ErrorResponse::error(
+                sqlstate::CONNECTION_FAILURE,
+                "server connection lost; the transaction was rolled back",
+            )
+            .detail(why.clone())
+        };
+        let owed = self
+            .expect
+            .iter()
+            .filter(|e| matches!(e, Expect::Ready { .. }))
+            .count();
+        for i in 0..owed {
+            if !(i == 0 && self.batch_error_seen) {
+                err().write(&mut self.to_client);
+            }
+            backend::ready_for_query(b'I', &mut self.to_client);
+        }
+        if self.unsynced {
+            if owed == 0 {
+                err().write(&mut self.to_client);
+            }
+            self.discard_until_sync = true;
+        } else if owed == 0 && self.tx_status != b'I' {
+            self.lost = Some(why);
+        }
+        self.expect.clear();
+        self.unsynced = false;
+        self.in_copy_in = false;
+        self.tx_status = b'I';
+        self.batch_error_seen = false;
+    }
+
+    /// The session is over: return the server connection if it is clean (after the reset query
+    /// in session mode), close it otherwise.
+    async fn finish_server(&mut self) {
+        let clean = self.at_clean_point() && self.srv_in.is_empty();
+        let Some(mut guard) = self.server.take() else {
+            return;
+        };
+        self.cancel.slot.set(None);
+        if !clean {
+            guard.conn_mut().dirty = true;
+            return;
+        }
+        if self.mode == PoolMode::Session && !self.pool.settings.reset_query.is_empty() {
+            let max = self.pool.settings.max_message_size;
+            let sql = self.pool.settings.reset_query.clone();
+            let conn = guard.conn_mut();
+            let reset = tokio::time::timeout(
+                Duration::from_secs(10),
+                crate::server::run_simple(conn, &sql, max),
+            )
+            .await;
+            conn.dirty = !matches!(reset, Ok(Ok(Ok(()))));
+        } else {
+            guard.conn_mut().dirty = false;
+        }
+    }
+}

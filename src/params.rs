@@ -1,0 +1,240 @@
+//! Session parameters: what a client has set, what a server connection has, and the SQL that brings
+//! a server connection to a client's values before it serves that client.
+//!
+//! Tracked: the parameters PostgreSQL reports (ParameterStatus) that a client may change and that
+//! change results: client_encoding, DateStyle, TimeZone, IntervalStyle, standard_conforming_strings,
+//! application_name; plus any other parameter the client gave in its startup packet (for example
+//! pgJDBC's extra_float_digits). A client's own later `SET` of an unreported parameter is not seen
+//! by the pooler (PostgreSQL does not report it); see README "Limits".
+
+use postgres_protocol::escape::{escape_identifier, escape_literal};
+
+/// Reported parameters a client may change and that sluice keeps per client.
+pub const TRACKED: &[&str] = &[
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "standard_conforming_strings",
+    "application_name",
+];
+
+pub fn is_tracked(name: &str) -> bool {
+    TRACKED.iter().any(|t| t.eq_ignore_ascii_case(name))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    name: String,
+    value: String,
+    /// Set from a client's startup packet, not reported by the server: must be RESET when the next
+    /// client does not want it.
+    extra: bool,
+}
+
+/// An ordered name → value list. Names compare case-insensitively, as GUC names do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    entries: Vec<Entry>,
+}
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|e| e.name.eq_ignore_ascii_case(name))
+            .map(|e| e.value.as_str())
+    }
+
+    /// Sets a reported parameter, keeping the position of an existing entry.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.set_entry(name, value, false)
+    }
+
+    /// Sets a parameter the server does not report.
+    pub fn set_extra(&mut self, name: &str, value: &str) {
+        self.set_entry(name, value, true)
+    }
+
+    fn set_entry(&mut self, name: &str, value: &str, extra: bool) {
+        match self
+            .entries
+            .iter_mut()
+            .find(|e| e.name.eq_ignore_ascii_case(name))
+        {
+            Some(e) => {
+                if e.value != value {
+                    e.value.clear();
+                    e.value.push_str(value);
+                }
+                e.extra = extra;
+            }
+            None => self.entries.push(Entry {
+                name: name.to_owned(),
+                value: value.to_owned(),
+                extra,
+            }),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.entries.retain(|e| !e.name.eq_ignore_ascii_case(name));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str()))
+    }
+
+    /// Applies a ParameterStatus body (`name\0value\0`). Malformed bodies are ignored.
+    pub fn apply_status(&mut self, body: &[u8]) {
+        if let Some((name, value)) = parse_status(body) {
+            self.set(name, value);
+        }
+    }
+
+    /// The SQL that makes a server with `self` as its params match `wanted`, or `None` when they
+    /// already match. One simple Query, so it can be pipelined in front of the client's own.
+    pub fn sync_sql(&self, wanted: &Params) -> Option<String> {
+        let mut sets = Vec::new();
+        for e in &wanted.entries {
+            if self.get(&e.name) != Some(e.value.as_str()) {
+                sets.push(format!(
+                    "pg_catalog.set_config({}, {}, false)",
+                    escape_literal(&e.name),
+                    escape_literal(&e.value)
+                ));
+            }
+        }
+        let resets: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|e| e.extra && wanted.get(&e.name).is_none())
+            .map(|e| format!("RESET {}", escape_identifier(&e.name)))
+            .collect();
+        if sets.is_empty() && resets.is_empty() {
+            return None;
+        }
+        let mut sql = String::new();
+        if !sets.is_empty() {
+            sql.push_str("SELECT ");
+            sql.push_str(&sets.join(", "));
+        }
+        for r in resets {
+            if !sql.is_empty() {
+                sql.push_str("; ");
+            }
+            sql.push_str(&r);
+        }
+        Some(sql)
+    }
+
+    /// After `sync_sql(wanted)` ran: record the values that PostgreSQL does not report back.
+    pub fn note_synced(&mut self, wanted: &Params) {
+        self.entries
+            .retain(|e| !e.extra || wanted.get(&e.name).is_some());
+        for e in wanted.entries.iter().filter(|e| e.extra) {
+            self.set_extra(&e.name, &e.value);
+        }
+    }
+}
+
+pub fn parse_status(body: &[u8]) -> Option<(&str, &str)> {
+    let mut parts = body.split(|b| *b == 0);
+    let name = std::str::from_utf8(parts.next()?).ok()?;
+    let value = std::str::from_utf8(parts.next()?).ok()?;
+    Some((name, value))
+}
+
+/// SQLSTATE and message of an ErrorResponse body, for logs and errors sluice raises itself.
+pub fn error_code_and_message(body: &[u8]) -> (String, String) {
+    let (mut code, mut message) = (String::new(), String::new());
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let end = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
+        let value = String::from_utf8_lossy(&tail[..end]).into_owned();
+        match field {
+            b'C' => code = value,
+            b'M' => message = value,
+            _ => {}
+        }
+        rest = tail.get(end + 1..).unwrap_or(&[]);
+    }
+    (code, message)
+}
+
+/// Splits libpq's `options` startup parameter (`-c name=value`, `--name=value`) into parameters.
+pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut words = options.split_ascii_whitespace();
+    while let Some(w) = words.next() {
+        let setting = if w == "-c" {
+            words
+                .next()
+                .ok_or_else(|| "-c without a setting".to_owned())?
+        } else if let Some(s) = w.strip_prefix("-c") {
+            s
+        } else if let Some(s) = w.strip_prefix("--") {
+            s
+        } else {
+            return Err(format!(
+                "unsupported option \"{w}\" (only -c name=value is supported)"
+            ));
+        };
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("option \"{setting}\" has no value"))?;
+        out.push((name.replace('-', "_"), value.to_owned()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_sets_what_differs_and_resets_unwanted_extras() {
+        let mut server = Params::default();
+        server.set("TimeZone", "UTC");
+        server.set("application_name", "");
+        server.set_extra("extra_float_digits", "3");
+        let mut wanted = Params::default();
+        wanted.set("TimeZone", "UTC");
+        wanted.set("application_name", "it's");
+        let sql = server.sync_sql(&wanted).unwrap();
+        assert_eq!(
+            sql,
+            "SELECT pg_catalog.set_config('application_name', 'it''s', false); RESET \"extra_float_digits\""
+        );
+        server.set("application_name", "it's");
+        server.note_synced(&wanted);
+        assert_eq!(server.sync_sql(&wanted), None);
+    }
+
+    #[test]
+    fn names_compare_case_insensitively() {
+        let mut p = Params::default();
+        p.set("DateStyle", "ISO, MDY");
+        p.set("datestyle", "ISO, DMY");
+        assert_eq!(p.iter().count(), 1);
+        assert_eq!(p.get("DATESTYLE"), Some("ISO, DMY"));
+    }
+
+    #[test]
+    fn options_parse() {
+        assert_eq!(
+            parse_options("-c search_path=a,b --statement-timeout=5s -cwork_mem=4MB").unwrap(),
+            vec![
+                ("search_path".into(), "a,b".into()),
+                ("statement_timeout".into(), "5s".into()),
+                ("work_mem".into(), "4MB".into())
+            ]
+        );
+        assert!(parse_options("-x").is_err());
+    }
+}

@@ -1,0 +1,379 @@
+//! A pool of server connections for one (database, user).
+//!
+//! # Life of a server connection
+//! `open` counts every connection the pool is responsible for: idle, lent out, or being connected.
+//! It never exceeds `size`. A checkout takes an idle connection (most recently used first), or, under
+//! `size`, takes a *slot* and connects, or else queues as a waiter. Waiters are served first come,
+//! first served: a returned connection, or a freed slot, is handed straight to the oldest waiter
+//! over a oneshot channel.
+//!
+//! Cancel safety: everything handed over travels inside a guard ([`ServerGuard`], [`Slot`]). If a
+//! waiter gives up (timeout, client gone) after the hand-off, dropping its receiver drops the guard,
+//! which passes the connection or slot on to the next waiter. Nothing leaks a slot.
+//!
+//! A guard dropped while its connection is `dirty` (mid-transaction, unknown state) closes the
+//! connection and frees its slot; a clean one goes back to the pool.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::config::PoolMode;
+use crate::params::Params;
+use crate::server::{self, ConnectError, ServerConn, ServerTarget};
+
+/// Pool settings, resolved from the config.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub size: usize,
+    pub mode: PoolMode,
+    pub connect_timeout: Duration,
+    pub login_retry: Duration,
+    pub idle_timeout: Duration,
+    pub lifetime: Duration,
+    pub reset_query: String,
+    pub query_wait_timeout: Duration,
+    pub max_message_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub database: String,
+    pub user: String,
+}
+
+impl std::fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.database, self.user)
+    }
+}
+
+/// Why a checkout failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckoutError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("no server connection available within {0:?} (query_wait_timeout)")]
+    Timeout(Duration),
+}
+
+enum Take {
+    Conn(ServerConn),
+    Slot(Slot),
+    Wait(oneshot::Receiver<Handoff>),
+}
+
+enum Handoff {
+    Conn(ServerGuard),
+    Slot(Slot),
+}
+
+struct State {
+    idle: Vec<ServerConn>,
+    open: usize,
+    waiters: VecDeque<oneshot::Sender<Handoff>>,
+    /// After a failed connect, new connects wait until then and fail with the same error.
+    backoff: Option<(Instant, ConnectError)>,
+    /// Consecutive failed connects, for the backoff length.
+    failures: u32,
+}
+
+/// Counters read by the admin console and metrics.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    pub checkouts: AtomicU64,
+    pub wait_timeouts: AtomicU64,
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub closed: AtomicU64,
+}
+
+pub struct Pool {
+    pub key: PoolKey,
+    pub target: Arc<ServerTarget>,
+    pub settings: PoolSettings,
+    state: Mutex<State>,
+    /// ParameterStatus values of the pool's first login, sent to clients at their login.
+    startup_params: Mutex<Option<Arc<Params>>>,
+    pub stats: PoolStats,
+}
+
+impl Pool {
+    pub fn new(key: PoolKey, target: ServerTarget, settings: PoolSettings) -> Arc<Pool> {
+        Arc::new(Pool {
+            key,
+            target: Arc::new(target),
+            settings,
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                open: 0,
+                waiters: VecDeque::new(),
+                backoff: None,
+                failures: 0,
+            }),
+            startup_params: Mutex::new(None),
+            stats: PoolStats::default(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug in this module; the state is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn startup_params(&self) -> Option<Arc<Params>> {
+        self.startup_params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits up to `wait` for a server connection.
+    pub async fn checkout(self: &Arc<Self>, wait: Duration) -> Result<ServerGuard, CheckoutError> {
+        match tokio::time::timeout(wait, self.checkout_inner()).await {
+            Ok(r) => {
+                if r.is_ok() {
+                    self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+                }
+                r
+            }
+            Err(_) => {
+                self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(CheckoutError::Timeout(wait))
+            }
+        }
+    }
+
+    async fn checkout_inner(self: &Arc<Self>) -> Result<ServerGuard, CheckoutError> {
+        loop {
+            let slot = match self.try_take()? {
+                Take::Conn(conn) => {
+                    if conn.is_alive() {
+                        return Ok(ServerGuard::new(self.clone(), conn));
+                    }
+                    tracing::debug!(pool = %self.key, server = conn.id, "idle server connection closed by the server");
+                    self.stats.closed.fetch_add(1, Ordering::Relaxed);
+                    // Its slot is ours to reconnect with.
+                    Slot {
+                        pool: Some(self.clone()),
+                    }
+                }
+                Take::Slot(slot) => slot,
+                Take::Wait(rx) => match rx.await {
+                    Ok(Handoff::Conn(mut guard)) => {
+                        if guard.conn().is_alive() {
+                            return Ok(guard);
+                        }
+                        guard.conn_mut().dirty = true;
+                        drop(guard);
+                        continue;
+                    }
+                    Ok(Handoff::Slot(slot)) => slot,
+                    // The pool dropped our sender without an answer: cannot happen while the pool
+                    // lives, but retrying is always safe.
+                    Err(_) => continue,
+                },
+            };
+            return self.connect_with(slot).await;
+        }
+    }
+
+    /// The synchronous part of a checkout, under the lock.
+    fn try_take(self: &Arc<Self>) -> Result<Take, CheckoutError> {
+        let mut st = self.state();
+        if let Some(conn) = st.idle.pop() {
+            return Ok(Take::Conn(conn));
+        }
+        if st.open < self.settings.size {
+            if let Some((until, err)) = &st.backoff {
+                if Instant::now() < *until {
+                    return Err(err.clone().into());
+                }
+            }
+            st.open += 1;
+            return Ok(Take::Slot(Slot {
+                pool: Some(self.clone()),
+            }));
+        }
+        let (tx, rx) = oneshot::channel();
+        st.waiters.push_back(tx);
+        Ok(Take::Wait(rx))
+    }
+
+    async fn connect_with(self: &Arc<Self>, mut slot: Slot) -> Result<ServerGuard, CheckoutError> {
+        let s = &self.settings;
+        match server::connect(self.target.clone(), s.connect_timeout, s.max_message_size).await {
+            Ok(conn) => {
+                self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut st = self.state();
+                    st.backoff = None;
+                    st.failures = 0;
+                }
+                {
+                    let mut p = self
+                        .startup_params
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if p.is_none() {
+                        *p = Some(Arc::new(conn.params.clone()));
+                    }
+                }
+                tracing::debug!(pool = %self.key, server = conn.id, pid = conn.pid, "server connection opened");
+                slot.pool = None;
+                Ok(ServerGuard::new(self.clone(), conn))
+            }
+            Err(err) => {
+                self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(pool = %self.key, error = %err, "server connection failed");
+                let mut st = self.state();
+                st.failures = st.failures.saturating_add(1);
+                // 1x, 2x, 4x ... the configured retry interval, at most 30 x.
+                let factor = 1u32 << st.failures.saturating_sub(1).min(5);
+                let wait = s
+                    .login_retry
+                    .saturating_mul(factor)
+                    .min(s.login_retry.saturating_mul(30));
+                st.backoff = Some((Instant::now() + wait, err.clone()));
+                drop(st);
+                drop(slot);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// A clean connection comes back: to the oldest waiter, else to the idle list.
+    fn checkin(self: &Arc<Self>, mut conn: ServerConn) {
+        conn.last_used = Instant::now();
+        if conn.last_used.duration_since(conn.created) >= self.settings.lifetime {
+            tracing::debug!(pool = %self.key, server = conn.id, "server connection reached server_lifetime");
+            return self.discard(conn);
+        }
+        let mut st = self.state();
+        while let Some(tx) = st.waiters.pop_front() {
+            match tx.send(Handoff::Conn(ServerGuard::new(self.clone(), conn))) {
+                Ok(()) => return,
+                Err(Handoff::Conn(mut back)) => conn = back.take(),
+                Err(Handoff::Slot(_)) => unreachable!("we sent a connection"),
+            }
+        }
+        st.idle.push(conn);
+    }
+
+    fn discard(self: &Arc<Self>, conn: ServerConn) {
+        tracing::debug!(pool = %self.key, server = conn.id, "server connection closed");
+        self.stats.closed.fetch_add(1, Ordering::Relaxed);
+        drop(conn);
+        self.release_slot();
+    }
+
+    /// A slot is free again: the oldest waiter may connect with it; else `open` shrinks.
+    fn release_slot(self: &Arc<Self>) {
+        let mut st = self.state();
+        while let Some(tx) = st.waiters.pop_front() {
+            match tx.send(Handoff::Slot(Slot {
+                pool: Some(self.clone()),
+            })) {
+                Ok(()) => return,
+                Err(Handoff::Slot(mut back)) => back.pool = None,
+                Err(Handoff::Conn(_)) => unreachable!("we sent a slot"),
+            }
+        }
+        st.open -= 1;
+    }
+
+    /// Closes idle connections past `server_idle_timeout` or `server_lifetime`. Returns how many.
+    pub fn close_expired(self: &Arc<Self>, now: Instant) -> usize {
+        let expired: Vec<ServerConn> = {
+            let mut st = self.state();
+            let s = &self.settings;
+            let (keep, expired): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut st.idle).into_iter().partition(|c| {
+                    now.duration_since(c.last_used) < s.idle_timeout
+                        && now.duration_since(c.created) < s.lifetime
+                });
+            st.idle = keep;
+            expired
+        };
+        let n = expired.len();
+        for conn in expired {
+            self.discard(conn);
+        }
+        n
+    }
+
+    /// Numbers for the admin console and metrics: (idle, open, waiting).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let st = self.state();
+        (
+            st.idle.len(),
+            st.open,
+            st.waiters.iter().filter(|w| !w.is_closed()).count(),
+        )
+    }
+}
+
+/// The right to open one connection, counted in `open`. Dropped unused, it frees the slot.
+struct Slot {
+    pool: Option<Arc<Pool>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.release_slot();
+        }
+    }
+}
+
+/// A server connection lent to one client. Dropped, it goes back to the pool, or is closed if dirty.
+pub struct ServerGuard {
+    conn: Option<ServerConn>,
+    pool: Arc<Pool>,
+}
+
+impl ServerGuard {
+    fn new(pool: Arc<Pool>, conn: ServerConn) -> Self {
+        ServerGuard {
+            conn: Some(conn),
+            pool,
+        }
+    }
+
+    fn take(&mut self) -> ServerConn {
+        self.conn
+            .take()
+            .expect("guard holds a connection until dropped")
+    }
+
+    pub fn conn(&self) -> &ServerConn {
+        self.conn
+            .as_ref()
+            .expect("guard holds a connection until dropped")
+    }
+
+    pub fn conn_mut(&mut self) -> &mut ServerConn {
+        self.conn
+            .as_mut()
+            .expect("guard holds a connection until dropped")
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if conn.dirty {
+                self.pool.discard(conn);
+            } else {
+                self.pool.checkin(conn);
+            }
+        }
+    }
+}

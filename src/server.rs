@@ -1,0 +1,320 @@
+//! One connection to PostgreSQL: connect, authenticate, and the state the pooler tracks on it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use sluice_proto::Header;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::params::Params;
+
+/// Where and as whom a pool's server connections log in.
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+impl ServerTarget {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Why a server connection could not be made. The message is what a client is shown.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    #[error("could not connect to server {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("server {addr} did not answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    /// PostgreSQL refused the login; its own SQLSTATE and message are passed on.
+    #[error("server login failed: {message}")]
+    Refused { code: String, message: String },
+    #[error("server login failed: {0}")]
+    Protocol(String),
+}
+
+impl ConnectError {
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            ConnectError::Refused { code, .. } => code,
+            _ => sluice_proto::sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+        }
+    }
+}
+
+/// A logged-in server connection.
+pub struct ServerConn {
+    pub id: u64,
+    pub stream: TcpStream,
+    /// The server's BackendKeyData, for forwarding cancel requests.
+    pub pid: i32,
+    pub key: i32,
+    /// Values the server reported (ParameterStatus) or that sluice set on it.
+    pub params: Params,
+    pub target: Arc<ServerTarget>,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// Set while a client holds it and may have left it mid-transaction. A guard dropped with
+    /// `dirty` set closes the connection instead of returning it to the pool.
+    pub dirty: bool,
+}
+
+impl ServerConn {
+    /// True when the connection has neither closed nor sent anything unasked while idle (PostgreSQL
+    /// sends an ErrorResponse before it closes a terminated backend). Does not block.
+    pub fn is_alive(&self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Connects and logs in, within `timeout` for the whole exchange.
+pub async fn connect(
+    target: Arc<ServerTarget>,
+    timeout: Duration,
+    max_message: usize,
+) -> Result<ServerConn, ConnectError> {
+    let addr = target.addr();
+    match tokio::time::timeout(timeout, connect_inner(target, max_message)).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::Timeout { addr, timeout }),
+    }
+}
+
+async fn connect_inner(
+    target: Arc<ServerTarget>,
+    max_message: usize,
+) -> Result<ServerConn, ConnectError> {
+    let addr = target.addr();
+    let unreachable = |e: std::io::Error| ConnectError::Unreachable {
+        addr: addr.clone(),
+        reason: e.to_string(),
+    };
+    let mut stream = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(unreachable)?;
+    stream.set_nodelay(true).map_err(unreachable)?;
+
+    let mut out = BytesMut::with_capacity(256);
+    sluice_proto::startup::write_startup(
+        &[("user", &target.user), ("database", &target.dbname)],
+        &mut out,
+    );
+    stream.write_all(&out).await.map_err(unreachable)?;
+    out.clear();
+
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut params = Params::default();
+    let mut key = (0, 0);
+    let mut scram: Option<ScramSha256> = None;
+    let lost = || ConnectError::Protocol("server closed the connection during login".into());
+    loop {
+        let message = loop {
+            if Header::parse(&buf, max_message)
+                .map_err(|e| ConnectError::Protocol(e.to_string()))?
+                .is_some()
+            {
+                if let Some(m) =
+                    Message::parse(&mut buf).map_err(|e| ConnectError::Protocol(e.to_string()))?
+                {
+                    break m;
+                }
+            }
+            buf.reserve(1024);
+            if stream.read_buf(&mut buf).await.map_err(unreachable)? == 0 {
+                return Err(lost());
+            }
+        };
+        let password = || {
+            target.password.as_deref().ok_or_else(|| {
+                ConnectError::Protocol(format!(
+                    "server asks user \"{}\" for a password and none is configured",
+                    target.user
+                ))
+            })
+        };
+        match message {
+            Message::AuthenticationOk => {}
+            Message::AuthenticationCleartextPassword => {
+                frontend::password_message(password()?.as_bytes(), &mut out)
+                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+            }
+            Message::AuthenticationMd5Password(body) => {
+                let hash = postgres_protocol::authentication::md5_hash(
+                    target.user.as_bytes(),
+                    password()?.as_bytes(),
+                    body.salt(),
+                );
+                frontend::password_message(hash.as_bytes(), &mut out)
+                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+            }
+            Message::AuthenticationSasl(body) => {
+                let mut mechanisms = body.mechanisms();
+                let mut has_scram = false;
+                while let Some(m) = mechanisms
+                    .next()
+                    .map_err(|e| ConnectError::Protocol(e.to_string()))?
+                {
+                    has_scram |= m == sasl::SCRAM_SHA_256;
+                }
+                if !has_scram {
+                    return Err(ConnectError::Protocol(
+                        "server offers no SASL mechanism sluice supports".into(),
+                    ));
+                }
+                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut out)
+                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+                scram = Some(s);
+            }
+            Message::AuthenticationSaslContinue(body) => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| ConnectError::Protocol("unexpected SASL continue".into()))?;
+                s.update(body.data())
+                    .map_err(|e| ConnectError::Protocol(format!("SCRAM: {e}")))?;
+                frontend::sasl_response(s.message(), &mut out)
+                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+            }
+            Message::AuthenticationSaslFinal(body) => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| ConnectError::Protocol("unexpected SASL final".into()))?;
+                s.finish(body.data())
+                    .map_err(|e| ConnectError::Protocol(format!("SCRAM: {e}")))?;
+            }
+            Message::ParameterStatus(p) => {
+                let name = p
+                    .name()
+                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+                let value = p
+                    .value()
+                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+                params.set(name, value);
+            }
+            Message::BackendKeyData(k) => key = (k.process_id(), k.secret_key()),
+            Message::NoticeResponse(_) => {}
+            Message::ErrorResponse(e) => {
+                let mut fields = e.fields();
+                let (mut code, mut message) = (String::new(), String::new());
+                while let Ok(Some(f)) = fields.next() {
+                    match f.type_() {
+                        b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                        b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                        _ => {}
+                    }
+                }
+                return Err(ConnectError::Refused { code, message });
+            }
+            Message::ReadyForQuery(_) => {
+                let now = Instant::now();
+                return Ok(ServerConn {
+                    id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    stream,
+                    pid: key.0,
+                    key: key.1,
+                    params,
+                    target,
+                    created: now,
+                    last_used: now,
+                    dirty: false,
+                });
+            }
+            _ => {
+                return Err(ConnectError::Protocol(
+                    "unexpected message during login".into(),
+                ));
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await.map_err(unreachable)?;
+            out.clear();
+        }
+    }
+}
+
+/// Sends a CancelRequest for `pid`/`key` to the server at `target`. Best effort, bounded in time.
+pub async fn send_cancel(target: &ServerTarget, pid: i32, key: i32, timeout: Duration) {
+    let work = async {
+        let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let mut out = BytesMut::with_capacity(16);
+        sluice_proto::startup::write_cancel(pid, key, &mut out);
+        stream.write_all(&out).await?;
+        // PostgreSQL closes the connection once it has handled the request.
+        let mut sink = [0u8; 16];
+        let _ = stream.read(&mut sink).await;
+        Ok::<_, std::io::Error>(())
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(timeout, work).await {
+        tracing::debug!(error = %e, "cancel request to {} failed", target.addr());
+    }
+}
+
+/// Runs `sql` (a simple Query) on an idle server and reads through ReadyForQuery, applying any
+/// ParameterStatus to the connection's params. Returns the first error's SQLSTATE and message.
+pub async fn run_simple(
+    conn: &mut ServerConn,
+    sql: &str,
+    max_message: usize,
+) -> std::io::Result<Result<(), (String, String)>> {
+    let mut out = BytesMut::with_capacity(sql.len() + 8);
+    out.put_u8(b'Q');
+    out.put_i32((sql.len() + 5) as i32);
+    out.extend_from_slice(sql.as_bytes());
+    out.put_u8(0);
+    conn.stream.write_all(&out).await?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut error = None;
+    loop {
+        let message = loop {
+            if Header::parse(&buf, max_message)
+                .map_err(std::io::Error::other)?
+                .is_some()
+            {
+                if let Some(m) = sluice_proto::split_message(&mut buf, max_message)
+                    .map_err(std::io::Error::other)?
+                {
+                    break m;
+                }
+            }
+            buf.reserve(1024);
+            if conn.stream.read_buf(&mut buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        };
+        match message.tag {
+            b'S' => conn.params.apply_status(&message.body),
+            b'E' if error.is_none() => {
+                error = Some(crate::params::error_code_and_message(&message.body))
+            }
+            b'Z' => {
+                if !buf.is_empty() {
+                    return Err(std::io::Error::other(
+                        "server sent data after ReadyForQuery",
+                    ));
+                }
+                return Ok(match error {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                });
+            }
+            _ => {}
+        }
+    }
+}
