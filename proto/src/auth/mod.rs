@@ -30,7 +30,9 @@ impl std::fmt::Debug for PasswordSecret {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
-    #[error("malformed SCRAM-SHA-256 secret (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)")]
+    #[error(
+        "malformed SCRAM-SHA-256 secret (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)"
+    )]
     MalformedScram,
     #[error("malformed md5 secret (expected \"md5\" followed by 32 hex digits)")]
     MalformedMd5,
@@ -49,7 +51,9 @@ impl PasswordSecret {
             }
         }
         if s.starts_with("SCRAM-SHA-256$") {
-            return ScramVerifier::parse(s).map(PasswordSecret::Scram).ok_or(SecretError::MalformedScram);
+            return ScramVerifier::parse(s)
+                .map(PasswordSecret::Scram)
+                .ok_or(SecretError::MalformedScram);
         }
         Ok(PasswordSecret::Plain(s.to_owned()))
     }
@@ -71,4 +75,16 @@ impl PasswordSecret {
             _ => None,
         }
     }
+}
+
+/// Compares two byte strings without an early exit on the first differing byte, so the time taken
+/// does not reveal how much of a secret-derived value the client guessed right. Lengths are not
+/// secret (they are fixed by the mechanism), so a length mismatch returns at once.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // Keep the optimiser from turning the fold back into a short-circuiting comparison.
+    std::hint::black_box(diff) == 0
 }
