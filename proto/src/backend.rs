@@ -136,7 +136,15 @@ impl<'a> FieldDescription<'a> {
             701 => 8, // float8
             _ => -1,
         };
-        FieldDescription { name, table_oid: 0, column: 0, type_oid, type_size, type_modifier: -1, format: 0 }
+        FieldDescription {
+            name,
+            table_oid: 0,
+            column: 0,
+            type_oid,
+            type_size,
+            type_modifier: -1,
+            format: 0,
+        }
     }
 }
 
@@ -222,7 +230,13 @@ pub struct ErrorResponse {
 
 impl ErrorResponse {
     pub fn new(severity: Severity, code: &str, message: impl Into<String>) -> Self {
-        ErrorResponse { severity, code: code.to_owned(), message: message.into(), detail: None, hint: None }
+        ErrorResponse {
+            severity,
+            code: code.to_owned(),
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
 
     pub fn error(code: &str, message: impl Into<String>) -> Self {
@@ -303,11 +317,17 @@ mod tests {
             _ => panic!("not a ParameterStatus"),
         }
         backend_key_data(7, -9, &mut b);
-        assert!(matches!(parse_one(&mut b), Message::BackendKeyData(k) if k.process_id() == 7 && k.secret_key() == -9));
+        assert!(
+            matches!(parse_one(&mut b), Message::BackendKeyData(k) if k.process_id() == 7 && k.secret_key() == -9)
+        );
         authentication_md5_password([1, 2, 3, 4], &mut b);
-        assert!(matches!(parse_one(&mut b), Message::AuthenticationMd5Password(m) if m.salt() == [1, 2, 3, 4]));
+        assert!(
+            matches!(parse_one(&mut b), Message::AuthenticationMd5Password(m) if m.salt() == [1, 2, 3, 4])
+        );
         command_complete("SELECT 1", &mut b);
-        assert!(matches!(parse_one(&mut b), Message::CommandComplete(c) if c.tag().unwrap() == "SELECT 1"));
+        assert!(
+            matches!(parse_one(&mut b), Message::CommandComplete(c) if c.tag().unwrap() == "SELECT 1")
+        );
         data_row([Some(&b"ab"[..]), None], &mut b);
         match parse_one(&mut b) {
             Message::DataRow(r) => assert_eq!(r.ranges().count().unwrap(), 2),
@@ -318,12 +338,19 @@ mod tests {
     #[test]
     fn error_response_fields() {
         let mut b = BytesMut::new();
-        ErrorResponse::error("57014", "canceled").hint("retry").write(&mut b);
+        ErrorResponse::error("57014", "canceled")
+            .hint("retry")
+            .write(&mut b);
         match parse_one(&mut b) {
             Message::ErrorResponse(e) => {
                 let fields: Vec<(u8, String)> = e
                     .fields()
-                    .map(|f| Ok((f.type_(), String::from_utf8_lossy(f.value_bytes()).into_owned())))
+                    .map(|f| {
+                        Ok((
+                            f.type_(),
+                            String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                        ))
+                    })
                     .collect()
                     .unwrap();
                 assert_eq!(

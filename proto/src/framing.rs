@@ -33,7 +33,10 @@ impl Header {
         if body_len > max {
             return Err(ProtocolError::TooLarge { len: body_len, max });
         }
-        Ok(Some(Header { tag: buf[0], body_len }))
+        Ok(Some(Header {
+            tag: buf[0],
+            body_len,
+        }))
     }
 
     /// The whole message length on the wire, header included.
@@ -70,7 +73,10 @@ pub fn split_message(buf: &mut BytesMut, max: usize) -> Result<Option<RawMessage
     }
     buf.advance(Header::LEN);
     let body = buf.split_to(header.body_len).freeze();
-    Ok(Some(RawMessage { tag: header.tag, body }))
+    Ok(Some(RawMessage {
+        tag: header.tag,
+        body,
+    }))
 }
 
 /// Scans `buf` from the start and returns how many bytes form whole messages, ending right after
@@ -114,16 +120,25 @@ mod tests {
         let mut buf = BytesMut::from(&b"Q\x7f\xff\xff\xff"[..]);
         assert_eq!(
             split_message(&mut buf, 1024),
-            Err(ProtocolError::TooLarge { len: 0x7fff_fffb, max: 1024 })
+            Err(ProtocolError::TooLarge {
+                len: 0x7fff_fffb,
+                max: 1024
+            })
         );
     }
 
     #[test]
     fn a_length_below_four_is_an_error() {
         let mut buf = BytesMut::from(&b"Q\0\0\0\x03"[..]);
-        assert_eq!(split_message(&mut buf, 1024), Err(ProtocolError::BadLength { len: 3 }));
+        assert_eq!(
+            split_message(&mut buf, 1024),
+            Err(ProtocolError::BadLength { len: 3 })
+        );
         let mut buf = BytesMut::from(&b"Q\xff\xff\xff\xff"[..]);
-        assert_eq!(split_message(&mut buf, 1024), Err(ProtocolError::BadLength { len: -1 }));
+        assert_eq!(
+            split_message(&mut buf, 1024),
+            Err(ProtocolError::BadLength { len: -1 })
+        );
     }
 
     #[test]

@@ -17,20 +17,28 @@ pub const PROTOCOL_3_0: i32 = 196608;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartupPacket {
     /// A StartupMessage. `params` keeps the client's order; `user` is required by PostgreSQL.
-    Startup { major: u16, minor: u16, params: Vec<(String, String)> },
+    Startup {
+        major: u16,
+        minor: u16,
+        params: Vec<(String, String)>,
+    },
     SslRequest,
     GssEncRequest,
     /// A CancelRequest carrying the key from our BackendKeyData (protocol 3.0: four bytes).
-    Cancel { pid: i32, key: i32 },
+    Cancel {
+        pid: i32,
+        key: i32,
+    },
 }
 
 impl StartupPacket {
     /// The value of a StartupMessage parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
         match self {
-            StartupPacket::Startup { params, .. } => {
-                params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-            }
+            StartupPacket::Startup { params, .. } => params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str()),
             _ => None,
         }
     }
@@ -47,7 +55,10 @@ pub fn split_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>> {
     }
     let len = len as usize;
     if len > MAX_STARTUP_LEN {
-        return Err(ProtocolError::TooLarge { len, max: MAX_STARTUP_LEN });
+        return Err(ProtocolError::TooLarge {
+            len,
+            max: MAX_STARTUP_LEN,
+        });
     }
     if buf.len() < len {
         return Ok(None);
@@ -63,9 +74,14 @@ pub fn split_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>> {
         GSSENC_REQUEST_CODE => StartupPacket::GssEncRequest,
         CANCEL_REQUEST_CODE => {
             if packet.len() != 8 {
-                return Err(ProtocolError::Malformed { what: "CancelRequest" });
+                return Err(ProtocolError::Malformed {
+                    what: "CancelRequest",
+                });
             }
-            StartupPacket::Cancel { pid: packet.get_i32(), key: packet.get_i32() }
+            StartupPacket::Cancel {
+                pid: packet.get_i32(),
+                key: packet.get_i32(),
+            }
         }
         version => {
             let major = (version >> 16) as u16;
@@ -73,7 +89,11 @@ pub fn split_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>> {
             if major != 3 {
                 return Err(ProtocolError::UnsupportedProtocol { major, minor });
             }
-            StartupPacket::Startup { major, minor, params: parse_params(&packet)? }
+            StartupPacket::Startup {
+                major,
+                minor,
+                params: parse_params(&packet)?,
+            }
         }
     };
     Ok(Some(packet))
@@ -153,11 +173,20 @@ mod tests {
     #[test]
     fn startup_round_trips() {
         let mut buf = BytesMut::new();
-        write_startup(&[("user", "app"), ("database", "db"), ("application_name", "x")], &mut buf);
+        write_startup(
+            &[
+                ("user", "app"),
+                ("database", "db"),
+                ("application_name", "x"),
+            ],
+            &mut buf,
+        );
         let p = split_startup(&mut buf).unwrap().unwrap();
         assert_eq!(p.param("user"), Some("app"));
         assert_eq!(p.param("database"), Some("db"));
-        assert!(matches!(p, StartupPacket::Startup { major: 3, minor: 0, ref params } if params.len() == 3));
+        assert!(
+            matches!(p, StartupPacket::Startup { major: 3, minor: 0, ref params } if params.len() == 3)
+        );
         assert!(buf.is_empty());
     }
 
@@ -166,8 +195,14 @@ mod tests {
         let mut buf = BytesMut::new();
         postgres_protocol::message::frontend::ssl_request(&mut buf);
         write_cancel(42, -7, &mut buf);
-        assert_eq!(split_startup(&mut buf).unwrap(), Some(StartupPacket::SslRequest));
-        assert_eq!(split_startup(&mut buf).unwrap(), Some(StartupPacket::Cancel { pid: 42, key: -7 }));
+        assert_eq!(
+            split_startup(&mut buf).unwrap(),
+            Some(StartupPacket::SslRequest)
+        );
+        assert_eq!(
+            split_startup(&mut buf).unwrap(),
+            Some(StartupPacket::Cancel { pid: 42, key: -7 })
+        );
     }
 
     #[test]
@@ -175,10 +210,19 @@ mod tests {
         let mut buf = BytesMut::from(&b"\0\0\0\x10\0\x03"[..]);
         assert_eq!(split_startup(&mut buf).unwrap(), None);
         let mut buf = BytesMut::from(&b"\x7f\0\0\0\0\x03\0\0"[..]);
-        assert!(matches!(split_startup(&mut buf), Err(ProtocolError::TooLarge { .. })));
+        assert!(matches!(
+            split_startup(&mut buf),
+            Err(ProtocolError::TooLarge { .. })
+        ));
         let mut buf = BytesMut::from(&b"\0\0\0\x0c\0\x03\0\0user"[..]);
-        assert!(matches!(split_startup(&mut buf), Err(ProtocolError::Malformed { .. })));
+        assert!(matches!(
+            split_startup(&mut buf),
+            Err(ProtocolError::Malformed { .. })
+        ));
         let mut buf = BytesMut::from(&b"\0\0\0\x08\0\x02\0\0"[..]);
-        assert!(matches!(split_startup(&mut buf), Err(ProtocolError::UnsupportedProtocol { major: 2, .. })));
+        assert!(matches!(
+            split_startup(&mut buf),
+            Err(ProtocolError::UnsupportedProtocol { major: 2, .. })
+        ));
     }
 }
