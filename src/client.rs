@@ -10,19 +10,28 @@
 //! Messages are walked by header. Only the few whose body matters are held whole; all others
 //! (DataRow, CopyData, ...) are passed on as their bytes arrive, whatever their size.
 //!
+//! # What the client is owed
+//! `pending` lists, in order, every request whose answer the client still waits for: one entry
+//! per Query, Parse, Bind, Describe, Execute, Close, Sync and FunctionCall. Each server message
+//! that ends a request pops its entry. Some entries are answered by sluice itself (a ParseComplete
+//! for a statement the server connection already has, a CloseComplete), written when they reach
+//! the front so they arrive in the order PostgreSQL would send them; answers to messages sluice
+//! inserted (a Parse ahead of a Bind) are dropped. After an error in an extended-protocol batch the
+//! server skips to Sync, and so do the entries.
+//!
 //! # When a server connection is released (transaction mode)
-//! `expect` counts the ReadyForQuery replies the server still owes: one per Query, Sync and
-//! FunctionCall sent. The connection goes back to the pool when that count is zero, the client has
-//! sent no extended-protocol message since its last Sync, the last ReadyForQuery said idle (`I`),
-//! and no COPY is under way. A server answers a Sync sent during extended-protocol COPY FROM STDIN
-//! with nothing (it ignores it), which `expect` accounts for at CopyInResponse.
+//! When `pending` is empty, the client has sent no extended-protocol message since its last Sync,
+//! the last ReadyForQuery said idle (`I`), and no COPY is under way. A server answers a Sync sent
+//! during extended-protocol COPY FROM STDIN with nothing (it ignores it), which `pending` accounts
+//! for at CopyInResponse.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use sluice_proto::auth::{ScramError, ScramServer, ScramVerifier};
 use sluice_proto::backend::{self, ErrorResponse};
 use sluice_proto::startup::{StartupPacket, split_startup};
@@ -36,6 +45,7 @@ use crate::cancel::{CancelRegistration, CancelTarget};
 use crate::config::{AuthType, PoolMode};
 use crate::params::{self, Params};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
+use crate::prepared::Statement;
 use crate::{Shared, UserAuth};
 
 /// Stop reading from one side while this many bytes are owed to the other.
@@ -101,6 +111,7 @@ pub async fn serve(
     } = session;
     let mode = pool.settings.mode;
     let max = shared.config.pooler.max_message_size;
+    let intercept = mode == PoolMode::Transaction && pool.settings.max_prepared_statements > 0;
     let mut s = Session {
         pool,
         mode,
@@ -112,13 +123,15 @@ pub async fn serve(
         server: None,
         wanted,
         cancel,
-        expect: VecDeque::new(),
+        pending: VecDeque::new(),
+        statements: HashMap::new(),
+        intercept,
         unsynced: false,
         in_copy_in: false,
         cli_skip: 0,
         cli_skip_discard: false,
         srv_skip: 0,
-        injected: 0,
+        srv_skip_discard: false,
         discard_until_sync: false,
         lost: None,
         tx_status: b'I',
@@ -488,13 +501,64 @@ fn checkout_error(e: &CheckoutError, pool: &Pool) -> Fatal {
     }
 }
 
-/// An entry of `expect`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    /// A ReadyForQuery owed for a Query (`simple`), a Sync or a FunctionCall.
-    Ready { simple: bool },
+/// A request the client is owed an answer for, in the order the answers must arrive.
+///
+/// Most are answered by the server. Some are answered by sluice itself (`Answer::Local`, the
+/// `Local*` entries): those are written when they reach the front, so they always land in the
+/// order PostgreSQL would have sent them. Answers to requests sluice inserted (`Answer::Swallow`,
+/// `Internal`) never reach the client.
+enum Pending {
+    /// A simple Query, answered through ReadyForQuery.
+    Query,
+    /// A Sync, answered by ReadyForQuery.
+    Sync,
+    /// A FunctionCall, answered through ReadyForQuery.
+    Call,
+    /// sluice's own simple query (parameter sync), swallowed through its ReadyForQuery.
+    Internal,
+    Parse {
+        answer: Answer,
+        undo: Undo,
+    },
+    Bind,
+    Describe,
+    Execute,
+    Close {
+        answer: Answer,
+        restore: Option<(Bytes, Arc<Statement>)>,
+    },
+    /// A simple query sluice answers itself (DEALLOCATE of a client's statement).
+    LocalCommand(&'static str),
+    /// An error sluice raises itself in an extended-protocol batch.
+    LocalError(Bytes),
     /// The client ended a COPY FROM STDIN (CopyDone or CopyFail) before we saw it start.
     CopyEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Forward the server's answer.
+    Server,
+    /// The server answers a message sluice inserted: drop it.
+    Swallow,
+    /// sluice answers; the server was not asked.
+    Local,
+}
+
+/// What to take back if a Parse never happens (the server rejects or skips it).
+#[derive(Default)]
+struct Undo {
+    /// The client name that was mapped to the statement.
+    client: Option<Bytes>,
+    /// The statement was recorded as prepared on the server connection.
+    server: bool,
+    stmt: Option<Arc<Statement>>,
+}
+
+impl Undo {
+    fn stmt_id(&self) -> Option<u64> {
+        self.stmt.as_ref().map(|s| s.id)
+    }
 }
 
 enum Event {
@@ -523,7 +587,11 @@ struct Session {
     /// The parameter values this client should see.
     wanted: Params,
     cancel: CancelRegistration,
-    expect: VecDeque<Expect>,
+    pending: VecDeque<Pending>,
+    /// Named statements of this client (transaction mode): client name → pool-wide statement.
+    statements: HashMap<Bytes, Arc<Statement>>,
+    /// Rename statements (transaction mode with max_prepared_statements > 0).
+    intercept: bool,
     /// Extended-protocol messages were sent since the last Sync.
     unsynced: bool,
     /// Extended-protocol COPY FROM STDIN under way: the server ignores Sync until CopyDone/CopyFail.
@@ -531,11 +599,10 @@ struct Session {
     /// Bytes of a client CopyData still to pass through (or drop, with `cli_skip_discard`).
     cli_skip: usize,
     cli_skip_discard: bool,
-    /// Bytes of a server message still to pass through.
+    /// Bytes of a server message still to pass through (or drop, with `srv_skip_discard`).
     srv_skip: usize,
-    /// ReadyForQuery replies owed for queries sluice sent itself (parameter sync): swallowed.
-    injected: usize,
-    /// After an error sluice raised in an extended-protocol batch: drop messages up to Sync.
+    srv_skip_discard: bool,
+    /// After an error in an extended-protocol batch: drop the client's messages up to Sync.
     discard_until_sync: bool,
     /// The server died while the client was idle in a transaction: the next request fails.
     lost: Option<String>,
@@ -565,6 +632,30 @@ async fn write_opt(w: Option<WriteHalf<'_>>, buf: &[u8]) -> std::io::Result<usiz
 fn shrink(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
         *buf = BytesMut::new();
+    }
+}
+
+/// Splits a C string off the front: (the string without its NUL, the rest).
+fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = b.iter().position(|c| *c == 0)?;
+    Some((&b[..end], &b[end + 1..]))
+}
+
+fn malformed(what: &str) -> Fatal {
+    Fatal::new(
+        sqlstate::PROTOCOL_VIOLATION,
+        format!("invalid {what} message"),
+    )
+}
+
+/// Writes a message whose body is `parts` (already NUL-terminated where needed) after `tag`.
+fn write_parts(tag: u8, parts: &[&[u8]], out: &mut BytesMut) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    out.reserve(len + Header::LEN);
+    out.extend_from_slice(&[tag]);
+    out.extend_from_slice(&((len + 4) as i32).to_be_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
     }
 }
 
@@ -604,7 +695,7 @@ impl Session {
             }
             let event = {
                 let has_server = self.server.is_some();
-                let (cr, cw) = self.client.split();
+                let (mut cr, mut cw) = self.client.split();
                 let (sr, sw) = match self.server.as_mut() {
                     Some(g) => {
                         let (r, w) = g.conn_mut().stream.split();
@@ -612,8 +703,6 @@ impl Session {
                     }
                     None => (None, None),
                 };
-                let mut cr = cr;
-                let mut cw = cw;
                 tokio::select! {
                     biased;
                     _ = self.drain.changed(), if !self.draining => Event::Drain,
@@ -701,46 +790,35 @@ impl Session {
             if self.cli_in.len() < len {
                 break;
             }
+            let msg = self.cli_in.split_to(len).freeze();
             match tag {
                 b'X' => return Ok(Flow::Close),
                 b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'H' | b'F' | b'c' | b'f' => {}
                 other => {
                     return Err(Fatal::new(
                         sqlstate::PROTOCOL_VIOLATION,
-                        format!("invalid frontend message type {}", other),
+                        format!("invalid frontend message type {other}"),
                     ));
                 }
             }
             if self.discard_until_sync {
-                self.cli_in.advance(len);
-                if tag == b'S' {
-                    self.discard_until_sync = false;
-                    backend::ready_for_query(self.tx_status, &mut self.to_client);
+                if tag != b'S' {
+                    continue;
                 }
+                self.discard_until_sync = false;
+            }
+            if self.handle_locally(tag, &msg)? {
+                self.emit_local();
                 continue;
             }
             if self.server.is_none() {
-                match tag {
-                    // Nothing to do without a server: a Flush, the end of a COPY that already
-                    // failed; a bare Sync is answered as PostgreSQL would.
-                    b'H' | b'c' | b'f' => {
-                        self.cli_in.advance(len);
-                        continue;
-                    }
-                    b'S' if !self.unsynced => {
-                        self.cli_in.advance(len);
-                        backend::ready_for_query(b'I', &mut self.to_client);
-                        continue;
-                    }
-                    _ => {}
-                }
-                if let Some(msg) = self.lost.take() {
+                if let Some(why) = self.lost.take() {
                     let err = ErrorResponse::error(
                         sqlstate::CONNECTION_FAILURE,
                         "server connection was lost; the transaction was rolled back",
                     )
-                    .detail(msg);
-                    self.fail_request(tag, len, err);
+                    .detail(why);
+                    self.fail_request(tag, err);
                     continue;
                 }
                 if self.draining {
@@ -751,40 +829,340 @@ impl Session {
                 }
                 if let Err(e) = self.attach().await {
                     let Fatal(err) = checkout_error(&e, &self.pool);
-                    self.fail_request(tag, len, err);
+                    self.fail_request(tag, err);
                     continue;
                 }
             }
-            match tag {
-                b'Q' => self.expect.push_back(Expect::Ready { simple: true }),
-                b'F' => self.expect.push_back(Expect::Ready { simple: false }),
-                b'S' => {
-                    if !self.in_copy_in {
-                        self.expect.push_back(Expect::Ready { simple: false });
-                    }
-                    self.unsynced = false;
-                }
-                b'c' | b'f' => {
-                    if self.in_copy_in {
-                        self.in_copy_in = false;
-                    } else {
-                        self.expect.push_back(Expect::CopyEnd);
-                    }
-                }
-                b'H' => {}
-                _ => self.unsynced = true,
-            }
-            self.to_server.extend_from_slice(&self.cli_in[..len]);
-            self.cli_in.advance(len);
+            self.forward(tag, msg)?;
+            self.emit_local();
         }
         Ok(Flow::Continue)
     }
 
-    /// Answers a request sluice cannot run with `err`, as PostgreSQL answers a failed one: a Query
-    /// gets the error and ReadyForQuery; an extended-protocol batch gets the error, and the rest of
-    /// it up to Sync is dropped.
-    fn fail_request(&mut self, tag: u8, len: usize, err: ErrorResponse) {
-        self.cli_in.advance(len);
+    /// Messages that need no server: returns true when handled.
+    fn handle_locally(&mut self, tag: u8, msg: &Bytes) -> Result<bool, Fatal> {
+        let body = &msg[Header::LEN..];
+        if self.server.is_some() {
+            // With a server attached, local answers still go through `pending` for their order.
+            if self.intercept {
+                if tag == b'Q' {
+                    if let Some(name) = self.deallocate_target(body) {
+                        self.statements.remove(name.as_slice());
+                        self.pending.push_back(Pending::LocalCommand("DEALLOCATE"));
+                        return Ok(true);
+                    }
+                }
+            }
+            return Ok(false);
+        }
+        match tag {
+            // Nothing to do without a server: a Flush, the end of a COPY that already failed.
+            b'H' | b'c' | b'f' => Ok(true),
+            // A Sync with nothing before it is answered as PostgreSQL would.
+            b'S' if !self.unsynced => {
+                backend::ready_for_query(b'I', &mut self.to_client);
+                Ok(true)
+            }
+            // A named Parse of SQL a server has accepted before, and the Close of a name, need no
+            // server: answering them here keeps a driver that prepares synchronously outside a
+            // transaction (pgbench -M prepared) from waiting on a pool its own other sessions hold.
+            b'P' if self.intercept => {
+                let (name, tail) = cstr(body).ok_or_else(|| malformed("Parse"))?;
+                if name.is_empty() {
+                    return Ok(false);
+                }
+                if self.statements.contains_key(name) {
+                    let msg = format!(
+                        "prepared statement \"{}\" already exists",
+                        String::from_utf8_lossy(name)
+                    );
+                    ErrorResponse::error(sqlstate::DUPLICATE_PREPARED_STATEMENT, msg)
+                        .write(&mut self.to_client);
+                    self.discard_until_sync = true;
+                    return Ok(true);
+                }
+                match self.pool.registry.validated(tail) {
+                    Some(stmt) => {
+                        self.pool.prepared.hits.fetch_add(1, Ordering::Relaxed);
+                        self.statements.insert(Bytes::copy_from_slice(name), stmt);
+                        backend::parse_complete(&mut self.to_client);
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
+            }
+            b'C' if self.intercept && body.first() == Some(&b'S') => {
+                let (name, _) = cstr(&body[1..]).ok_or_else(|| malformed("Close"))?;
+                if name.is_empty() {
+                    return Ok(false);
+                }
+                self.statements.remove(name);
+                backend::close_complete(&mut self.to_client);
+                Ok(true)
+            }
+            b'Q' if self.intercept => match self.deallocate_target(body) {
+                Some(name) => {
+                    self.statements.remove(name.as_slice());
+                    backend::command_complete("DEALLOCATE", &mut self.to_client);
+                    backend::ready_for_query(b'I', &mut self.to_client);
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+            _ => Ok(false),
+        }
+    }
+
+    /// `DEALLOCATE name` for one of this client's statements.
+    fn deallocate_target(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let sql = std::str::from_utf8(body.strip_suffix(&[0])?).ok()?;
+        let name = crate::prepared::deallocate_target(sql)?;
+        self.statements
+            .contains_key(name.as_bytes())
+            .then(|| name.into_bytes())
+    }
+
+    /// Sends one client message to the attached server, renaming statements when intercepting,
+    /// and records what the server owes for it.
+    fn forward(&mut self, tag: u8, msg: Bytes) -> Result<(), Fatal> {
+        let body = &msg[Header::LEN..];
+        match tag {
+            b'Q' => self.pending.push_back(Pending::Query),
+            b'F' => self.pending.push_back(Pending::Call),
+            b'S' => {
+                if !self.in_copy_in {
+                    self.pending.push_back(Pending::Sync);
+                }
+                self.unsynced = false;
+            }
+            b'c' | b'f' => {
+                if self.in_copy_in {
+                    self.in_copy_in = false;
+                } else {
+                    self.pending.push_back(Pending::CopyEnd);
+                }
+            }
+            b'H' => {}
+            b'E' => {
+                self.unsynced = true;
+                self.pending.push_back(Pending::Execute);
+            }
+            b'P' => {
+                self.unsynced = true;
+                let (name, tail) = cstr(body).ok_or_else(|| malformed("Parse"))?;
+                if self.intercept && !name.is_empty() {
+                    return Ok(self.parse_named(name, tail));
+                }
+                self.pending.push_back(Pending::Parse {
+                    answer: Answer::Server,
+                    undo: Undo::default(),
+                });
+            }
+            b'B' => {
+                self.unsynced = true;
+                let (portal, rest) = cstr(body).ok_or_else(|| malformed("Bind"))?;
+                let (name, rest) = cstr(rest).ok_or_else(|| malformed("Bind"))?;
+                if self.intercept && !name.is_empty() {
+                    let Some(stmt) = self.statement(name) else {
+                        return Ok(());
+                    };
+                    self.ensure_on_server(&stmt);
+                    let server_name = crate::prepared::server_name(stmt.id);
+                    write_parts(
+                        b'B',
+                        &[portal, b"\0", server_name.as_bytes(), b"\0", rest],
+                        &mut self.to_server,
+                    );
+                    self.pending.push_back(Pending::Bind);
+                    return Ok(());
+                }
+                self.pending.push_back(Pending::Bind);
+            }
+            b'D' => {
+                self.unsynced = true;
+                let (&kind, rest) = body.split_first().ok_or_else(|| malformed("Describe"))?;
+                let (name, _) = cstr(rest).ok_or_else(|| malformed("Describe"))?;
+                if self.intercept && kind == b'S' && !name.is_empty() {
+                    let Some(stmt) = self.statement(name) else {
+                        return Ok(());
+                    };
+                    self.ensure_on_server(&stmt);
+                    let server_name = crate::prepared::server_name(stmt.id);
+                    write_parts(
+                        b'D',
+                        &[b"S", server_name.as_bytes(), b"\0"],
+                        &mut self.to_server,
+                    );
+                    self.pending.push_back(Pending::Describe);
+                    return Ok(());
+                }
+                self.pending.push_back(Pending::Describe);
+            }
+            b'C' => {
+                self.unsynced = true;
+                let (&kind, rest) = body.split_first().ok_or_else(|| malformed("Close"))?;
+                let (name, _) = cstr(rest).ok_or_else(|| malformed("Close"))?;
+                if self.intercept && kind == b'S' && !name.is_empty() {
+                    // The server-side statement is shared and stays; only this client's name goes.
+                    let restore = self.statements.remove_entry(name);
+                    self.pending.push_back(Pending::Close {
+                        answer: Answer::Local,
+                        restore,
+                    });
+                    return Ok(());
+                }
+                self.pending.push_back(Pending::Close {
+                    answer: Answer::Server,
+                    restore: None,
+                });
+            }
+            _ => unreachable!("tags are checked in process_client"),
+        }
+        self.to_server.extend_from_slice(&msg);
+        Ok(())
+    }
+
+    /// A named Parse in transaction mode.
+    fn parse_named(&mut self, name: &[u8], tail: &[u8]) {
+        if self.statements.contains_key(name) {
+            let msg = format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(name)
+            );
+            return self.local_error(sqlstate::DUPLICATE_PREPARED_STATEMENT, msg);
+        }
+        let stmt = self.pool.registry.intern(tail);
+        let client = Bytes::copy_from_slice(name);
+        self.statements.insert(client.clone(), stmt.clone());
+        let cap = self.pool.settings.max_prepared_statements;
+        let stats = &self.pool.prepared;
+        let conn = self.server.as_mut().expect("attached").conn_mut();
+        if conn.statements.touch(stmt.id) {
+            stats.hits.fetch_add(1, Ordering::Relaxed);
+            let undo = Undo {
+                client: Some(client),
+                server: false,
+                stmt: Some(stmt),
+            };
+            self.pending.push_back(Pending::Parse {
+                answer: Answer::Local,
+                undo,
+            });
+            return;
+        }
+        stats.misses.fetch_add(1, Ordering::Relaxed);
+        if let Some(old) = conn.statements.insert(stmt.id, cap) {
+            stats.evictions.fetch_add(1, Ordering::Relaxed);
+            write_parts(
+                b'C',
+                &[b"S", crate::prepared::server_name(old).as_bytes(), b"\0"],
+                &mut self.to_server,
+            );
+            self.pending.push_back(Pending::Close {
+                answer: Answer::Swallow,
+                restore: None,
+            });
+        }
+        stmt.write_parse(&mut self.to_server);
+        let undo = Undo {
+            client: Some(client),
+            server: true,
+            stmt: Some(stmt),
+        };
+        self.pending.push_back(Pending::Parse {
+            answer: Answer::Server,
+            undo,
+        });
+    }
+
+    /// This client's statement by name; if it has none, answers with PostgreSQL's error.
+    fn statement(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
+        let stmt = self.statements.get(name).cloned();
+        if stmt.is_none() {
+            let msg = format!(
+                "prepared statement \"{}\" does not exist",
+                String::from_utf8_lossy(name)
+            );
+            self.local_error(sqlstate::INVALID_SQL_STATEMENT_NAME, msg);
+        }
+        stmt
+    }
+
+    /// Makes sure the attached server has `stmt` prepared, inserting a Parse (and a Close of the
+    /// least recently used statement, at the cap) ahead of the message that needs it.
+    fn ensure_on_server(&mut self, stmt: &Arc<Statement>) {
+        let cap = self.pool.settings.max_prepared_statements;
+        let stats = &self.pool.prepared;
+        let conn = self.server.as_mut().expect("attached").conn_mut();
+        if conn.statements.touch(stmt.id) {
+            stats.hits.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        stats.misses.fetch_add(1, Ordering::Relaxed);
+        if let Some(old) = conn.statements.insert(stmt.id, cap) {
+            stats.evictions.fetch_add(1, Ordering::Relaxed);
+            write_parts(
+                b'C',
+                &[b"S", crate::prepared::server_name(old).as_bytes(), b"\0"],
+                &mut self.to_server,
+            );
+            self.pending.push_back(Pending::Close {
+                answer: Answer::Swallow,
+                restore: None,
+            });
+        }
+        stmt.write_parse(&mut self.to_server);
+        let undo = Undo {
+            client: None,
+            server: true,
+            stmt: Some(stmt.clone()),
+        };
+        self.pending.push_back(Pending::Parse {
+            answer: Answer::Swallow,
+            undo,
+        });
+    }
+
+    /// An error sluice raises inside an extended-protocol batch: sent in order, then the rest of
+    /// the batch up to Sync is dropped, as PostgreSQL does after an error.
+    fn local_error(&mut self, code: &str, message: String) {
+        let mut out = BytesMut::new();
+        ErrorResponse::error(code, message).write(&mut out);
+        self.pending.push_back(Pending::LocalError(out.freeze()));
+        self.discard_until_sync = true;
+    }
+
+    /// Writes the answers sluice owes that have reached the front of `pending`.
+    fn emit_local(&mut self) {
+        loop {
+            match self.pending.front() {
+                Some(Pending::Parse {
+                    answer: Answer::Local,
+                    ..
+                }) => backend::parse_complete(&mut self.to_client),
+                Some(Pending::Close {
+                    answer: Answer::Local,
+                    ..
+                }) => backend::close_complete(&mut self.to_client),
+                Some(Pending::LocalCommand(tag)) => {
+                    backend::command_complete(tag, &mut self.to_client);
+                    backend::ready_for_query(self.tx_status, &mut self.to_client);
+                }
+                Some(Pending::LocalError(err)) => {
+                    self.to_client.extend_from_slice(err);
+                    self.batch_error_seen = true;
+                }
+                Some(Pending::CopyEnd) => {}
+                _ => return,
+            }
+            self.pending.pop_front();
+        }
+    }
+
+    /// Answers a request sluice cannot run (no server) with `err`, as PostgreSQL answers a failed
+    /// one: a Query gets the error and ReadyForQuery; an extended-protocol batch gets the error,
+    /// and the rest of it up to Sync is dropped.
+    fn fail_request(&mut self, tag: u8, err: ErrorResponse) {
         err.write(&mut self.to_client);
         match tag {
             b'Q' | b'S' | b'F' => {
@@ -796,13 +1174,12 @@ impl Session {
     }
 
     async fn attach(&mut self) -> Result<(), CheckoutError> {
-        let guard = self.pool.checkout(self.pool_wait()).await?;
+        let guard = self
+            .pool
+            .checkout(self.pool.settings.query_wait_timeout)
+            .await?;
         self.attach_guard(guard);
         Ok(())
-    }
-
-    fn pool_wait(&self) -> Duration {
-        self.pool.settings.query_wait_timeout
     }
 
     fn attach_guard(&mut self, mut guard: ServerGuard) {
@@ -816,7 +1193,7 @@ impl Session {
         if let Some(sql) = conn.params.sync_sql(&self.wanted) {
             frontend::write_query(&sql, &mut self.to_server);
             conn.params.note_synced(&self.wanted);
-            self.injected += 1;
+            self.pending.push_back(Pending::Internal);
         }
         self.tx_status = b'I';
         self.srv_in.clear();
@@ -834,7 +1211,7 @@ impl Session {
                 if n == 0 {
                     break;
                 }
-                if self.injected == 0 {
+                if !self.srv_skip_discard {
                     self.to_client.extend_from_slice(&self.srv_in[..n]);
                 }
                 self.srv_in.advance(n);
@@ -847,14 +1224,21 @@ impl Session {
                 Err(e) => return self.server_lost(&format!("invalid message from server: {e}")),
             };
             let len = header.wire_len();
-            let whole = matches!(header.tag, b'Z' | b'S' | b'G' | b'E');
+            let internal = matches!(self.pending.front(), Some(Pending::Internal));
+            // Only messages that end a request or carry state are held whole; DataRow, CopyData,
+            // notices and the like stream through as they arrive.
+            let whole = matches!(
+                header.tag,
+                b'Z' | b'S' | b'G' | b'E' | b'1' | b'2' | b'3' | b'n' | b's' | b'I' | b'C' | b'T'
+            );
             if !whole {
                 let n = len.min(self.srv_in.len());
-                if self.injected == 0 {
+                if !internal {
                     self.to_client.extend_from_slice(&self.srv_in[..n]);
                 }
                 self.srv_in.advance(n);
                 self.srv_skip = len - n;
+                self.srv_skip_discard = internal;
                 continue;
             }
             if header.body_len > self.max {
@@ -865,100 +1249,197 @@ impl Session {
             }
             let msg = self.srv_in.split_to(len);
             let body = &msg[Header::LEN..];
-            if self.injected > 0 {
-                let conn = self
-                    .server
-                    .as_mut()
-                    .expect("reading from a server")
-                    .conn_mut();
-                match header.tag {
-                    b'S' => conn.params.apply_status(body),
-                    b'E' => {
-                        let (code, message) = params::error_code_and_message(body);
-                        tracing::warn!(pool = %self.pool.key, %code, %message, "setting client parameters on a server failed");
-                        // The connection's state is now unknown: never reuse it.
-                        conn.params = Params::default();
-                    }
-                    b'Z' => self.injected -= 1,
-                    _ => {}
-                }
+            if internal {
+                self.on_internal_reply(header.tag, body);
                 continue;
             }
-            match header.tag {
-                b'Z' => {
-                    self.tx_status = body.first().copied().unwrap_or(b'I');
-                    while let Some(e) = self.expect.pop_front() {
-                        if let Expect::Ready { .. } = e {
-                            break;
-                        }
-                    }
-                    self.batch_error_seen = false;
-                }
-                b'S' => {
-                    if let Some((name, value)) = params::parse_status(body) {
-                        if params::is_tracked(name) || self.wanted.get(name).is_some() {
-                            self.wanted.set(name, value);
-                        }
-                        if let Some(g) = self.server.as_mut() {
-                            g.conn_mut().params.set(name, value);
-                        }
-                    }
-                }
-                b'G' => self.copy_in_started(),
-                b'E' => {
-                    if !self.awaiting_reply() {
-                        // Unasked: PostgreSQL is about to close this connection (terminated,
-                        // shut down, idle timeout). Not the client's business until it asks.
-                        self.held_error = Some(params::error_code_and_message(body).1);
-                        continue;
-                    }
-                    self.batch_error_seen = true;
-                }
-                _ => {}
+            if self.on_server_message(header.tag, body) {
+                self.to_client.extend_from_slice(&msg);
             }
-            self.to_client.extend_from_slice(&msg);
+            self.emit_local();
         }
         if self.mode == PoolMode::Transaction && self.at_clean_point() && self.srv_in.is_empty() {
             self.release();
         }
     }
 
+    /// A reply to sluice's own parameter-sync query.
+    fn on_internal_reply(&mut self, tag: u8, body: &[u8]) {
+        let conn = self
+            .server
+            .as_mut()
+            .expect("reading from a server")
+            .conn_mut();
+        match tag {
+            b'S' => conn.params.apply_status(body),
+            b'E' => {
+                let (code, message) = params::error_code_and_message(body);
+                tracing::warn!(pool = %self.pool.key, %code, %message, "setting client parameters on a server failed");
+                // Unknown state: make the next checkout set everything again.
+                conn.params = Params::default();
+            }
+            b'Z' => {
+                self.pending.pop_front();
+            }
+            _ => {}
+        }
+    }
+
+    /// Books one whole server message against `pending`. Returns whether to forward it.
+    fn on_server_message(&mut self, tag: u8, body: &[u8]) -> bool {
+        let front = |p: &VecDeque<Pending>| -> Option<u8> {
+            p.front().map(|f| match f {
+                Pending::Parse { .. } => b'P',
+                Pending::Bind => b'B',
+                Pending::Describe => b'D',
+                Pending::Execute => b'E',
+                Pending::Close { .. } => b'C',
+                Pending::Query => b'Q',
+                Pending::Sync => b'S',
+                Pending::Call => b'F',
+                _ => 0,
+            })
+        };
+        match tag {
+            b'Z' => {
+                self.tx_status = body.first().copied().unwrap_or(b'I');
+                while let Some(p) = self.pending.pop_front() {
+                    if matches!(p, Pending::Sync | Pending::Query | Pending::Call) {
+                        break;
+                    }
+                }
+                self.batch_error_seen = false;
+            }
+            b'S' => {
+                if let Some((name, value)) = params::parse_status(body) {
+                    if params::is_tracked(name) || self.wanted.get(name).is_some() {
+                        self.wanted.set(name, value);
+                    }
+                    if let Some(g) = self.server.as_mut() {
+                        g.conn_mut().params.set(name, value);
+                    }
+                }
+            }
+            b'G' => self.copy_in_started(),
+            b'E' => {
+                if !self.awaiting_reply() {
+                    // Unasked: PostgreSQL is about to close this connection (terminated, shut
+                    // down, idle timeout). Not the client's business until it asks.
+                    self.held_error = Some(params::error_code_and_message(body).1);
+                    return false;
+                }
+                self.batch_error_seen = true;
+                if matches!(front(&self.pending), Some(b'P' | b'B' | b'D' | b'E' | b'C')) {
+                    self.skip_to_sync();
+                }
+            }
+            b'1' if front(&self.pending) == Some(b'P') => {
+                if let Some(Pending::Parse { answer, undo }) = self.pending.pop_front() {
+                    if let Some(stmt) = undo.stmt {
+                        stmt.validated.store(true, Ordering::Relaxed);
+                    }
+                    return answer == Answer::Server;
+                }
+            }
+            b'2' if front(&self.pending) == Some(b'B') => {
+                self.pending.pop_front();
+            }
+            b'3' if front(&self.pending) == Some(b'C') => {
+                if let Some(Pending::Close { answer, .. }) = self.pending.pop_front() {
+                    return answer == Answer::Server;
+                }
+            }
+            b'n' | b'T' if front(&self.pending) == Some(b'D') => {
+                self.pending.pop_front();
+            }
+            b'C' | b'I' | b's' => {
+                if tag == b'C' && (body == b"DISCARD ALL\0" || body == b"DEALLOCATE ALL\0") {
+                    // The server forgot every prepared statement, sluice's included.
+                    self.statements.clear();
+                    if let Some(g) = self.server.as_mut() {
+                        g.conn_mut().statements.clear();
+                    }
+                }
+                if front(&self.pending) == Some(b'E') {
+                    self.pending.pop_front();
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// The server rejected the request at the front of an extended-protocol batch and skips the
+    /// rest up to Sync: those requests get no answer, and Parses among them never happened.
+    fn skip_to_sync(&mut self) {
+        while let Some(p) = self.pending.front() {
+            if matches!(p, Pending::Sync) {
+                return;
+            }
+            let p = self.pending.pop_front().expect("front exists");
+            self.undo(p);
+        }
+        // No Sync sent yet: the server drops everything until one comes; so do we.
+        self.discard_until_sync = true;
+    }
+
+    fn undo(&mut self, p: Pending) {
+        match p {
+            Pending::Parse { undo, .. } => {
+                let id = undo.stmt_id();
+                if let Some(name) = undo.client {
+                    if self.statements.get(&name).map(|s| s.id) == id {
+                        self.statements.remove(&name);
+                    }
+                }
+                if let (true, Some(id), Some(g)) = (undo.server, id, self.server.as_mut()) {
+                    g.conn_mut().statements.remove(id);
+                }
+            }
+            Pending::Close {
+                restore: Some((name, stmt)),
+                ..
+            } => {
+                self.statements.entry(name).or_insert(stmt);
+            }
+            _ => {}
+        }
+    }
+
     /// A COPY FROM STDIN started. Under the extended protocol the server ignores every Sync until
     /// CopyDone/CopyFail, so those Syncs will get no ReadyForQuery.
     fn copy_in_started(&mut self) {
-        if matches!(self.expect.front(), Some(Expect::Ready { simple: true })) {
+        if matches!(self.pending.front(), Some(Pending::Query)) {
             return;
         }
-        match self.expect.iter().position(|e| *e == Expect::CopyEnd) {
+        match self
+            .pending
+            .iter()
+            .position(|e| matches!(e, Pending::CopyEnd))
+        {
             // The client already ended the COPY: the Syncs before its CopyDone get no reply, and the
             // marker itself is used up.
             Some(end) => {
                 let mut index = 0;
-                self.expect.retain(|e| {
+                self.pending.retain(|e| {
                     let i = index;
                     index += 1;
                     if i < end {
-                        !matches!(e, Expect::Ready { simple: false })
+                        !matches!(e, Pending::Sync)
                     } else {
                         i != end
                     }
                 });
             }
             None => {
-                self.expect
-                    .retain(|e| !matches!(e, Expect::Ready { simple: false }));
+                self.pending.retain(|e| !matches!(e, Pending::Sync));
                 self.in_copy_in = true;
             }
         }
     }
 
     fn awaiting_reply(&self) -> bool {
-        self.unsynced
-            || self
-                .expect
-                .iter()
-                .any(|e| matches!(e, Expect::Ready { .. }))
-            || self.injected > 0
+        self.unsynced || self.pending.iter().any(|e| !matches!(e, Pending::CopyEnd))
     }
 
     /// Nothing owed in either direction and the server is idle outside a transaction.
@@ -976,7 +1457,7 @@ impl Session {
         if let Some(mut guard) = self.server.take() {
             guard.conn_mut().dirty = false;
             self.cancel.slot.set(None);
-            self.expect.clear();
+            self.pending.clear();
             drop(guard);
         }
     }
@@ -995,7 +1476,6 @@ impl Session {
         self.srv_in.clear();
         self.to_server.clear();
         self.srv_skip = 0;
-        self.injected = 0;
         if self.cli_skip > 0 {
             self.cli_skip_discard = true;
         }
@@ -1007,9 +1487,9 @@ impl Session {
             .detail(why.clone())
         };
         let owed = self
-            .expect
+            .pending
             .iter()
-            .filter(|e| matches!(e, Expect::Ready { .. }))
+            .filter(|e| matches!(e, Pending::Query | Pending::Sync | Pending::Call))
             .count();
         for i in 0..owed {
             if !(i == 0 && self.batch_error_seen) {
@@ -1025,7 +1505,9 @@ impl Session {
         } else if owed == 0 && self.tx_status != b'I' {
             self.lost = Some(why);
         }
-        self.expect.clear();
+        for p in std::mem::take(&mut self.pending) {
+            self.undo(p);
+        }
         self.unsynced = false;
         self.in_copy_in = false;
         self.tx_status = b'I';
@@ -1054,6 +1536,8 @@ impl Session {
             )
             .await;
             conn.dirty = !matches!(reset, Ok(Ok(Ok(()))));
+            // DISCARD ALL also drops prepared statements.
+            conn.statements.clear();
         } else {
             guard.conn_mut().dirty = false;
         }

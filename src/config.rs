@@ -73,6 +73,7 @@ pub struct PoolerConfig {
     pub server_lifetime: Duration,
     pub server_reset_query: String,
     pub max_message_size: usize,
+    pub max_prepared_statements: usize,
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
 }
@@ -92,6 +93,7 @@ impl Default for PoolerConfig {
             server_lifetime: Duration::from_secs(3600),
             server_reset_query: "DISCARD ALL".into(),
             max_message_size: sluice_proto::MAX_MESSAGE_LEN,
+            max_prepared_statements: 200,
             shutdown_timeout: Duration::from_secs(30),
         }
     }

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod params;
 pub mod pool;
+pub mod prepared;
 pub mod server;
 
 pub use config::Config;
@@ -132,6 +133,7 @@ impl Shared {
             reset_query: p.server_reset_query.clone(),
             query_wait_timeout: p.query_wait_timeout,
             max_message_size: p.max_message_size,
+            max_prepared_statements: p.max_prepared_statements,
         };
         let pool = self
             .pools

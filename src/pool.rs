@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::config::PoolMode;
 use crate::params::Params;
+use crate::prepared::{PreparedStats, Registry};
 use crate::server::{self, ConnectError, ServerConn, ServerTarget};
 
 /// Pool settings, resolved from the config.
@@ -37,6 +38,8 @@ pub struct PoolSettings {
     pub reset_query: String,
     pub query_wait_timeout: Duration,
     pub max_message_size: usize,
+    /// Per server connection; 0 turns statement renaming off.
+    pub max_prepared_statements: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,6 +102,9 @@ pub struct Pool {
     /// ParameterStatus values of the pool's first login, sent to clients at their login.
     startup_params: Mutex<Option<Arc<Params>>>,
     pub stats: PoolStats,
+    /// Pool-wide prepared statements (transaction mode).
+    pub registry: Registry,
+    pub prepared: PreparedStats,
 }
 
 impl Pool {
@@ -116,6 +122,8 @@ impl Pool {
             }),
             startup_params: Mutex::new(None),
             stats: PoolStats::default(),
+            registry: Registry::default(),
+            prepared: PreparedStats::default(),
         })
     }
 

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::params::Params;
+use crate::prepared::ServerStatements;
 
 /// Where and as whom a pool's server connections log in.
 #[derive(Debug, Clone)]
@@ -68,6 +69,8 @@ pub struct ServerConn {
     /// Set while a client holds it and may have left it mid-transaction. A guard dropped with
     /// `dirty` set closes the connection instead of returning it to the pool.
     pub dirty: bool,
+    /// sluice's statements prepared on this connection (transaction mode).
+    pub statements: ServerStatements,
 }
 
 impl ServerConn {
@@ -234,6 +237,7 @@ async fn connect_inner(
                     created: now,
                     last_used: now,
                     dirty: false,
+                    statements: ServerStatements::default(),
                 });
             }
             _ => {

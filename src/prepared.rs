@@ -1,0 +1,238 @@
+//! Prepared statements that survive transaction pooling.
+//!
+//! A client's named statement maps to a pool-wide [`Statement`]: one per distinct Parse (query text
+//! plus parameter types, byte for byte). On a server connection it lives under sluice's name for
+//! it, `sluice_<id>`, prepared the first time that connection needs it: the Parse goes out in the
+//! same write as the Bind or Describe that needs it. Each server connection keeps at most
+//! `max_prepared_statements` of them; the least recently used is closed to make room.
+//!
+//! Two clients preparing the same SQL under any names share one server-side statement; two clients
+//! using one name for different SQL get different statements.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// One distinct statement, shared by every client of a pool that prepares the same SQL.
+#[derive(Debug)]
+pub struct Statement {
+    pub id: u64,
+    /// The Parse body after the statement name: query text, NUL, parameter type count and OIDs.
+    pub tail: Bytes,
+    /// A server accepted this Parse once: later Parses of it can be answered without a server.
+    pub validated: AtomicBool,
+}
+
+impl Statement {
+    /// Writes `Parse` for this statement under its server-side name.
+    pub fn write_parse(&self, out: &mut BytesMut) {
+        let name = server_name(self.id);
+        out.put_u8(b'P');
+        out.put_i32((4 + name.len() + 1 + self.tail.len()) as i32);
+        out.extend_from_slice(name.as_bytes());
+        out.put_u8(0);
+        out.extend_from_slice(&self.tail);
+    }
+}
+
+/// The name a statement has on server connections.
+pub fn server_name(id: u64) -> String {
+    format!("sluice_{id}")
+}
+
+/// Pool-wide: statement text → statement. Entries no client refers to any more are dropped.
+#[derive(Default)]
+pub struct Registry {
+    map: Mutex<HashMap<Bytes, Weak<Statement>>>,
+    next_id: AtomicU64,
+    inserts: AtomicU64,
+}
+
+impl Registry {
+    /// The statement for this Parse tail, made on first use.
+    pub fn intern(&self, tail: &[u8]) -> Arc<Statement> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(stmt) = map.get(tail).and_then(Weak::upgrade) {
+            return stmt;
+        }
+        let stmt = Arc::new(Statement {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            tail: Bytes::copy_from_slice(tail),
+            validated: AtomicBool::new(false),
+        });
+        map.insert(stmt.tail.clone(), Arc::downgrade(&stmt));
+        if self.inserts.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        stmt
+    }
+
+    /// The statement for this Parse tail if a server has accepted it before.
+    pub fn validated(&self, tail: &[u8]) -> Option<Arc<Statement>> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(tail)
+            .and_then(Weak::upgrade)
+            .filter(|s| s.validated.load(Ordering::Relaxed))
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The statements one server connection has prepared, with least-recently-used eviction.
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    /// id → last use (a per-connection counter).
+    used: HashMap<u64, u64>,
+    clock: u64,
+}
+
+impl ServerStatements {
+    /// True if prepared here; marks it used.
+    pub fn touch(&mut self, id: u64) -> bool {
+        self.clock += 1;
+        match self.used.get_mut(&id) {
+            Some(t) => {
+                *t = self.clock;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records `id` as prepared. If that makes more than `cap`, returns the least recently used
+    /// statement, which the caller must Close on the server.
+    pub fn insert(&mut self, id: u64, cap: usize) -> Option<u64> {
+        self.clock += 1;
+        self.used.insert(id, self.clock);
+        if self.used.len() <= cap {
+            return None;
+        }
+        let (&oldest, _) = self
+            .used
+            .iter()
+            .filter(|(k, _)| **k != id)
+            .min_by_key(|(_, t)| **t)?;
+        self.used.remove(&oldest);
+        Some(oldest)
+    }
+
+    pub fn remove(&mut self, id: u64) {
+        self.used.remove(&id);
+    }
+
+    pub fn clear(&mut self) {
+        self.used.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.used.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.used.is_empty()
+    }
+}
+
+/// Counters per pool (exported by the metrics and admin console).
+#[derive(Debug, Default)]
+pub struct PreparedStats {
+    /// A Bind/Describe/Parse found its statement already prepared on the server connection.
+    pub hits: AtomicU64,
+    /// The statement had to be prepared on the server connection.
+    pub misses: AtomicU64,
+    /// A statement was closed on a server connection to stay within max_prepared_statements.
+    pub evictions: AtomicU64,
+}
+
+/// If `sql` is exactly `DEALLOCATE [PREPARE] name` (any case, optional `;`), the name.
+/// Quoted names are unquoted; `ALL` is not a name (it is left to the server).
+pub fn deallocate_target(sql: &str) -> Option<String> {
+    let s = sql.trim().trim_end_matches(';').trim_end();
+    let rest = strip_keyword(s, "DEALLOCATE")?;
+    let rest = strip_keyword(rest, "PREPARE").unwrap_or(rest);
+    let name = rest.trim();
+    if name.is_empty() {
+        return None;
+    }
+    if let Some(quoted) = name.strip_prefix('"') {
+        let inner = quoted.strip_suffix('"')?;
+        if inner.replace("\"\"", "").contains('"') {
+            return None;
+        }
+        return Some(inner.replace("\"\"", "\""));
+    }
+    if name.eq_ignore_ascii_case("all")
+        || !name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+    {
+        return None;
+    }
+    Some(name.to_lowercase())
+}
+
+fn strip_keyword<'a>(s: &'a str, kw: &str) -> Option<&'a str> {
+    let head = s.get(..kw.len())?;
+    if !head.eq_ignore_ascii_case(kw) {
+        return None;
+    }
+    let rest = &s[kw.len()..];
+    if rest.is_empty() || rest.starts_with(|c: char| c.is_whitespace()) {
+        Some(rest)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_sql_same_statement_until_unused() {
+        let r = Registry::default();
+        let a = r.intern(b"select 1\0\0\0");
+        let b = r.intern(b"select 1\0\0\0");
+        let c = r.intern(b"select 2\0\0\0");
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+        drop((a, b));
+        let d = r.intern(b"select 1\0\0\0");
+        assert_ne!(d.id, c.id);
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_used() {
+        let mut s = ServerStatements::default();
+        assert_eq!(s.insert(1, 2), None);
+        assert_eq!(s.insert(2, 2), None);
+        assert!(s.touch(1));
+        assert_eq!(s.insert(3, 2), Some(2));
+        assert!(s.touch(1) && s.touch(3) && !s.touch(2));
+    }
+
+    #[test]
+    fn deallocate_parsing() {
+        assert_eq!(deallocate_target("DEALLOCATE foo"), Some("foo".into()));
+        assert_eq!(
+            deallocate_target("deallocate prepare _pg3_1;"),
+            Some("_pg3_1".into())
+        );
+        assert_eq!(
+            deallocate_target("DEALLOCATE \"My\"\"Stmt\""),
+            Some("My\"Stmt".into())
+        );
+        assert_eq!(deallocate_target("DEALLOCATE Foo"), Some("foo".into()));
+        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target("DEALLOCATE a; DROP TABLE t"), None);
+        assert_eq!(deallocate_target("DEALLOCATEfoo"), None);
+    }
+}
