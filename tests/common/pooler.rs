@@ -1,0 +1,247 @@
+//! The pooler in process: `sluice::run` on its own thread and tokio runtime, listening on a
+//! loopback port the kernel picks.
+//!
+//! Owns: that thread and runtime, and the shutdown signal. Does not own PostgreSQL: the
+//! [`super::PgCluster`] a config points at must outlive the `Sluice` (declare it first).
+
+use std::net::SocketAddr;
+use std::process::Output;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use sluice::config::PoolMode;
+use tokio_postgres::Client;
+use tokio_postgres::error::DbError;
+
+use super::{
+    APP_DB, APP_PASSWORD, APP_USER, MD5_PASSWORD, MD5_USER, PgCluster, STEP, TRUST_PASSWORD,
+    TRUST_USER,
+};
+
+/// How long `Drop` waits for `sluice::run` to return after the shutdown signal. The configs from
+/// [`config_for`] set `shutdown_timeout = "1s"`, so this is generous.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(20);
+
+/// A typical config: users `app`, `md5user` and `trustuser` with their plain passwords (client
+/// auth SCRAM-SHA-256), and database `app` pointing at `pg` with `pool_size`. `[pooler]` comes
+/// last; change any key with [`set_config`].
+pub fn config_for(pg: &PgCluster, pool_size: usize, mode: PoolMode) -> String {
+    format!(
+        r#"[users.{APP_USER}]
+password = "{APP_PASSWORD}"
+
+[users.{MD5_USER}]
+password = "{MD5_PASSWORD}"
+
+[users.{TRUST_USER}]
+password = "{TRUST_PASSWORD}"
+
+[databases.{APP_DB}]
+host = "127.0.0.1"
+port = {port}
+dbname = "{APP_DB}"
+pool_size = {pool_size}
+
+[pooler]
+listen = "127.0.0.1:6432"
+pool_mode = "{mode}"
+default_pool_size = {pool_size}
+max_client_conn = 10000
+auth_type = "scram-sha-256"
+query_wait_timeout = "10s"
+server_connect_timeout = "3s"
+server_login_retry = "200ms"
+server_idle_timeout = "10m"
+server_lifetime = "1h"
+server_reset_query = "DISCARD ALL"
+shutdown_timeout = "1s"
+"#,
+        port = pg.port()
+    )
+}
+
+/// Returns `config` with the dotted `key` (e.g. `pooler.query_wait_timeout`,
+/// `users.app.auth_type`) set to `value`, creating tables on the way.
+pub fn set_config(config: &str, key: &str, value: impl Into<toml::Value>) -> String {
+    let mut doc: toml::Table = config
+        .parse()
+        .unwrap_or_else(|e| panic!("test config is not TOML: {e}\n{config}"));
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("non-empty key");
+    let mut table = &mut doc;
+    for part in parts {
+        table = table
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap_or_else(|| panic!("{part} in {key} is not a table"));
+    }
+    table.insert(last.to_owned(), value.into());
+    toml::to_string(&doc).expect("serialise config")
+}
+
+/// A running pooler. Dropping it signals shutdown and waits (bounded) for `sluice::run` to return.
+pub struct Sluice {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    done: mpsc::Receiver<std::io::Result<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sluice {
+    /// Validates `config_toml` with `sluice::Config::from_toml` (panicking on errors), binds
+    /// `127.0.0.1:0` and starts `sluice::run` on a thread with a 2-worker runtime.
+    pub fn start(config_toml: String) -> Sluice {
+        let config = sluice::Config::from_toml(&config_toml)
+            .unwrap_or_else(|e| panic!("sluice rejected the test config: {e}\n{config_toml}"));
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = mpsc::channel::<std::io::Result<SocketAddr>>();
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sluice".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("sluice-worker")
+                    .enable_all()
+                    .build()
+                    .expect("build the pooler's runtime");
+                let result = rt.block_on(async move {
+                    // A deep accept backlog: some tests open hundreds of connections at once.
+                    let bound = tokio::net::TcpSocket::new_v4().and_then(|s| {
+                        s.bind("127.0.0.1:0".parse().expect("loopback"))?;
+                        s.listen(1024)
+                    });
+                    let listener = match bound {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = addr_tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                            return Err(e);
+                        }
+                    };
+                    let _ = addr_tx.send(listener.local_addr());
+                    sluice::run(config, listener, async {
+                        let _ = shutdown_rx.await;
+                    })
+                    .await
+                });
+                rt.shutdown_timeout(Duration::from_secs(2));
+                let _ = done_tx.send(result);
+            })
+            .expect("spawn the pooler thread");
+        let addr = addr_rx
+            .recv_timeout(STEP)
+            .expect("pooler thread did not report its address")
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:0 for the pooler: {e}"));
+        Sluice {
+            addr,
+            shutdown: Some(shutdown_tx),
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A tokio-postgres config for a connection through the pooler.
+    pub fn pg_config(&self, db: &str, user: &str, password: &str) -> tokio_postgres::Config {
+        super::client_config(self.port(), db, user, password)
+    }
+
+    /// Connects through the pooler; `Err` is what the client saw (panics after [`STEP`]).
+    pub async fn try_connect(
+        &self,
+        db: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
+        super::connect_config(&self.pg_config(db, user, password))
+            .await
+            .map(|(c, _)| c)
+    }
+
+    /// Connects through the pooler; panics on failure.
+    pub async fn connect(&self, db: &str, user: &str, password: &str) -> Client {
+        self.try_connect(db, user, password)
+            .await
+            .unwrap_or_else(|e| panic!("connect through sluice as {user} to {db}: {e}"))
+    }
+
+    /// `app` to database `app` with the right password.
+    pub async fn connect_app(&self) -> Client {
+        self.connect(APP_DB, APP_USER, APP_PASSWORD).await
+    }
+
+    /// Like [`Self::connect`] with `cfg`, also returning the notices the connection receives.
+    pub async fn connect_with_notices(
+        &self,
+        cfg: &tokio_postgres::Config,
+    ) -> (Client, tokio::sync::mpsc::UnboundedReceiver<DbError>) {
+        super::connect_config(cfg)
+            .await
+            .unwrap_or_else(|e| panic!("connect through sluice: {e}"))
+    }
+
+    /// psql through the pooler as `app` to `app` (`-X -v ON_ERROR_STOP=1` first, then `args`;
+    /// `-U`/`-d` in `args` override the user and database, PGPASSWORD stays app's).
+    pub async fn psql(&self, args: &[&str]) -> Output {
+        super::psql_at(self.port(), APP_DB, APP_USER, APP_PASSWORD, args).await
+    }
+
+    /// pgbench through the pooler as `app` to `app`.
+    pub async fn pgbench(&self, args: &[&str]) -> Output {
+        super::pgbench_at(self.port(), APP_DB, APP_USER, APP_PASSWORD, args).await
+    }
+
+    /// Signals shutdown and waits (bounded) for `sluice::run`'s result.
+    pub fn shutdown(mut self) -> std::io::Result<()> {
+        self.stop()
+            .expect("sluice::run did not return after shutdown")
+    }
+
+    fn stop(&mut self) -> Option<std::io::Result<()>> {
+        let tx = self.shutdown.take()?;
+        let _ = tx.send(());
+        match self.done.recv_timeout(SHUTDOWN_BOUND) {
+            Ok(result) => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+                Some(result)
+            }
+            // The thread panicked (its sender is gone): join to surface the panic message.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let panic = self.thread.take().map(|t| t.join());
+                Some(Err(std::io::Error::other(format!(
+                    "the pooler thread panicked: {panic:?}"
+                ))))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+        }
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if self.shutdown.is_none() {
+            return;
+        }
+        let outcome = self.stop();
+        if std::thread::panicking() {
+            return;
+        }
+        match outcome {
+            Some(Ok(())) => {}
+            Some(Err(e)) => panic!("sluice::run failed: {e}"),
+            None => panic!(
+                "sluice::run did not return within {SHUTDOWN_BOUND:?} of the shutdown signal"
+            ),
+        }
+    }
+}
