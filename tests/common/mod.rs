@@ -14,6 +14,7 @@ mod raw;
 
 pub use pg::*;
 pub use pooler::*;
+#[allow(unused_imports)]
 pub use raw::*;
 
 use std::future::{Future, poll_fn};
@@ -133,7 +134,7 @@ fn libpq_command(
     user: &str,
     password: &str,
 ) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(program);
+    let mut cmd = tokio::process::Command::new(pg_bin(program));
     cmd.env("PGHOST", "127.0.0.1")
         .env("PGPORT", port.to_string())
         .env("PGDATABASE", db)
@@ -148,14 +149,14 @@ fn libpq_command(
 
 /// psql at `127.0.0.1:port` with `-X -v ON_ERROR_STOP=1` and then `args`.
 pub async fn psql_at(port: u16, db: &str, user: &str, password: &str, args: &[&str]) -> Output {
-    let mut cmd = libpq_command("/usr/bin/psql", port, db, user, password);
+    let mut cmd = libpq_command("psql", port, db, user, password);
     cmd.args(["-X", "-v", "ON_ERROR_STOP=1"]).args(args);
     run_command(&mut cmd, Duration::from_secs(120)).await
 }
 
 /// pgbench at `127.0.0.1:port` with `args`.
 pub async fn pgbench_at(port: u16, db: &str, user: &str, password: &str, args: &[&str]) -> Output {
-    let mut cmd = libpq_command("/usr/bin/pgbench", port, db, user, password);
+    let mut cmd = libpq_command("pgbench", port, db, user, password);
     cmd.args(args);
     run_command(&mut cmd, Duration::from_secs(240)).await
 }

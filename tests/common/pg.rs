@@ -341,7 +341,7 @@ fn find_or_build_template() -> PathBuf {
     let port = start_postmaster(&data, &log);
     let script = build.path().join("setup.sql");
     write_owned(&script, SETUP_SQL);
-    let setup = Command::new("/usr/bin/psql")
+    let setup = Command::new(pg_bin("psql"))
         .args([
             "-X",
             "-q",
