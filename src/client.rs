@@ -1256,6 +1256,12 @@ impl Session {
             if self.on_server_message(header.tag, body) {
                 self.to_client.extend_from_slice(&msg);
             }
+            if header.tag == b'E' && params::is_fatal(body) {
+                // PostgreSQL closes the connection after a FATAL. Waiting to see the socket
+                // close would let the client's next request go to a dead server.
+                let why = params::error_code_and_message(body).1;
+                return self.server_lost(&why);
+            }
             self.emit_local();
         }
         if self.mode == PoolMode::Transaction && self.at_clean_point() && self.srv_in.is_empty() {

@@ -168,8 +168,20 @@ impl Config {
 
     /// Parses and validates.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config =
+        // Syntax first (with line and column), then shape, through a tree so that every error
+        // can name the dotted path of its key.
+        let table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(describe_toml_error(&e)))?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.inner().message().trim_end().to_owned();
+                if path.is_empty() || path == "." {
+                    ConfigError::Parse(inner)
+                } else {
+                    invalid(path, inner)
+                }
+            })?;
         config.validate()?;
         Ok(config)
     }

@@ -167,6 +167,22 @@ pub fn error_code_and_message(body: &[u8]) -> (String, String) {
     (code, message)
 }
 
+/// True for an ErrorResponse of severity FATAL or PANIC: PostgreSQL closes the connection after it.
+pub fn is_fatal(body: &[u8]) -> bool {
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let end = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
+        if field == b'V' || field == b'S' {
+            return matches!(&tail[..end], b"FATAL" | b"PANIC");
+        }
+        rest = tail.get(end + 1..).unwrap_or(&[]);
+    }
+    false
+}
+
 /// Splits libpq's `options` startup parameter (`-c name=value`, `--name=value`) into parameters.
 pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();

@@ -156,7 +156,7 @@ pub struct PreparedStats {
 /// Quoted names are unquoted; `ALL` is not a name (it is left to the server).
 pub fn deallocate_target(sql: &str) -> Option<String> {
     let s = sql.trim().trim_end_matches(';').trim_end();
-    let rest = strip_keyword(s, "DEALLOCATE")?;
+    let rest = strip_keyword(s, "DEALLOCATE")?.trim_start();
     let rest = strip_keyword(rest, "PREPARE").unwrap_or(rest);
     let name = rest.trim();
     if name.is_empty() {

@@ -92,6 +92,13 @@ impl Sluice {
     /// Validates `config_toml` with `sluice::Config::from_toml` (panicking on errors), binds
     /// `127.0.0.1:0` and starts `sluice::run` on a thread with a 2-worker runtime.
     pub fn start(config_toml: String) -> Sluice {
+        // SLUICE_LOG=debug shows the pooler's logs in a failing test's output.
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let config = sluice::Config::from_toml(&config_toml)
             .unwrap_or_else(|e| panic!("sluice rejected the test config: {e}\n{config_toml}"));
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
