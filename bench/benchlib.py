@@ -1,0 +1,583 @@
+#!/usr/bin/env python3
+"""Helpers for bench/compare.sh. Standard library only, so a fresh machine needs nothing from pip.
+
+Subcommands
+  freeport                      print a free TCP port on 127.0.0.1
+  run   [options] -- PGBENCH... run one pgbench, sample a pooler's CPU while it runs, read the
+                                per-transaction logs, append one JSON record to --out
+  hold  [options]               open N authenticated client connections (SCRAM/md5/cleartext/trust),
+                                write --ready-file once all are up, hold them until SIGTERM/SIGINT
+  rss PID                       print VmRSS of PID in KiB
+  report [options]              print the result tables (Markdown) from the JSONL files
+"""
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc readers
+
+
+def cpu_ticks(pid):
+    """utime + stime of a whole process (all its threads), in clock ticks; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces: split after the last ')'.
+    fields = data[data.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state); utime is field 14, stime field 15.
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+# ---------------------------------------------------------------------------------------------
+# run: one pgbench run
+
+
+def percentile(sorted_values, q):
+    """Nearest-rank percentile of an ascending list (q in 0..100)."""
+    if not sorted_values:
+        return None
+    rank = max(1, int(-(-q * len(sorted_values) // 100)))  # ceil(q/100 * n)
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def read_tx_logs(logdir):
+    """Completion time (s since epoch) and latency (us) of every transaction in the pgbench logs.
+
+    pgbench -l writes one line per transaction: client_id transaction_no time script_no
+    time_epoch time_us [...]; `time` is the latency in microseconds, or `failed`/`skipped`;
+    time_epoch.time_us is when the transaction ended."""
+    tx, bad = [], 0
+    for name in sorted(os.listdir(logdir)):
+        if not name.startswith("tx."):
+            continue
+        with open(os.path.join(logdir, name)) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 6:
+                    continue
+                if not parts[2].isdigit():
+                    bad += 1
+                    continue
+                tx.append((int(parts[4]) + int(parts[5]) / 1e6, int(parts[2])))
+    tx.sort()
+    return tx, bad
+
+
+def steady_window(tx, samples):
+    """The measurement window of a run: from shortly after the first transaction ended to shortly
+    before the last one did. pgbench opens all its connections before the first transaction (and
+    counts that time in -T), so this leaves out the connection phase (one SCRAM handshake per
+    client) and the ragged end. When a pooler's CPU was sampled, the window's ends are snapped to
+    the first and last samples inside it, so CPU and transactions are counted over the same span."""
+    first, last = tx[0][0], tx[-1][0]
+    span = last - first
+    t0, t1 = first + min(1.0, span * 0.1), last - min(0.5, span * 0.05)
+    if samples:
+        inside = [x for x in samples if t0 <= x[0] <= t1 and x[1] is not None]
+        if len(inside) >= 2:
+            return inside[0], inside[-1]
+        return None
+    return (t0, None), (t1, None)
+
+
+def connect_allowance(state_file, key, clients):
+    """Seconds added to -T for the connection phase: 1.5x what it took last time for this target
+    and client count plus 1 s, or a guess of 1 s + 30 ms per client the first time."""
+    try:
+        with open(state_file) as f:
+            last = json.load(f).get(key)
+    except (OSError, ValueError):
+        last = None
+    if last is None:
+        return 1 + int(clients * 0.03 + 0.999)
+    return 1 + int(last * 1.5 + 0.999)
+
+
+def remember_connect(state_file, key, secs):
+    try:
+        with open(state_file) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        state = {}
+    state[key] = secs
+    with open(state_file, "w") as f:
+        json.dump(state, f)
+
+
+def cmd_run(args):
+    rec = run_attempt(args)
+    if rec["ok"] and rec.get("window_s", 0) < 0.6 * args.duration:
+        # The connection phase took longer than allowed for (the machine got busier): the allowance
+        # now knows the new connection time, so run again rather than report a short window.
+        print(f"  (window {rec.get('window_s')} s is short of {args.duration} s: running again)", flush=True)
+        rec = run_attempt(args)
+    with open(args.out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    status = "ok" if rec["ok"] else "FAILED: " + rec["error"]
+    tps = f"{rec['tps']:.0f}" if rec.get("tps") else "-"
+    print(
+        f"  {rec.get('mode')} c={rec.get('clients')} {rec.get('target'):9} r{rec.get('round')}: "
+        f"tps {tps}  p99 {rec.get('lat_p99_ms', 0):.2f} ms  window {rec.get('window_s', 0)} s "
+        f"of {rec['elapsed_s']:.1f} s  {status}",
+        flush=True,
+    )
+
+
+def run_attempt(args):
+    import threading
+
+    os.makedirs(args.logdir, exist_ok=True)
+    for name in os.listdir(args.logdir):
+        os.unlink(os.path.join(args.logdir, name))
+    rec = dict(json.loads(args.label))
+    key = f"{rec.get('target')}/{rec.get('clients')}"
+    allowance = connect_allowance(args.state, key, int(rec.get("clients", 1)))
+    total = args.duration + allowance
+    cmd = args.pgbench + ["-T", str(total), "-l", "--log-prefix", os.path.join(args.logdir, "tx")]
+    pid = args.pid or None
+    samples = []
+    started = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timed_out = False
+    out = {}
+
+    def reader():
+        out["stdout"], out["stderr"] = proc.communicate()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    # Sample the pooler's CPU every 100 ms until pgbench exits.
+    while t.is_alive():
+        if pid:
+            samples.append((time.time(), cpu_ticks(pid)))
+        t.join(0.1)
+        if time.time() - started > total + args.timeout:
+            timed_out = True
+            proc.kill()
+            t.join()
+    elapsed = time.time() - started
+    stdout, stderr = out.get("stdout", ""), out.get("stderr", "")
+
+    rec["cmd"] = " ".join(cmd)
+    rec["returncode"] = proc.returncode
+    rec["elapsed_s"] = round(elapsed, 2)
+    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", stdout)
+    rec["pgbench_tps"] = float(m.group(1)) if m else None
+    m = re.search(r"number of transactions actually processed: (\d+)", stdout)
+    rec["tx"] = int(m.group(1)) if m else None
+    m = re.search(r"number of failed transactions: (\d+)", stdout)
+    rec["failed_tx"] = int(m.group(1)) if m else 0
+    m = re.search(r"initial connection time = ([0-9.]+) ms", stdout)
+    rec["connect_ms"] = float(m.group(1)) if m else None
+
+    tx, bad = read_tx_logs(args.logdir)
+    rec["logged_tx"] = len(tx)
+    if tx:
+        # Time from the start to the first completed transaction: the connection phase, as seen here.
+        remember_connect(args.state, key, max(0.0, tx[0][0] - started))
+    else:
+        remember_connect(args.state, key, elapsed)
+    w = steady_window(tx, samples if pid else None) if len(tx) >= 20 else None
+    if w:
+        (t0, c0), (t1, c1) = w
+        lat = sorted(l for (d, l) in tx if t0 < d <= t1)
+        secs = t1 - t0
+        rec["window_s"] = round(secs, 2)
+        rec["window_tx"] = len(lat)
+        if lat and secs > 0:
+            rec["tps"] = len(lat) / secs
+            rec["lat_avg_ms"] = sum(lat) / len(lat) / 1000
+            rec["lat_p50_ms"] = percentile(lat, 50) / 1000
+            rec["lat_p99_ms"] = percentile(lat, 99) / 1000
+            if pid:
+                cpu_s = (c1 - c0) / CLK_TCK
+                rec["cpu_ms_per_1k_tx"] = cpu_s * 1000 / len(lat) * 1000
+                rec["cpu_cores_busy"] = round(cpu_s / secs, 3)
+    if pid:
+        rec["pooler_alive"] = cpu_ticks(pid) is not None
+
+    errors = [l for l in stderr.splitlines() if "error" in l.lower() or "fatal" in l.lower()]
+    ok = (
+        not timed_out
+        and proc.returncode == 0
+        and rec.get("tps") is not None
+        and rec["failed_tx"] == 0
+        and bad == 0
+        and "aborted" not in stdout + stderr
+    )
+    rec["ok"] = ok
+    if not ok:
+        why = "timed out" if timed_out else (errors[0] if errors else stderr.strip()[:300])
+        if not why and rec.get("tps") is None:
+            why = (f"too few transactions to measure ({len(tx)} in {elapsed:.1f} s; "
+                   f"initial connection time {rec['connect_ms']} ms)")
+        rec["error"] = (why or f"exit code {proc.returncode}")[:400]
+        rec["stdout_tail"] = stdout[-1500:]
+        rec["stderr_tail"] = stderr[-1500:]
+    for name in os.listdir(args.logdir):
+        os.unlink(os.path.join(args.logdir, name))
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------
+# hold: many idle, authenticated connections
+
+
+class PgError(Exception):
+    pass
+
+
+async def read_message(reader):
+    head = await reader.readexactly(5)
+    tag, length = head[:1], struct.unpack("!i", head[1:])[0]
+    return tag, await reader.readexactly(length - 4)
+
+
+def message(tag, body):
+    return tag + struct.pack("!i", len(body) + 4) + body
+
+
+def error_text(body):
+    fields = {}
+    for part in body.split(b"\0"):
+        if part:
+            fields[part[:1]] = part[1:].decode("utf-8", "replace")
+    return f"{fields.get(b'S', 'ERROR')}: {fields.get(b'M', '?')} ({fields.get(b'C', '')})"
+
+
+_salted_cache = {}
+
+
+def salted_password(password, salt, iterations):
+    # The pbkdf2 result only depends on (password, salt, iterations): a pooler that keeps one salt
+    # per user would otherwise make this client burn a core on 10,000 identical derivations.
+    key = (password, salt, iterations)
+    if key not in _salted_cache:
+        _salted_cache[key] = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return _salted_cache[key]
+
+
+async def connect(host, port, user, password, database):
+    """Opens one connection and logs in; returns (reader, writer) after ReadyForQuery."""
+    reader, writer = await asyncio.open_connection(host, port)
+    params = b"user\0" + user.encode() + b"\0database\0" + database.encode() + b"\0"
+    params += b"application_name\0sluice-bench-hold\0\0"
+    body = struct.pack("!i", 196608) + params
+    writer.write(struct.pack("!i", len(body) + 4) + body)
+    scram = None
+    while True:
+        tag, body = await read_message(reader)
+        if tag == b"E":
+            writer.close()
+            raise PgError(error_text(body))
+        if tag == b"Z":
+            return reader, writer
+        if tag != b"R":
+            continue  # ParameterStatus, BackendKeyData, NoticeResponse
+        code = struct.unpack("!i", body[:4])[0]
+        if code == 0:
+            continue
+        if code == 3:  # cleartext
+            writer.write(message(b"p", password.encode() + b"\0"))
+        elif code == 5:  # md5
+            inner = hashlib.md5((password + user).encode()).hexdigest().encode()
+            outer = hashlib.md5(inner + body[4:8]).hexdigest()
+            writer.write(message(b"p", b"md5" + outer.encode() + b"\0"))
+        elif code == 10:  # SASL: pick SCRAM-SHA-256
+            mechs = body[4:].split(b"\0")
+            if b"SCRAM-SHA-256" not in mechs:
+                raise PgError(f"no SCRAM-SHA-256 in {mechs}")
+            nonce = base64.b64encode(secrets.token_bytes(18)).decode()
+            first_bare = f"n=,r={nonce}"
+            first = ("n,," + first_bare).encode()
+            scram = {"nonce": nonce, "first_bare": first_bare}
+            writer.write(
+                message(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first)
+            )
+        elif code == 11:  # SASLContinue: server-first-message
+            server_first = body[4:].decode()
+            attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+            if not attrs["r"].startswith(scram["nonce"]):
+                raise PgError("server nonce does not extend ours")
+            salted = salted_password(password, base64.b64decode(attrs["s"]), int(attrs["i"]))
+            client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+            stored_key = hashlib.sha256(client_key).digest()
+            final_bare = f"c=biws,r={attrs['r']}"
+            auth_msg = f"{scram['first_bare']},{server_first},{final_bare}".encode()
+            sig = hmac.new(stored_key, auth_msg, hashlib.sha256).digest()
+            proof = bytes(a ^ b for a, b in zip(client_key, sig))
+            final = f"{final_bare},p={base64.b64encode(proof).decode()}"
+            server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+            scram["expect"] = base64.b64encode(
+                hmac.new(server_key, auth_msg, hashlib.sha256).digest()
+            ).decode()
+            writer.write(message(b"p", final.encode()))
+        elif code == 12:  # SASLFinal
+            if body[4:].decode() != "v=" + scram["expect"]:
+                raise PgError("bad server signature")
+        else:
+            raise PgError(f"unsupported authentication request {code}")
+        await writer.drain()
+
+
+async def hold(args):
+    conns, failures = [], []
+    sem = asyncio.Semaphore(args.concurrency)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def one():
+        async with sem:
+            if stop.is_set():
+                return
+            try:
+                conns.append(
+                    await asyncio.wait_for(
+                        connect(args.host, args.port, args.user, args.password, args.dbname),
+                        args.connect_timeout,
+                    )
+                )
+            except Exception as e:  # noqa: BLE001 - counted and reported
+                failures.append(repr(e))
+
+    started = time.time()
+    tasks = [asyncio.ensure_future(one()) for _ in range(args.n)]
+    await asyncio.wait([asyncio.ensure_future(asyncio.gather(*tasks)), asyncio.ensure_future(stop.wait())],
+                       return_when=asyncio.FIRST_COMPLETED)
+    secs = time.time() - started
+    report = {"opened": len(conns), "failed": len(failures), "secs": round(secs, 2),
+              "first_errors": sorted(set(failures))[:3]}
+    tmp = args.ready_file + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f)
+    os.rename(tmp, args.ready_file)
+    print(f"hold: {report}", file=sys.stderr, flush=True)
+    await stop.wait()
+    for _, w in conns:
+        try:
+            w.write(message(b"X", b""))
+            w.close()
+        except Exception:  # noqa: BLE001 - closing anyway
+            pass
+    await asyncio.sleep(0.2)
+
+
+def cmd_hold(args):
+    asyncio.run(hold(args))
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+TARGETS = ["direct", "pgbouncer", "sluice"]
+MODE_ORDER = ["ping", "simple", "extended", "prepared"]
+
+
+def load_jsonl(path):
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}"
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(records):
+    groups = {}
+    for r in records:
+        groups.setdefault((r["mode"], r["clients"], r["target"]), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        good = [r for r in rs if r["ok"]]
+        s = {"runs": len(rs), "ok": len(good), "errors": [r.get("error", "") for r in rs if not r["ok"]]}
+        for k in ("tps", "lat_avg_ms", "lat_p50_ms", "lat_p99_ms", "cpu_ms_per_1k_tx"):
+            s[k] = med([r.get(k) for r in good])
+        tps = [r["tps"] for r in good if r.get("tps")]
+        s["spread"] = (max(tps) - min(tps)) / s["tps"] * 100 if len(tps) > 1 and s["tps"] else None
+        out[key] = s
+    return out
+
+
+def cmd_report(args):
+    records = load_jsonl(args.results)
+    mem = load_jsonl(args.memory)
+    meta = json.load(open(args.meta)) if args.meta and os.path.exists(args.meta) else {}
+    lines = []
+    p = lines.append
+    if meta:
+        p(f"sluice vs PgBouncer vs direct PostgreSQL — {meta.get('date', '')}")
+        p("")
+        for k in ("machine", "postgres", "pgbouncer", "sluice", "settings"):
+            if k in meta:
+                p(f"- {k}: {meta[k]}")
+        p("")
+    summary = summarize(records)
+    modes = sorted({k[0] for k in summary}, key=lambda m: MODE_ORDER.index(m) if m in MODE_ORDER else 99)
+    p("| mode | clients | target | tps | lat avg ms | lat p50 ms | lat p99 ms | pooler CPU ms/1k tx "
+      "| tps spread % | sluice/pgbouncer tps | sluice/direct tps | sluice/pgbouncer p99 | sluice/pgbouncer CPU |")
+    p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    notes = []
+    for mode in modes:
+        for clients in sorted({k[1] for k in summary if k[0] == mode}):
+            for target in TARGETS:
+                s = summary.get((mode, clients, target))
+                if s is None:
+                    if target == "pgbouncer" and mode == "prepared":
+                        p(f"| {mode} | {clients} | {target} | n/a¹ | | | | | | | | | |")
+                    continue
+                if s["ok"] == 0:
+                    notes.append(f"{mode}/{clients}/{target}: {s['errors'][0]}")
+                    p(f"| {mode} | {clients} | {target} | FAILED ({s['runs']}/{s['runs']} runs)² | | | | | | | | | |")
+                    continue
+                tps = fmt(s["tps"], 0)
+                if s["ok"] < s["runs"]:
+                    tps += f" ({s['runs'] - s['ok']}/{s['runs']} runs FAILED)²"
+                    notes.append(f"{mode}/{clients}/{target}: {s['errors'][0]}")
+                cells = [mode, str(clients), target, tps, fmt(s["lat_avg_ms"], 3), fmt(s["lat_p50_ms"], 3),
+                         fmt(s["lat_p99_ms"], 3), fmt(s["cpu_ms_per_1k_tx"], 1), fmt(s["spread"], 1)]
+                if target == "sluice":
+                    b = summary.get((mode, clients, "pgbouncer")) or {}
+                    d = summary.get((mode, clients, "direct")) or {}
+                    cells += [ratio(s["tps"], b.get("tps")), ratio(s["tps"], d.get("tps")),
+                              ratio(s["lat_p99_ms"], b.get("lat_p99_ms")),
+                              ratio(s["cpu_ms_per_1k_tx"], b.get("cpu_ms_per_1k_tx"))]
+                else:
+                    cells += ["", "", "", ""]
+                p("| " + " | ".join(cells) + " |")
+    p("")
+    if any(k[0] == "prepared" for k in summary) and not any(
+        k[0] == "prepared" and k[2] == "pgbouncer" for k in summary
+    ):
+        p(f"¹ PgBouncer {meta.get('pgbouncer_version', '')} has no max_prepared_statements (added in 1.21): "
+          "-M prepared cannot work through it in transaction mode, so it is not run.")
+    for n in notes:
+        p(f"² {n}")
+    if mem:
+        p("")
+        p("Idle client connections (fully authenticated, holding no server connection):")
+        p("")
+        p("| pooler | clients | opened | RSS before MiB | RSS with clients MiB | KiB per client "
+          "| RSS after close MiB | connect time s |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for m in mem:
+            per = (m["rss_with_kib"] - m["rss_before_kib"]) / m["opened"] if m.get("opened") else None
+            p(f"| {m['target']} | {m['clients']} | {m['opened']}"
+              f"{' (' + str(m['failed']) + ' failed)' if m.get('failed') else ''} "
+              f"| {m['rss_before_kib'] / 1024:.1f} | {m['rss_with_kib'] / 1024:.1f} | {fmt(per, 1)} "
+              f"| {m['rss_closed_kib'] / 1024:.1f} | {m['secs']} |")
+        for m in mem:
+            if m.get("first_errors"):
+                p(f"- {m['target']} {m['clients']}: {m['first_errors'][0]}")
+    print("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    sub.add_parser("freeport")
+
+    r = sub.add_parser("run")
+    r.add_argument("--label", required=True, help="JSON object merged into the record")
+    r.add_argument("--pid", type=int, default=0, help="pooler pid whose CPU is sampled (0: none)")
+    r.add_argument("--logdir", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--duration", type=int, required=True, help="seconds to measure, after connecting")
+    r.add_argument("--state", required=True, help="JSON file remembering connection times")
+    r.add_argument("--timeout", type=float, default=120, help="grace period past -T before a kill")
+    r.add_argument("pgbench", nargs=argparse.REMAINDER)
+
+    h = sub.add_parser("hold")
+    h.add_argument("-n", type=int, required=True)
+    h.add_argument("--host", default="127.0.0.1")
+    h.add_argument("--port", type=int, required=True)
+    h.add_argument("--user", required=True)
+    h.add_argument("--password", default=os.environ.get("PGPASSWORD", ""))
+    h.add_argument("--dbname", required=True)
+    h.add_argument("--concurrency", type=int, default=64)
+    h.add_argument("--connect-timeout", type=float, default=60)
+    h.add_argument("--ready-file", required=True)
+
+    s = sub.add_parser("rss")
+    s.add_argument("pid", type=int)
+
+    rep = sub.add_parser("report")
+    rep.add_argument("--results")
+    rep.add_argument("--memory")
+    rep.add_argument("--meta")
+
+    args = ap.parse_args()
+    if args.cmd == "freeport":
+        with socket.socket() as s_:
+            s_.bind(("127.0.0.1", 0))
+            print(s_.getsockname()[1])
+    elif args.cmd == "run":
+        if args.pgbench and args.pgbench[0] == "--":
+            args.pgbench = args.pgbench[1:]
+        cmd_run(args)
+    elif args.cmd == "hold":
+        cmd_hold(args)
+    elif args.cmd == "rss":
+        print(rss_kib(args.pid))
+    elif args.cmd == "report":
+        cmd_report(args)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
