@@ -22,7 +22,7 @@ fn expect_sqlstate(
 ) {
     match r {
         Ok(_) => panic!("{what}: logged in"),
-        Err(e) => assert_eq!(sqlstate(&e), Some(code), "{what}: {e}"),
+        Err(e) => assert_eq!(sqlstate(&e), Some(code), "{what}: {}", describe_error(&e)),
     }
 }
 

@@ -50,7 +50,7 @@ async fn cancel_stops_a_running_query_within_a_second() {
     .unwrap();
     let took = sent.elapsed();
     let e = r.expect_err("the query must fail once cancelled");
-    assert_eq!(sqlstate(&e), Some("57014"), "{e}");
+    assert_eq!(sqlstate(&e), Some("57014"), "{}", describe_error(&e));
     assert!(took < Duration::from_secs(1), "cancel took {took:?}");
 
     // The client carries on.
@@ -84,7 +84,7 @@ async fn cancel_reaches_only_the_query_of_the_cancelling_client() {
         .await
         .unwrap()
         .expect_err("victim cancelled");
-    assert_eq!(sqlstate(&e), Some("57014"), "{e}");
+    assert_eq!(sqlstate(&e), Some("57014"), "{}", describe_error(&e));
     within(Duration::from_secs(10), "bystander", b)
         .await
         .unwrap()

@@ -113,11 +113,10 @@ async fn failed_and_aborted_copies_leave_the_client_usable() {
 
     // A bad row half-way: the server answers ErrorResponse while data is still coming.
     let mut data = copy_text();
-    // Cut at a row boundary, so the bad value is the only fault.
     let half = data[..data.len() / 2]
         .iter()
-        .rposition(|b| *b == b'\n')
-        .expect("rows")
+        .rposition(|&b| b == b'\n')
+        .unwrap()
         + 1;
     data.truncate(half);
     data.extend_from_slice(b"not-a-number\tx\t1\n");
@@ -136,7 +135,7 @@ async fn failed_and_aborted_copies_leave_the_client_usable() {
         outcome = within(STEP, "CopyDone", sink.finish()).await;
     }
     let e = outcome.expect_err("a bad row must fail the COPY");
-    assert_eq!(sqlstate(&e), Some("22P02"), "{e}");
+    assert_eq!(sqlstate(&e), Some("22P02"), "{}", describe_error(&e));
     within(STEP, "ROLLBACK", tx.rollback()).await.unwrap();
 
     // The client gives up half-way (CopyFail).
@@ -153,7 +152,11 @@ async fn failed_and_aborted_copies_leave_the_client_usable() {
     let e = within(STEP, "query after CopyFail", tx.query_one("SELECT 1", &[]))
         .await
         .expect_err("transaction aborted");
-    assert!(matches!(sqlstate(&e), Some("57014") | Some("25P02")), "{e}");
+    assert!(
+        matches!(sqlstate(&e), Some("57014") | Some("25P02")),
+        "{}",
+        describe_error(&e)
+    );
     within(STEP, "ROLLBACK", tx.rollback()).await.unwrap();
 
     let n: i64 = client

@@ -150,14 +150,14 @@ async fn roles_authenticate_as_configured() {
         .await
         .err()
         .expect("wrong password fails");
-    assert_eq!(sqlstate(&e), Some("28P01"), "{e}");
+    assert_eq!(sqlstate(&e), Some("28P01"), "{}", describe_error(&e));
     let e = pg
         .pg_config("nope", APP_USER, APP_PASSWORD)
         .connect(tokio_postgres::NoTls)
         .await
         .err()
         .expect("unknown db fails");
-    assert_eq!(sqlstate(&e), Some("3D000"), "{e}");
+    assert_eq!(sqlstate(&e), Some("3D000"), "{}", describe_error(&e));
     match RawConn::connect(addr, MD5_USER, APP_DB, Some("wrong"), &[]).await {
         Err(RawError::Server(f)) => assert_eq!(f.code(), Some("28P01")),
         other => panic!("md5 with a wrong password: {:?}", other.err()),
@@ -214,7 +214,12 @@ async fn clusters_in_parallel_get_their_own_ports() {
         .batch_execute("SELECT * FROM only_in_a")
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&e), Some("42P01"), "the clusters share state: {e}");
+    assert_eq!(
+        sqlstate(&e),
+        Some("42P01"),
+        "the clusters share state: {}",
+        describe_error(&e)
+    );
     drop((ca, cb));
     tokio::task::spawn_blocking(move || drop((a, b)))
         .await

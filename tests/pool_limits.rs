@@ -43,8 +43,15 @@ async fn query_wait_timeout_fails_the_waiter_and_the_waiter_recovers() {
     let waited = t.elapsed();
     let code =
         sqlstate(&e).unwrap_or_else(|| panic!("the wait timeout error carries no SQLSTATE: {e:?}"));
-    eprintln!("waiter got SQLSTATE {code} after {waited:?}: {e}");
-    assert!(WAIT_TIMEOUT_CODES.contains(&code), "SQLSTATE {code}: {e}");
+    eprintln!(
+        "waiter got SQLSTATE {code} after {waited:?}: {}",
+        describe_error(&e)
+    );
+    assert!(
+        WAIT_TIMEOUT_CODES.contains(&code),
+        "SQLSTATE {code}: {}",
+        describe_error(&e)
+    );
     assert!(
         waited >= Duration::from_millis(400),
         "failed after {waited:?}, before query_wait_timeout (500ms)"
@@ -94,7 +101,7 @@ async fn waiters_are_served_in_turn_within_the_timeout() {
                 "BEGIN; INSERT INTO hits VALUES ({i}, {n}); SELECT pg_sleep(0.001); COMMIT"
             ))
             .await
-            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+            .unwrap_or_else(|e| panic!("client {i}: {}", describe_error(&e)));
         }
     });
     within(
@@ -128,7 +135,7 @@ async fn max_client_conn_refuses_the_client_over_the_limit() {
         .try_connect(APP_DB, APP_USER, APP_PASSWORD)
         .await
         .expect_err("a fourth client is over max_client_conn");
-    assert_eq!(sqlstate(&e), Some("53300"), "{e}");
+    assert_eq!(sqlstate(&e), Some("53300"), "{}", describe_error(&e));
     for c in &held {
         assert_eq!(simple_scalar(c, "SELECT 1").await.as_deref(), Some("1"));
     }

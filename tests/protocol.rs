@@ -70,7 +70,7 @@ async fn simple_and_multi_statement_queries() {
     )
     .await
     .expect_err("division by zero");
-    assert_eq!(sqlstate(&e), Some("22012"), "{e}");
+    assert_eq!(sqlstate(&e), Some("22012"), "{}", describe_error(&e));
     assert_eq!(
         simple_scalar(&c, "SELECT count(*) FROM t").await.as_deref(),
         Some("3")
@@ -208,24 +208,31 @@ async fn error_inside_a_transaction_then_rollback_then_a_new_transaction() {
     c.batch_execute("BEGIN; INSERT INTO t VALUES (1)")
         .await
         .unwrap();
+    // `other` needs the only server connection, which c holds until its transaction ends.
+    let waiting = tokio::spawn(async move {
+        let seen = simple_scalar(&other, "SELECT count(*) FROM t").await;
+        (other, seen)
+    });
     let e = within(STEP, "error in tx", c.batch_execute("SELECT 1/0"))
         .await
         .expect_err("division by zero");
-    assert_eq!(sqlstate(&e), Some("22012"), "{e}");
+    assert_eq!(sqlstate(&e), Some("22012"), "{}", describe_error(&e));
     let e = within(STEP, "statement in failed tx", c.batch_execute("SELECT 1"))
         .await
         .expect_err("aborted transaction");
-    assert_eq!(sqlstate(&e), Some("25P02"), "{e}");
+    assert_eq!(sqlstate(&e), Some("25P02"), "{}", describe_error(&e));
     within(STEP, "ROLLBACK", c.batch_execute("ROLLBACK"))
         .await
         .unwrap();
 
-    // The pool (1) is free again for someone else, and the failed transaction left nothing.
+    // Only now does `other` get the server: outside c's transaction, which left nothing.
+    let (other, seen) = within(STEP, "the other client's query", waiting)
+        .await
+        .unwrap();
     assert_eq!(
-        simple_scalar(&other, "SELECT count(*) FROM t")
-            .await
-            .as_deref(),
-        Some("0")
+        seen.as_deref(),
+        Some("0"),
+        "the other client ran inside c's transaction"
     );
     c.batch_execute("BEGIN; INSERT INTO t VALUES (2); COMMIT")
         .await
@@ -244,12 +251,12 @@ async fn error_inside_a_transaction_then_rollback_then_a_new_transaction() {
         .query_typed("SELECT 1/$1::int", &[(&0i32, Type::INT4)])
         .await
         .expect_err("division by zero");
-    assert_eq!(sqlstate(&e), Some("22012"), "{e}");
+    assert_eq!(sqlstate(&e), Some("22012"), "{}", describe_error(&e));
     let e = tx
         .query_typed("SELECT 1", &[])
         .await
         .expect_err("aborted transaction");
-    assert_eq!(sqlstate(&e), Some("25P02"), "{e}");
+    assert_eq!(sqlstate(&e), Some("25P02"), "{}", describe_error(&e));
     within(STEP, "rollback", tx.rollback()).await.unwrap();
     assert_eq!(
         simple_scalar(&c, "SELECT 'fine'").await.as_deref(),
@@ -297,10 +304,10 @@ async fn pipelined_queries_get_their_own_answers() {
     for (i, r) in results.into_iter().enumerate() {
         if i == 57 {
             let e = r.expect_err("query 57 divides by zero");
-            assert_eq!(sqlstate(&e), Some("22012"), "{e}");
+            assert_eq!(sqlstate(&e), Some("22012"), "{}", describe_error(&e));
         } else {
             assert_eq!(
-                r.unwrap_or_else(|e| panic!("query {i}: {e}")),
+                r.unwrap_or_else(|e| panic!("query {i}: {}", describe_error(&e))),
                 i as i32 * 3,
                 "query {i}"
             );

@@ -44,11 +44,11 @@ async fn run_client(
         let tx = client
             .transaction()
             .await
-            .unwrap_or_else(|e| panic!("client {id} BEGIN: {e}"));
+            .unwrap_or_else(|e| panic!("client {id} BEGIN: {}", describe_error(&e)));
         let first = tx
             .query_one("SELECT pg_backend_pid(), txid_current()", &[])
             .await
-            .unwrap_or_else(|e| panic!("client {id}: {e}"));
+            .unwrap_or_else(|e| panic!("client {id}: {}", describe_error(&e)));
         let (pid, txid): (i32, i64) = (first.get(0), first.get(1));
         for step in 1..=2i32 {
             tx.execute(
@@ -56,7 +56,7 @@ async fn run_client(
                 &[&id, &tx_no, &step],
             )
             .await
-            .unwrap_or_else(|e| panic!("client {id} insert: {e}"));
+            .unwrap_or_else(|e| panic!("client {id} insert: {}", describe_error(&e)));
             if step == 1 {
                 // Hold the server connection a moment so that transactions overlap in time.
                 tx.batch_execute("SELECT pg_sleep(0.002)").await.unwrap();
@@ -100,11 +100,11 @@ async fn run_client(
         if commit {
             tx.commit()
                 .await
-                .unwrap_or_else(|e| panic!("client {id} COMMIT: {e}"));
+                .unwrap_or_else(|e| panic!("client {id} COMMIT: {}", describe_error(&e)));
         } else {
             tx.rollback()
                 .await
-                .unwrap_or_else(|e| panic!("client {id} ROLLBACK: {e}"));
+                .unwrap_or_else(|e| panic!("client {id} ROLLBACK: {}", describe_error(&e)));
         }
         seen.push(SeenTx {
             client: id,
@@ -170,7 +170,7 @@ async fn transactions_of_500_clients_share_5_server_connections_without_interlea
             let permit = gate.acquire_owned().await.unwrap();
             let (client, _notices) = connect_config(&cfg)
                 .await
-                .unwrap_or_else(|e| panic!("client {id} cannot connect: {e}"));
+                .unwrap_or_else(|e| panic!("client {id} cannot connect: {}", describe_error(&e)));
             drop(permit);
             run_client(client, id, start).await
         });

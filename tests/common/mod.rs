@@ -55,6 +55,14 @@ where
     }
 }
 
+/// An error with its SQLSTATE and server message (tokio-postgres's Display says only "db error").
+pub fn describe_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => format!("{e} ({e:?})"),
+    }
+}
+
 /// The SQLSTATE of a server (or pooler) error, if the error carries one.
 pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
     e.code().map(|c| c.code())
@@ -105,7 +113,7 @@ pub fn spawn_connection(
 pub async fn simple_scalar(client: &Client, sql: &str) -> Option<String> {
     let msgs = within(STEP, sql, client.simple_query(sql))
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe_error(&e)));
     let rows: Vec<_> = msgs
         .into_iter()
         .filter_map(|m| match m {

@@ -479,7 +479,8 @@ impl PgCluster {
             .await
             .unwrap_or_else(|e| {
                 panic!(
-                    "direct connection to PostgreSQL as {user}: {e}\n{}",
+                    "direct connection to PostgreSQL as {user}: {}\n{}",
+                    super::describe_error(&e),
                     self.log_tail(20)
                 )
             })

@@ -177,7 +177,12 @@ impl Sluice {
     pub async fn connect(&self, db: &str, user: &str, password: &str) -> Client {
         self.try_connect(db, user, password)
             .await
-            .unwrap_or_else(|e| panic!("connect through sluice as {user} to {db}: {e}"))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "connect through sluice as {user} to {db}: {}",
+                    super::describe_error(&e)
+                )
+            })
     }
 
     /// `app` to database `app` with the right password.
@@ -192,7 +197,7 @@ impl Sluice {
     ) -> (Client, tokio::sync::mpsc::UnboundedReceiver<DbError>) {
         super::connect_config(cfg)
             .await
-            .unwrap_or_else(|e| panic!("connect through sluice: {e}"))
+            .unwrap_or_else(|e| panic!("connect through sluice: {}", super::describe_error(&e)))
     }
 
     /// psql through the pooler as `app` to `app` (`-X -v ON_ERROR_STOP=1` first, then `args`;
