@@ -511,6 +511,13 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- last lines of the PostgreSQL log ({}):\n{}",
+                self.log_path().display(),
+                self.log_tail(30)
+            );
+        }
         if self.running {
             let out = pg_ctl_stop(&self.data_dir(), "immediate");
             if !out.status.success() {

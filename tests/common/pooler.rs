@@ -80,6 +80,18 @@ pub fn set_config(config: &str, key: &str, value: impl Into<toml::Value>) -> Str
     toml::to_string(&doc).expect("serialise config")
 }
 
+/// With `SLUICE_TEST_LOG` set (an EnvFilter such as `sluice=debug`), the pooler's tracing output
+/// goes to the test's captured output. Off by default.
+fn init_logging() {
+    if let Ok(filter) = std::env::var("SLUICE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A running pooler. Dropping it signals shutdown and waits (bounded) for `sluice::run` to return.
 pub struct Sluice {
     addr: SocketAddr,
@@ -92,13 +104,7 @@ impl Sluice {
     /// Validates `config_toml` with `sluice::Config::from_toml` (panicking on errors), binds
     /// `127.0.0.1:0` and starts `sluice::run` on a thread with a 2-worker runtime.
     pub fn start(config_toml: String) -> Sluice {
-        // SLUICE_LOG=debug shows the pooler's logs in a failing test's output.
-        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_test_writer()
-                .try_init();
-        }
+        init_logging();
         let config = sluice::Config::from_toml(&config_toml)
             .unwrap_or_else(|e| panic!("sluice rejected the test config: {e}\n{config_toml}"));
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
