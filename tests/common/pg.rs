@@ -285,7 +285,7 @@ fn fnv1a(text: &str) -> u64 {
     })
 }
 
-/// Times of the last template build in this process, for the harness self-test's report.
+/// How long this process took to build the template; unset if it found one ready.
 pub static TEMPLATE_BUILD_TIME: OnceLock<Duration> = OnceLock::new();
 
 /// The template data directory, built on first use (see the module docs).
@@ -330,7 +330,7 @@ fn find_or_build_template() -> PathBuf {
                 "--no-instructions",
             ])
             // 1 MB WAL segments: the data directory shrinks from 39 to 24 MB, and copies faster.
-            .args(["--wal-segsize=1"])
+            .arg("--wal-segsize=1")
             .arg(format!("--pwfile={}", pwfile.display())),
         "initdb",
     );
