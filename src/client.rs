@@ -844,13 +844,11 @@ impl Session {
         let body = &msg[Header::LEN..];
         if self.server.is_some() {
             // With a server attached, local answers still go through `pending` for their order.
-            if self.intercept {
-                if tag == b'Q' {
-                    if let Some(name) = self.deallocate_target(body) {
-                        self.statements.remove(name.as_slice());
-                        self.pending.push_back(Pending::LocalCommand("DEALLOCATE"));
-                        return Ok(true);
-                    }
+            if self.intercept && tag == b'Q' {
+                if let Some(name) = self.deallocate_target(body) {
+                    self.statements.remove(name.as_slice());
+                    self.pending.push_back(Pending::LocalCommand("DEALLOCATE"));
+                    return Ok(true);
                 }
             }
             return Ok(false);
@@ -951,7 +949,8 @@ impl Session {
                 self.unsynced = true;
                 let (name, tail) = cstr(body).ok_or_else(|| malformed("Parse"))?;
                 if self.intercept && !name.is_empty() {
-                    return Ok(self.parse_named(name, tail));
+                    self.parse_named(name, tail);
+                    return Ok(());
                 }
                 self.pending.push_back(Pending::Parse {
                     answer: Answer::Server,
