@@ -563,6 +563,7 @@ impl Undo {
 
 enum Event {
     Drain,
+    ClientReadable(std::io::Result<()>),
     ClientRead(std::io::Result<usize>),
     ClientWrote(std::io::Result<usize>),
     ServerRead(std::io::Result<usize>),
@@ -629,6 +630,15 @@ async fn write_opt(w: Option<WriteHalf<'_>>, buf: &[u8]) -> std::io::Result<usiz
     }
 }
 
+/// Reads from the client, or for an idle client only waits until there is something to read.
+async fn client_read(r: &mut ReadHalf<'_>, buf: &mut BytesMut, idle: bool) -> Event {
+    if idle {
+        Event::ClientReadable(r.as_ref().readable().await)
+    } else {
+        Event::ClientRead(r.read_buf(buf).await)
+    }
+}
+
 fn shrink(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
         *buf = BytesMut::new();
@@ -686,7 +696,26 @@ impl Session {
                     "terminating connection due to administrator command",
                 ));
             }
-            if self.cli_in.capacity() - self.cli_in.len() < READ_CHUNK / 2 {
+            // An idle client (no server, nothing buffered) holds no buffers: it waits for its
+            // socket to become readable and only then gets a read buffer. Most of a pooler's
+            // clients are idle most of the time.
+            let idle = self.server.is_none()
+                && self.cli_in.is_empty()
+                && self.cli_skip == 0
+                && self.to_client.is_empty()
+                && self.to_server.is_empty();
+            if idle {
+                for buf in [
+                    &mut self.cli_in,
+                    &mut self.srv_in,
+                    &mut self.to_client,
+                    &mut self.to_server,
+                ] {
+                    if buf.capacity() > 0 {
+                        *buf = BytesMut::new();
+                    }
+                }
+            } else if self.cli_in.capacity() - self.cli_in.len() < READ_CHUNK / 2 {
                 self.cli_in.reserve(READ_CHUNK);
             }
             if self.server.is_some() && self.srv_in.capacity() - self.srv_in.len() < READ_CHUNK / 2
@@ -709,11 +738,25 @@ impl Session {
                     r = write_opt(sw, &self.to_server), if has_server && !self.to_server.is_empty() => Event::ServerWrote(r),
                     r = cw.write(&self.to_client), if !self.to_client.is_empty() => Event::ClientWrote(r),
                     r = read_opt(sr, &mut self.srv_in), if has_server && self.to_client.len() < HIGH_WATER => Event::ServerRead(r),
-                    r = cr.read_buf(&mut self.cli_in), if self.to_server.len() < HIGH_WATER => Event::ClientRead(r),
+                    ev = client_read(&mut cr, &mut self.cli_in, idle), if idle || self.to_server.len() < HIGH_WATER => ev,
                 }
             };
             match event {
                 Event::Drain => self.draining = true,
+                Event::ClientReadable(r) => {
+                    r?;
+                    self.cli_in.reserve(READ_CHUNK);
+                    match self.client.try_read_buf(&mut self.cli_in) {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => {
+                            if let Flow::Close = self.process_client().await? {
+                                return Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 Event::ClientWrote(r) => {
                     let n = r?;
                     self.to_client.advance(n);
