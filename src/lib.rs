@@ -13,6 +13,7 @@ pub mod config;
 pub mod params;
 pub mod pool;
 pub mod prepared;
+pub mod router;
 pub mod server;
 
 pub use config::Config;
