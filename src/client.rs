@@ -525,12 +525,17 @@ enum Pending {
     Execute,
     Close {
         answer: Answer,
+        /// A client's Close answered locally: its name and statement, to restore if skipped.
         restore: Option<(Bytes, Arc<Statement>)>,
+        /// An eviction sluice sent: if the server skips it, the statement stays there.
+        evicted: Option<u64>,
     },
     /// A simple query sluice answers itself (DEALLOCATE of a client's statement).
     LocalCommand(&'static str),
-    /// An error sluice raises itself in an extended-protocol batch.
-    LocalError(Bytes),
+    /// An error sluice raises itself in an extended-protocol batch. The server is sent a request
+    /// bound to fail in its place, so it aborts the transaction and skips to Sync exactly as
+    /// PostgreSQL would have; its error is replaced by this one.
+    FailWith(Bytes),
     /// The client ended a COPY FROM STDIN (CopyDone or CopyFail) before we saw it start.
     CopyEnd,
 }
@@ -1050,12 +1055,14 @@ impl Session {
                     self.pending.push_back(Pending::Close {
                         answer: Answer::Local,
                         restore,
+                        evicted: None,
                     });
                     return Ok(());
                 }
                 self.pending.push_back(Pending::Close {
                     answer: Answer::Server,
                     restore: None,
+                    evicted: None,
                 });
             }
             _ => unreachable!("tags are checked in process_client"),
@@ -1076,11 +1083,9 @@ impl Session {
         let stmt = self.pool.registry.intern(tail);
         let client = Bytes::copy_from_slice(name);
         self.statements.insert(client.clone(), stmt.clone());
-        let cap = self.pool.settings.max_prepared_statements;
-        let stats = &self.pool.prepared;
         let conn = self.server.as_mut().expect("attached").conn_mut();
         if conn.statements.touch(stmt.id) {
-            stats.hits.fetch_add(1, Ordering::Relaxed);
+            self.pool.prepared.hits.fetch_add(1, Ordering::Relaxed);
             let undo = Undo {
                 client: Some(client),
                 server: false,
@@ -1092,29 +1097,7 @@ impl Session {
             });
             return;
         }
-        stats.misses.fetch_add(1, Ordering::Relaxed);
-        if let Some(old) = conn.statements.insert(stmt.id, cap) {
-            stats.evictions.fetch_add(1, Ordering::Relaxed);
-            write_parts(
-                b'C',
-                &[b"S", crate::prepared::server_name(old).as_bytes(), b"\0"],
-                &mut self.to_server,
-            );
-            self.pending.push_back(Pending::Close {
-                answer: Answer::Swallow,
-                restore: None,
-            });
-        }
-        stmt.write_parse(&mut self.to_server);
-        let undo = Undo {
-            client: Some(client),
-            server: true,
-            stmt: Some(stmt),
-        };
-        self.pending.push_back(Pending::Parse {
-            answer: Answer::Server,
-            undo,
-        });
+        self.prepare_on_server(&stmt, Answer::Server, Some(client));
     }
 
     /// This client's statement by name; if it has none, answers with PostgreSQL's error.
@@ -1130,17 +1113,24 @@ impl Session {
         stmt
     }
 
-    /// Makes sure the attached server has `stmt` prepared, inserting a Parse (and a Close of the
-    /// least recently used statement, at the cap) ahead of the message that needs it.
+    /// Makes sure the attached server has `stmt` prepared, inserting a Parse ahead of the
+    /// message that needs it.
     fn ensure_on_server(&mut self, stmt: &Arc<Statement>) {
-        let cap = self.pool.settings.max_prepared_statements;
-        let stats = &self.pool.prepared;
         let conn = self.server.as_mut().expect("attached").conn_mut();
         if conn.statements.touch(stmt.id) {
-            stats.hits.fetch_add(1, Ordering::Relaxed);
+            self.pool.prepared.hits.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        self.prepare_on_server(stmt, Answer::Swallow, None);
+    }
+
+    /// Sends Parse for `stmt` under its server name, first closing the least recently used
+    /// statement when the connection is at `max_prepared_statements`.
+    fn prepare_on_server(&mut self, stmt: &Arc<Statement>, answer: Answer, client: Option<Bytes>) {
+        let cap = self.pool.settings.max_prepared_statements;
+        let stats = &self.pool.prepared;
         stats.misses.fetch_add(1, Ordering::Relaxed);
+        let conn = self.server.as_mut().expect("attached").conn_mut();
         if let Some(old) = conn.statements.insert(stmt.id, cap) {
             stats.evictions.fetch_add(1, Ordering::Relaxed);
             write_parts(
@@ -1151,18 +1141,16 @@ impl Session {
             self.pending.push_back(Pending::Close {
                 answer: Answer::Swallow,
                 restore: None,
+                evicted: Some(old),
             });
         }
         stmt.write_parse(&mut self.to_server);
         let undo = Undo {
-            client: None,
+            client,
             server: true,
             stmt: Some(stmt.clone()),
         };
-        self.pending.push_back(Pending::Parse {
-            answer: Answer::Swallow,
-            undo,
-        });
+        self.pending.push_back(Pending::Parse { answer, undo });
     }
 
     /// An error sluice raises inside an extended-protocol batch: sent in order, then the rest of
@@ -1170,7 +1158,15 @@ impl Session {
     fn local_error(&mut self, code: &str, message: String) {
         let mut out = BytesMut::new();
         ErrorResponse::error(code, message).write(&mut out);
-        self.pending.push_back(Pending::LocalError(out.freeze()));
+        // No client statement is ever prepared on a server under this name (they are all
+        // `sluice_<id>`), so describing it fails with 26000.
+        write_parts(
+            b'D',
+            &[b"S", b"sluice: failing on purpose\0"],
+            &mut self.to_server,
+        );
+        self.pending.push_back(Pending::FailWith(out.freeze()));
+        self.unsynced = true;
         self.discard_until_sync = true;
     }
 
@@ -1189,10 +1185,6 @@ impl Session {
                 Some(Pending::LocalCommand(tag)) => {
                     backend::command_complete(tag, &mut self.to_client);
                     backend::ready_for_query(self.tx_status, &mut self.to_client);
-                }
-                Some(Pending::LocalError(err)) => {
-                    self.to_client.extend_from_slice(err);
-                    self.batch_error_seen = true;
                 }
                 Some(Pending::CopyEnd) => {}
                 _ => return,
@@ -1377,6 +1369,12 @@ impl Session {
                     return false;
                 }
                 self.batch_error_seen = true;
+                if let Some(Pending::FailWith(ours)) = self.pending.front() {
+                    let ours = ours.clone();
+                    self.to_client.extend_from_slice(&ours);
+                    self.skip_to_sync();
+                    return false;
+                }
                 if matches!(front(&self.pending), Some(b'P' | b'B' | b'D' | b'E' | b'C')) {
                     self.skip_to_sync();
                 }
@@ -1445,10 +1443,14 @@ impl Session {
                 }
             }
             Pending::Close {
-                restore: Some((name, stmt)),
-                ..
+                restore, evicted, ..
             } => {
-                self.statements.entry(name).or_insert(stmt);
+                if let Some((name, stmt)) = restore {
+                    self.statements.entry(name).or_insert(stmt);
+                }
+                if let (Some(id), Some(g)) = (evicted, self.server.as_mut()) {
+                    g.conn_mut().statements.restore(id);
+                }
             }
             _ => {}
         }

@@ -124,6 +124,11 @@ impl ServerStatements {
         Some(oldest)
     }
 
+    /// Puts back a statement whose eviction the server skipped, as the least recently used.
+    pub fn restore(&mut self, id: u64) {
+        self.used.entry(id).or_insert(0);
+    }
+
     pub fn remove(&mut self, id: u64) {
         self.used.remove(&id);
     }

@@ -297,6 +297,37 @@ impl RawConn {
         }
     }
 
+    /// Writes `bytes` as they are (frontend messages made with postgres-protocol's writers), so a
+    /// whole pipeline goes out in one write.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// The next backend message. EOF is an error; panics if nothing comes within [`STEP`].
+    pub async fn recv(&mut self) -> Result<RawMessage, RawError> {
+        let next = within(
+            STEP,
+            "a backend message",
+            read_message(&mut self.stream, &mut self.buf),
+        )
+        .await?;
+        next.ok_or_else(|| RawError::Unexpected("EOF while waiting for a message".into()))
+    }
+
+    /// Every message up to and including the `count`-th ReadyForQuery.
+    pub async fn recv_until_ready(&mut self, count: usize) -> Result<Vec<RawMessage>, RawError> {
+        let mut msgs = Vec::new();
+        let mut seen = 0;
+        while seen < count {
+            let msg = self.recv().await?;
+            if msg.0 == b'Z' {
+                seen += 1;
+            }
+            msgs.push(msg);
+        }
+        Ok(msgs)
+    }
+
     /// `send_query` then `finish_query`.
     pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<String>, RawError> {
         self.send_query(sql).await?;
