@@ -74,6 +74,8 @@ pub struct PoolerConfig {
     pub server_reset_query: String,
     pub max_message_size: usize,
     pub max_prepared_statements: usize,
+    /// Runtime worker threads; 0 = one per CPU core.
+    pub workers: usize,
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
 }
@@ -94,6 +96,7 @@ impl Default for PoolerConfig {
             server_reset_query: "DISCARD ALL".into(),
             max_message_size: sluice_proto::MAX_MESSAGE_LEN,
             max_prepared_statements: 200,
+            workers: 0,
             shutdown_timeout: Duration::from_secs(30),
         }
     }
