@@ -46,6 +46,7 @@ use crate::config::{AuthType, PoolMode};
 use crate::params::{self, Params};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
 use crate::prepared::Statement;
+use crate::stats::SessionStats;
 use crate::{Shared, UserAuth};
 
 /// Stop reading from one side while this many bytes are owed to the other.
@@ -79,11 +80,19 @@ pub async fn serve(
     drain: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let _counted = shared.clients.connection();
     let mut inbuf = BytesMut::new();
-    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(&shared, &mut stream, &mut inbuf)).await;
+    let mut admin = None;
+    let login = login(&shared, &mut stream, &mut inbuf, &mut admin);
+    let login = tokio::time::timeout(LOGIN_TIMEOUT, login).await;
     let session = match login {
         Ok(Ok(Some(s))) => s,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => {
+            if let Some(admin) = admin {
+                crate::admin::serve(shared.clone(), stream, inbuf, admin, peer, drain).await;
+            }
+            return;
+        }
         Ok(Err(Fatal(err))) => {
             tracing::debug!(%peer, code = %err.code, message = %err.message, "login refused");
             let mut out = BytesMut::new();
@@ -112,6 +121,16 @@ pub async fn serve(
     let mode = pool.settings.mode;
     let max = shared.config.pooler.max_message_size;
     let intercept = mode == PoolMode::Transaction && pool.settings.max_prepared_statements > 0;
+    let app = wanted.get("application_name");
+    let stats = SessionStats::new(
+        &shared,
+        &pool,
+        &stream,
+        peer,
+        cancel.pid,
+        app,
+        server.as_ref(),
+    );
     let mut s = Session {
         pool,
         mode,
@@ -140,6 +159,7 @@ pub async fn serve(
         max,
         draining: false,
         drain,
+        stats,
     };
     if let Some(guard) = server {
         s.attach_guard(guard);
@@ -185,10 +205,12 @@ async fn read_message(
 
 /// Startup packet, authentication, pool choice, and the greeting. `Ok(None)`: the connection ended
 /// without a session (a cancel request, or the client left).
+/// A client of the admin console's virtual database gets `Ok(None)` with `admin` set.
 async fn login(
     shared: &Arc<Shared>,
     stream: &mut TcpStream,
     buf: &mut BytesMut,
+    admin: &mut Option<crate::admin::AdminLogin>,
 ) -> Result<Option<LoggedIn>, Fatal> {
     let mut out = BytesMut::with_capacity(512);
     let (minor, startup) = loop {
@@ -279,6 +301,14 @@ async fn login(
     };
     backend::authentication_ok(&mut out);
 
+    if crate::admin::is_console(&database) {
+        *admin = Some(
+            crate::admin::authorize(shared, &user, &database, get("application_name"))
+                .map_err(Fatal)?,
+        );
+        stream.write_all(&out).await?;
+        return Ok(None);
+    }
     if db_config.is_none() {
         return Err(Fatal::new(
             sqlstate::INVALID_CATALOG_NAME,
@@ -568,6 +598,7 @@ impl Undo {
 
 enum Event {
     Drain,
+    Kill,
     ClientReadable(std::io::Result<()>),
     ClientRead(std::io::Result<usize>),
     ClientWrote(std::io::Result<usize>),
@@ -619,6 +650,8 @@ struct Session {
     max: usize,
     draining: bool,
     drain: watch::Receiver<bool>,
+    /// Counters, timings and this client's registry entry (SHOW CLIENTS, KILL).
+    stats: SessionStats,
 }
 
 async fn read_opt(r: Option<ReadHalf<'_>>, buf: &mut BytesMut) -> std::io::Result<usize> {
@@ -678,6 +711,9 @@ impl Session {
     async fn run(&mut self) {
         let end = self.relay().await;
         if let Err(Fatal(err)) = end {
+            if err.code != sqlstate::CONNECTION_FAILURE {
+                self.pool.metrics.error_code(&err.code);
+            }
             err.write(&mut self.to_client);
         }
         if !self.to_client.is_empty() {
@@ -740,6 +776,7 @@ impl Session {
                 tokio::select! {
                     biased;
                     _ = self.drain.changed(), if !self.draining => Event::Drain,
+                    _ = self.stats.client.info.killed() => Event::Kill,
                     r = write_opt(sw, &self.to_server), if has_server && !self.to_server.is_empty() => Event::ServerWrote(r),
                     r = cw.write(&self.to_client), if !self.to_client.is_empty() => Event::ClientWrote(r),
                     r = read_opt(sr, &mut self.srv_in), if has_server && self.to_client.len() < HIGH_WATER => Event::ServerRead(r),
@@ -748,12 +785,22 @@ impl Session {
             };
             match event {
                 Event::Drain => self.draining = true,
+                Event::Kill => {
+                    return Err(Fatal::new(
+                        sqlstate::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command (KILL)",
+                    ));
+                }
                 Event::ClientReadable(r) => {
                     r?;
                     self.cli_in.reserve(READ_CHUNK);
                     match self.client.try_read_buf(&mut self.cli_in) {
                         Ok(0) => return Ok(()),
-                        Ok(_) => {
+                        Ok(n) => {
+                            self.pool
+                                .metrics
+                                .received
+                                .fetch_add(n as u64, Ordering::Relaxed);
                             if let Flow::Close = self.process_client().await? {
                                 return Ok(());
                             }
@@ -764,6 +811,10 @@ impl Session {
                 }
                 Event::ClientWrote(r) => {
                     let n = r?;
+                    self.pool
+                        .metrics
+                        .sent
+                        .fetch_add(n as u64, Ordering::Relaxed);
                     self.to_client.advance(n);
                     shrink(&mut self.to_client);
                 }
@@ -782,9 +833,14 @@ impl Session {
                     shrink(&mut self.srv_in);
                 }
                 Event::ClientRead(r) => {
-                    if r? == 0 {
+                    let n = r?;
+                    if n == 0 {
                         return Ok(());
                     }
+                    self.pool
+                        .metrics
+                        .received
+                        .fetch_add(n as u64, Ordering::Relaxed);
                     let flow = self.process_client().await?;
                     shrink(&mut self.cli_in);
                     if let Flow::Close = flow {
@@ -882,6 +938,7 @@ impl Session {
                 }
             }
             self.forward(tag, msg)?;
+            self.stats.request();
             self.emit_local();
         }
         Ok(Flow::Continue)
@@ -1197,6 +1254,7 @@ impl Session {
     /// one: a Query gets the error and ReadyForQuery; an extended-protocol batch gets the error,
     /// and the rest of it up to Sync is dropped.
     fn fail_request(&mut self, tag: u8, err: ErrorResponse) {
+        self.pool.metrics.error_code(&err.code);
         err.write(&mut self.to_client);
         match tag {
             b'Q' | b'S' | b'F' => {
@@ -1208,10 +1266,8 @@ impl Session {
     }
 
     async fn attach(&mut self) -> Result<(), CheckoutError> {
-        let guard = self
-            .pool
-            .checkout(self.pool.settings.query_wait_timeout)
-            .await?;
+        let checkout = self.pool.checkout(self.pool.settings.query_wait_timeout);
+        let guard = self.stats.waiting(checkout).await?;
         self.attach_guard(guard);
         Ok(())
     }
@@ -1349,6 +1405,8 @@ impl Session {
                     }
                 }
                 self.batch_error_seen = false;
+                let more = !self.pending.is_empty();
+                self.stats.ready(&self.pool, self.tx_status, more);
             }
             b'S' => {
                 if let Some((name, value)) = params::parse_status(body) {
@@ -1368,6 +1426,7 @@ impl Session {
                     self.held_error = Some(params::error_code_and_message(body).1);
                     return false;
                 }
+                self.pool.metrics.error_sent(body);
                 self.batch_error_seen = true;
                 if let Some(Pending::FailWith(ours)) = self.pending.front() {
                     let ours = ours.clone();
@@ -1519,6 +1578,7 @@ impl Session {
             return;
         };
         guard.conn_mut().dirty = true;
+        self.stats.server_lost(&self.pool, &guard);
         tracing::info!(pool = %self.pool.key, server = guard.conn().id, reason = why, "server connection lost");
         drop(guard);
         self.cancel.slot.set(None);

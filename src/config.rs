@@ -78,6 +78,12 @@ pub struct PoolerConfig {
     pub workers: usize,
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
+    /// `host:port` of the HTTP endpoint for `/metrics`, `/healthz` and `/readyz`; none = off.
+    pub metrics_listen: Option<String>,
+    /// Users (listed in `[users]`) allowed every admin console command.
+    pub admin_users: Vec<String>,
+    /// Users (listed in `[users]`) allowed the admin console's SHOW commands.
+    pub stats_users: Vec<String>,
 }
 
 impl Default for PoolerConfig {
@@ -98,6 +104,9 @@ impl Default for PoolerConfig {
             max_prepared_statements: 200,
             workers: 0,
             shutdown_timeout: Duration::from_secs(30),
+            metrics_listen: None,
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
         }
     }
 }
@@ -221,6 +230,25 @@ impl Config {
                 "must be longer than 0",
             ));
         }
+        if let Some(addr) = &p.metrics_listen {
+            addr.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "pooler.metrics_listen",
+                    format!("{e} (expected host:port, e.g. \"127.0.0.1:9930\")"),
+                )
+            })?;
+        }
+        for (key, list) in [
+            ("admin_users", &p.admin_users),
+            ("stats_users", &p.stats_users),
+        ] {
+            if let Some(u) = list.iter().find(|u| !self.users.contains_key(*u)) {
+                return Err(invalid(
+                    format!("pooler.{key}"),
+                    format!("user \"{u}\" is not in [users]; console users log in like any other"),
+                ));
+            }
+        }
         for (name, user) in &self.users {
             let key = format!("users.{name}");
             let auth = user.auth_type.unwrap_or(p.auth_type);
@@ -286,6 +314,11 @@ impl Config {
 
     pub fn listen_addr(&self) -> SocketAddr {
         self.pooler.listen.parse().expect("validated")
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let addr = self.pooler.metrics_listen.as_ref()?;
+        Some(addr.parse().expect("validated"))
     }
 }
 
@@ -367,5 +400,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("pooler.listen:"), "{e}");
+        let e = Config::from_toml("[pooler]\nmetrics_listen = \"9930\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("pooler.metrics_listen:"), "{e}");
+        let e = Config::from_toml("[pooler]\nadmin_users = [\"ops\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("pooler.admin_users:"), "{e}");
     }
 }

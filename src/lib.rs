@@ -3,18 +3,24 @@
 //! The binary is a thin shell around [`run`], so tests and benchmarks start the pooler in process on
 //! `127.0.0.1:0`. Modules: [`config`] (TOML), [`client`] (one client session: login and relay),
 //! [`pool`] (server connections per database and user), [`server`] (one PostgreSQL connection),
-//! [`params`] (session parameter tracking), [`cancel`] (cancel keys).
+//! [`params`] (session parameter tracking), [`cancel`] (cancel keys); observability: [`stats`]
+//! (counters and gauges per pool), [`registry`] (live clients and servers), [`exporter`]
+//! (`/metrics`, `/healthz`, `/readyz`), [`admin`] (the admin console).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cancel;
 pub mod client;
 pub mod config;
+pub mod exporter;
 pub mod params;
 pub mod pool;
 pub mod prepared;
+pub mod registry;
 pub mod router;
 pub mod server;
+pub mod stats;
 
 pub use config::Config;
 
@@ -55,6 +61,12 @@ pub struct Shared {
     pub cancels: Arc<CancelMap>,
     /// Seeds mock SCRAM secrets for unknown users, so repeated tries see a stable salt.
     pub mock_secret: [u8; 16],
+    /// Live client sessions (SHOW CLIENTS, KILL).
+    pub clients: Arc<registry::Clients>,
+    /// Histograms for `/metrics`; None when `metrics_listen` is off.
+    pub exporter: Option<exporter::Exporter>,
+    /// Admin console state (PAUSE, SHUTDOWN).
+    pub console: admin::Console,
 }
 
 impl Shared {
@@ -78,7 +90,11 @@ impl Shared {
                 (name.clone(), Arc::new(auth))
             })
             .collect();
+        let exporter = config.metrics_addr().map(|_| exporter::Exporter::new());
         Arc::new(Shared {
+            exporter,
+            clients: Arc::default(),
+            console: admin::Console::default(),
             config,
             users,
             pools: DashMap::new(),
@@ -139,7 +155,11 @@ impl Shared {
         let pool = self
             .pools
             .entry(key.clone())
-            .or_insert_with(|| Pool::new(key, target, settings))
+            .or_insert_with(|| {
+                let pool = Pool::new(key, target, settings);
+                stats::attach(self, &pool);
+                pool
+            })
             .clone();
         Ok(pool)
     }
@@ -157,11 +177,13 @@ pub async fn run(
     let (drain_tx, drain_rx) = watch::channel(false);
     let limit = Arc::new(Semaphore::new(shared.config.pooler.max_client_conn));
     let mut clients = JoinSet::new();
+    let _observer = exporter::start(&shared, drain_rx.clone()).await?;
     let maintenance = tokio::spawn(maintain(shared.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = shared.console.shutdown_requested() => break,
             accepted = listener.accept() => {
                 let (mut stream, peer) = match accepted {
                     Ok(a) => a,

@@ -25,6 +25,7 @@ use crate::config::PoolMode;
 use crate::params::Params;
 use crate::prepared::{PreparedStats, Registry};
 use crate::server::{self, ConnectError, ServerConn, ServerTarget};
+use crate::stats::{CloseReason, PoolMetrics};
 
 /// Pool settings, resolved from the config.
 #[derive(Debug, Clone)]
@@ -77,7 +78,8 @@ enum Handoff {
 struct State {
     idle: Vec<ServerConn>,
     open: usize,
-    waiters: VecDeque<oneshot::Sender<Handoff>>,
+    /// With when each started waiting.
+    waiters: VecDeque<(oneshot::Sender<Handoff>, Instant)>,
     /// After a failed connect, new connects wait until then and fail with the same error.
     backoff: Option<(Instant, ConnectError)>,
     /// Consecutive failed connects, for the backoff length.
@@ -105,6 +107,8 @@ pub struct Pool {
     /// Pool-wide prepared statements (transaction mode).
     pub registry: Registry,
     pub prepared: PreparedStats,
+    /// Transactions, queries, waits, bytes; PAUSE state; server registry (see `stats.rs`).
+    pub metrics: PoolMetrics,
 }
 
 impl Pool {
@@ -124,6 +128,7 @@ impl Pool {
             stats: PoolStats::default(),
             registry: Registry::default(),
             prepared: PreparedStats::default(),
+            metrics: PoolMetrics::default(),
         })
     }
 
@@ -140,16 +145,24 @@ impl Pool {
     }
 
     /// Waits up to `wait` for a server connection.
+    /// While the pool is PAUSEd (admin console) the checkout waits for RESUME, within `wait`.
     pub async fn checkout(self: &Arc<Self>, wait: Duration) -> Result<ServerGuard, CheckoutError> {
-        match tokio::time::timeout(wait, self.checkout_inner()).await {
+        let started = Instant::now();
+        let checkout = async {
+            self.metrics.pause.wait().await;
+            self.checkout_inner().await
+        };
+        match tokio::time::timeout(wait, checkout).await {
             Ok(r) => {
                 if r.is_ok() {
                     self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.waited(started.elapsed());
                 }
                 r
             }
             Err(_) => {
                 self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.metrics.waited(started.elapsed());
                 Err(CheckoutError::Timeout(wait))
             }
         }
@@ -164,6 +177,7 @@ impl Pool {
                     }
                     tracing::debug!(pool = %self.key, server = conn.id, "idle server connection closed by the server");
                     self.stats.closed.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.closed(CloseReason::ServerLost);
                     // Its slot is ours to reconnect with.
                     Slot {
                         pool: Some(self.clone()),
@@ -207,14 +221,16 @@ impl Pool {
             }));
         }
         let (tx, rx) = oneshot::channel();
-        st.waiters.push_back(tx);
+        st.waiters.push_back((tx, Instant::now()));
         Ok(Take::Wait(rx))
     }
 
     async fn connect_with(self: &Arc<Self>, mut slot: Slot) -> Result<ServerGuard, CheckoutError> {
         let s = &self.settings;
         match server::connect(self.target.clone(), s.connect_timeout, s.max_message_size).await {
-            Ok(conn) => {
+            Ok(mut conn) => {
+                let local = conn.stream.local_addr().ok();
+                conn.entry = Some(self.metrics.servers.register(conn.id, conn.pid, local));
                 self.stats.connects.fetch_add(1, Ordering::Relaxed);
                 {
                     let mut st = self.state();
@@ -258,22 +274,31 @@ impl Pool {
         conn.last_used = Instant::now();
         if conn.last_used.duration_since(conn.created) >= self.settings.lifetime {
             tracing::debug!(pool = %self.key, server = conn.id, "server connection reached server_lifetime");
-            return self.discard(conn);
+            return self.discard(conn, CloseReason::Lifetime);
+        }
+        if let Some(e) = &conn.entry {
+            if self.metrics.must_reconnect(e.info.connect_time) {
+                return self.discard(conn, CloseReason::Admin);
+            }
         }
         let mut st = self.state();
-        while let Some(tx) = st.waiters.pop_front() {
+        while let Some((tx, _)) = st.waiters.pop_front() {
             match tx.send(Handoff::Conn(ServerGuard::new(self.clone(), conn))) {
                 Ok(()) => return,
                 Err(Handoff::Conn(mut back)) => conn = back.take(),
                 Err(Handoff::Slot(_)) => unreachable!("we sent a connection"),
             }
         }
+        if let Some(e) = &conn.entry {
+            e.info.returned();
+        }
         st.idle.push(conn);
     }
 
-    fn discard(self: &Arc<Self>, conn: ServerConn) {
-        tracing::debug!(pool = %self.key, server = conn.id, "server connection closed");
+    fn discard(self: &Arc<Self>, conn: ServerConn, reason: CloseReason) {
+        tracing::debug!(pool = %self.key, server = conn.id, reason = reason.label(), "server connection closed");
         self.stats.closed.fetch_add(1, Ordering::Relaxed);
+        self.metrics.closed(reason);
         drop(conn);
         self.release_slot();
     }
@@ -281,7 +306,7 @@ impl Pool {
     /// A slot is free again: the oldest waiter may connect with it; else `open` shrinks.
     fn release_slot(self: &Arc<Self>) {
         let mut st = self.state();
-        while let Some(tx) = st.waiters.pop_front() {
+        while let Some((tx, _)) = st.waiters.pop_front() {
             match tx.send(Handoff::Slot(Slot {
                 pool: Some(self.clone()),
             })) {
@@ -308,7 +333,22 @@ impl Pool {
         };
         let n = expired.len();
         for conn in expired {
-            self.discard(conn);
+            let reason = if now.duration_since(conn.created) >= self.settings.lifetime {
+                CloseReason::Lifetime
+            } else {
+                CloseReason::IdleTimeout
+            };
+            self.discard(conn, reason);
+        }
+        n
+    }
+
+    /// Closes every idle connection now (admin console). Returns how many.
+    pub fn close_idle(self: &Arc<Self>, reason: CloseReason) -> usize {
+        let idle = std::mem::take(&mut self.state().idle);
+        let n = idle.len();
+        for conn in idle {
+            self.discard(conn, reason);
         }
         n
     }
@@ -319,8 +359,17 @@ impl Pool {
         (
             st.idle.len(),
             st.open,
-            st.waiters.iter().filter(|w| !w.is_closed()).count(),
+            st.waiters.iter().filter(|(w, _)| !w.is_closed()).count(),
         )
+    }
+
+    /// (idle, open, waiting, when the longest waiting checkout started), under one lock.
+    pub fn wait_state(&self) -> (usize, usize, usize, Option<Instant>) {
+        let st = self.state();
+        let mut live = st.waiters.iter().filter(|(w, _)| !w.is_closed());
+        let oldest = live.next().map(|(_, since)| *since);
+        let waiting = live.count() + usize::from(oldest.is_some());
+        (st.idle.len(), st.open, waiting, oldest)
     }
 }
 
@@ -345,6 +394,10 @@ pub struct ServerGuard {
 
 impl ServerGuard {
     fn new(pool: Arc<Pool>, conn: ServerConn) -> Self {
+        pool.metrics.lent.fetch_add(1, Ordering::Relaxed);
+        if let Some(e) = &conn.entry {
+            e.info.lent();
+        }
         ServerGuard {
             conn: Some(conn),
             pool,
@@ -376,9 +429,19 @@ impl ServerGuard {
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
+        self.pool.metrics.lent.fetch_sub(1, Ordering::Relaxed);
         if let Some(conn) = self.conn.take() {
             if conn.dirty {
-                self.pool.discard(conn);
+                let lost = conn
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| e.info.lost.load(Ordering::Relaxed));
+                let reason = if lost {
+                    CloseReason::ServerLost
+                } else {
+                    CloseReason::Unclean
+                };
+                self.pool.discard(conn, reason);
             } else {
                 self.pool.checkin(conn);
             }

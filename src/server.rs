@@ -71,6 +71,8 @@ pub struct ServerConn {
     pub dirty: bool,
     /// sluice's statements prepared on this connection (transaction mode).
     pub statements: ServerStatements,
+    /// Its entry in the pool's server registry (SHOW SERVERS), removed when it is dropped.
+    pub entry: Option<crate::registry::ServerEntry>,
 }
 
 impl ServerConn {
@@ -238,6 +240,7 @@ async fn connect_inner(
                     last_used: now,
                     dirty: false,
                     statements: ServerStatements::default(),
+                    entry: None,
                 });
             }
             _ => {

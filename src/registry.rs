@@ -1,0 +1,238 @@
+//! Live clients and server connections, for the admin console's SHOW CLIENTS / SHOW SERVERS and
+//! its KILL command.
+//!
+//! Each entry is registered once (a client after login, a server connection after its login) and
+//! removed by an RAII handle when the session or connection ends. State that changes while the
+//! entry lives is kept in atomics, written at most a few times per transaction and never under a
+//! lock; readers (the console) only take snapshots.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio::sync::Notify;
+
+use crate::pool::Pool;
+
+/// Microseconds since the Unix epoch, the unit of every timestamp kept here (0 = never).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// Every logged-in client session, the admin console's included.
+#[derive(Default)]
+pub struct Clients {
+    map: DashMap<u64, Arc<ClientInfo>>,
+    next_id: AtomicU64,
+    /// Client connections open, logged in or not (SHOW LISTS' login_clients is the difference).
+    connections: AtomicUsize,
+}
+
+/// One client session.
+pub struct ClientInfo {
+    pub id: u64,
+    pub database: String,
+    pub user: String,
+    /// None for an admin console session.
+    pub pool: Option<Arc<Pool>>,
+    pub addr: SocketAddr,
+    pub local: Option<SocketAddr>,
+    pub connect_time: u64,
+    pub application_name: String,
+    /// The process id sluice gave the client in BackendKeyData.
+    pub remote_pid: i32,
+    /// When the client started waiting for a server connection; 0 while not waiting.
+    pub wait_since: AtomicU64,
+    /// When the client last asked for a server connection (its login time before that).
+    pub request_time: AtomicU64,
+    kill: Notify,
+}
+
+impl ClientInfo {
+    /// Completes once the admin console has killed this client (KILL db).
+    pub async fn killed(&self) {
+        self.kill.notified().await
+    }
+}
+
+/// Keeps a client registered; dropping it removes the entry.
+pub struct ClientEntry {
+    pub info: Arc<ClientInfo>,
+    clients: Arc<Clients>,
+}
+
+impl Drop for ClientEntry {
+    fn drop(&mut self) {
+        self.clients.map.remove(&self.info.id);
+        if let Some(pool) = &self.info.pool {
+            pool.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counts an open client connection until dropped.
+pub struct ConnectionCount(Arc<Clients>);
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a client registers with.
+pub struct NewClient<'a> {
+    pub database: &'a str,
+    pub user: &'a str,
+    pub pool: Option<Arc<Pool>>,
+    pub addr: SocketAddr,
+    pub local: Option<SocketAddr>,
+    pub application_name: &'a str,
+    pub remote_pid: i32,
+}
+
+impl Clients {
+    pub fn connection(self: &Arc<Self>) -> ConnectionCount {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionCount(self.clone())
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn register(self: &Arc<Self>, c: NewClient<'_>) -> ClientEntry {
+        let now = now_us();
+        if let Some(pool) = &c.pool {
+            pool.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+        }
+        let info = Arc::new(ClientInfo {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            database: c.database.to_owned(),
+            user: c.user.to_owned(),
+            pool: c.pool,
+            addr: c.addr,
+            local: c.local,
+            connect_time: now,
+            application_name: c.application_name.to_owned(),
+            remote_pid: c.remote_pid,
+            wait_since: AtomicU64::new(0),
+            request_time: AtomicU64::new(now),
+            kill: Notify::new(),
+        });
+        self.map.insert(info.id, info.clone());
+        ClientEntry {
+            info,
+            clients: self.clone(),
+        }
+    }
+
+    /// A snapshot of every registered client, oldest first.
+    pub fn snapshot(&self) -> Vec<Arc<ClientInfo>> {
+        let mut v: Vec<_> = self.map.iter().map(|e| e.value().clone()).collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Ends every session of `database` (all pooled sessions with `None`); returns how many.
+    pub fn kill(&self, database: Option<&str>) -> usize {
+        let mut n = 0;
+        for c in self.map.iter() {
+            if c.pool.is_some() && database.is_none_or(|d| d == c.database) {
+                c.kill.notify_one();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// The server connections of one pool.
+#[derive(Default, Clone)]
+pub struct Servers {
+    map: Arc<DashMap<u64, Arc<ServerInfo>>>,
+}
+
+pub const SERVER_IDLE: u8 = 0;
+pub const SERVER_ACTIVE: u8 = 1;
+
+/// One server connection.
+pub struct ServerInfo {
+    pub id: u64,
+    pub remote_pid: i32,
+    pub local: Option<SocketAddr>,
+    pub connect_time: u64,
+    /// [`SERVER_IDLE`] or [`SERVER_ACTIVE`] (lent to a client).
+    pub state: std::sync::atomic::AtomicU8,
+    /// The client it is lent to (its registry id), 0 if none.
+    pub client: AtomicU64,
+    /// When it was last lent out or given back.
+    pub request_time: AtomicU64,
+    /// The relay lost it (I/O error, or the server closed it): its close reason.
+    pub lost: AtomicBool,
+}
+
+impl ServerInfo {
+    pub fn lent(&self) {
+        self.state.store(SERVER_ACTIVE, Ordering::Relaxed);
+        self.request_time.store(now_us(), Ordering::Relaxed);
+    }
+
+    pub fn returned(&self) {
+        self.state.store(SERVER_IDLE, Ordering::Relaxed);
+        self.client.store(0, Ordering::Relaxed);
+        self.request_time.store(now_us(), Ordering::Relaxed);
+    }
+}
+
+/// Keeps a server connection registered; it lives inside the connection and is dropped with it.
+pub struct ServerEntry {
+    pub info: Arc<ServerInfo>,
+    servers: Servers,
+}
+
+impl Drop for ServerEntry {
+    fn drop(&mut self) {
+        self.servers.map.remove(&self.info.id);
+    }
+}
+
+impl Servers {
+    pub fn register(&self, id: u64, remote_pid: i32, local: Option<SocketAddr>) -> ServerEntry {
+        let now = now_us();
+        let info = Arc::new(ServerInfo {
+            id,
+            remote_pid,
+            local,
+            connect_time: now,
+            state: std::sync::atomic::AtomicU8::new(SERVER_IDLE),
+            client: AtomicU64::new(0),
+            request_time: AtomicU64::new(now),
+            lost: AtomicBool::new(false),
+        });
+        self.map.insert(id, info.clone());
+        ServerEntry {
+            info,
+            servers: self.clone(),
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<Arc<ServerInfo>> {
+        let mut v: Vec<_> = self.map.iter().map(|e| e.value().clone()).collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+}
