@@ -382,13 +382,13 @@ fn show_clients(shared: &Shared) -> Table {
 
 fn show_servers(shared: &Shared) -> Table {
     let mut table = Table::new(&CONNECTION_COLUMNS);
+    let apps: HashMap<u64, String> = shared
+        .clients
+        .snapshot()
+        .into_iter()
+        .map(|c| (c.id, c.application_name.clone()))
+        .collect();
     for p in pools(shared) {
-        let apps: HashMap<u64, String> = shared
-            .clients
-            .snapshot()
-            .into_iter()
-            .map(|c| (c.id, c.application_name.clone()))
-            .collect();
         for s in p.metrics.servers.snapshot() {
             let active = s.state.load(Ordering::Relaxed) == SERVER_ACTIVE;
             let client = s.client.load(Ordering::Relaxed);
