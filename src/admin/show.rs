@@ -525,6 +525,7 @@ fn pooler_settings(p: &PoolerConfig) -> Vec<(&'static str, String)> {
             "max_prepared_statements",
             p.max_prepared_statements.to_string(),
         ),
+        ("workers", p.workers.to_string()),
         ("shutdown_timeout", duration(p.shutdown_timeout)),
         (
             "metrics_listen",
@@ -587,6 +588,33 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn show_config_lists_every_documented_pooler_key() {
+        let example = include_str!("../../config/sluice.toml");
+        let shown: Vec<&str> = pooler_settings(&PoolerConfig::default())
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let mut in_pooler = false;
+        for line in example.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                in_pooler = line == "[pooler]";
+                continue;
+            }
+            let line = line.trim_start_matches("# ");
+            let Some((key, _)) = line.split_once(" = ") else {
+                continue;
+            };
+            if in_pooler && !key.contains(' ') {
+                assert!(
+                    shown.contains(&key),
+                    "SHOW CONFIG does not show pooler.{key}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn timestamps() {
