@@ -46,6 +46,10 @@ use crate::config::{AuthType, PoolMode};
 use crate::params::{self, Params};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
 use crate::prepared::Statement;
+use crate::router::{
+    Classification, Outstanding, ReadConstraint, Reason, Route, RouteReason, Router, WriteFence,
+    classify,
+};
 use crate::stats::SessionStats;
 use crate::{Shared, UserAuth};
 
@@ -160,7 +164,24 @@ pub async fn serve(
         draining: false,
         drain,
         stats,
+        route: None,
     };
+    if mode == PoolMode::Transaction {
+        s.route = s.pool.router.clone().map(|router| {
+            Box::new(RouteState {
+                fence: router.fence(),
+                router,
+                on_replica: None,
+                _outstanding: None,
+                ro_tx: false,
+                wrote: false,
+                retry: None,
+                force_primary: false,
+                blocked: false,
+                probe_lsn: None,
+            })
+        });
+    }
     if let Some(guard) = server {
         s.attach_guard(guard);
     }
@@ -546,6 +567,9 @@ enum Pending {
     Call,
     /// sluice's own simple query (parameter sync), swallowed through its ReadyForQuery.
     Internal,
+    /// sluice's read of the primary's WAL position after a client's write (read-your-writes),
+    /// swallowed through its ReadyForQuery.
+    LsnProbe,
     Parse {
         answer: Answer,
         undo: Undo,
@@ -652,6 +676,89 @@ struct Session {
     drain: watch::Receiver<bool>,
     /// Counters, timings and this client's registry entry (SHOW CLIENTS, KILL).
     stats: SessionStats,
+    /// Read/write splitting; None unless the pool has replicas (boxed: most pools have none).
+    route: Option<Box<RouteState>>,
+}
+
+/// A client's read/write splitting state.
+struct RouteState {
+    router: Arc<Router>,
+    fence: WriteFence,
+    /// The attached server is this replica's (None: the primary's, or no server).
+    on_replica: Option<usize>,
+    /// Counts this client on the replica for least-outstanding balancing.
+    _outstanding: Option<Outstanding>,
+    /// A `READ ONLY` transaction is open on the replica: everything goes there until it ends.
+    ro_tx: bool,
+    /// Work that was not provably read-only ran on the attached primary server: at the end of
+    /// the transaction the read-your-writes fence moves.
+    wrote: bool,
+    /// The first unit sent to a replica, held for a retry on the primary.
+    retry: Option<Retry>,
+    /// The next unit goes to the primary (it is a retried one).
+    force_primary: bool,
+    /// `process_client` stopped at a unit that must wait for the attached server to be released.
+    blocked: bool,
+    /// The answer of an [`Pending::LsnProbe`] so far.
+    probe_lsn: Option<u64>,
+}
+
+/// A unit of work sent to a replica that can still be run on the primary instead: nothing of its
+/// answer has reached the client (the answer is held in `to_client` from `hold_from`).
+struct Retry {
+    /// The client's messages of the unit, as received.
+    bytes: Bytes,
+    hold_from: usize,
+    /// The replica refused it (25006): retry once its ReadyForQuery arrives.
+    refused: bool,
+}
+
+/// Where a unit of work (an autocommit statement, an extended-protocol batch up to Sync) may run,
+/// from the statements it names.
+#[derive(Debug, Clone, Copy)]
+struct Unit {
+    /// Provably read-only (or inside a `READ ONLY` transaction it opens): a replica may run it.
+    read: bool,
+    /// Why not, when not.
+    reason: Reason,
+    hint: bool,
+    begins_ro_tx: bool,
+    ends_tx: bool,
+}
+
+impl Unit {
+    fn read() -> Unit {
+        Unit {
+            read: true,
+            reason: Reason::ReadOnly,
+            hint: false,
+            begins_ro_tx: false,
+            ends_tx: false,
+        }
+    }
+
+    fn primary(reason: Reason) -> Unit {
+        Unit {
+            read: false,
+            reason,
+            hint: false,
+            begins_ro_tx: false,
+            ends_tx: false,
+        }
+    }
+
+    fn add(&mut self, c: Classification) {
+        if !self.read {
+            return;
+        }
+        if c.route == Route::Primary {
+            *self = Unit::primary(c.reason);
+            return;
+        }
+        self.hint |= c.reason == Reason::HintReplica;
+        self.begins_ro_tx |= c.begins_read_only_tx;
+        self.ends_tx |= c.ends_tx && !c.chains_tx;
+    }
 }
 
 async fn read_opt(r: Option<ReadHalf<'_>>, buf: &mut BytesMut) -> std::io::Result<usize> {
@@ -687,6 +794,17 @@ fn shrink(buf: &mut BytesMut) {
 fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = b.iter().position(|c| *c == 0)?;
     Some((&b[..end], &b[end + 1..]))
+}
+
+/// The first column of a DataRow as text (None when NULL or malformed).
+fn data_row_text(body: &[u8]) -> Option<&str> {
+    let cols = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    if cols < 1 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    std::str::from_utf8(body.get(6..6 + len)?).ok()
 }
 
 fn malformed(what: &str) -> Fatal {
@@ -763,6 +881,8 @@ impl Session {
             {
                 self.srv_in.reserve(READ_CHUNK);
             }
+            let writable = self.writable();
+            let blocked = self.route.as_deref().is_some_and(|r| r.blocked);
             let event = {
                 let has_server = self.server.is_some();
                 let (mut cr, mut cw) = self.client.split();
@@ -778,11 +898,12 @@ impl Session {
                     _ = self.drain.changed(), if !self.draining => Event::Drain,
                     _ = self.stats.client.info.killed() => Event::Kill,
                     r = write_opt(sw, &self.to_server), if has_server && !self.to_server.is_empty() => Event::ServerWrote(r),
-                    r = cw.write(&self.to_client), if !self.to_client.is_empty() => Event::ClientWrote(r),
+                    r = cw.write(&self.to_client[..writable]), if writable > 0 => Event::ClientWrote(r),
                     r = read_opt(sr, &mut self.srv_in), if has_server && self.to_client.len() < HIGH_WATER => Event::ServerRead(r),
-                    ev = client_read(&mut cr, &mut self.cli_in, idle), if idle || self.to_server.len() < HIGH_WATER => ev,
+                    ev = client_read(&mut cr, &mut self.cli_in, idle), if idle || (self.to_server.len() < HIGH_WATER && !(blocked && self.cli_in.len() >= HIGH_WATER)) => ev,
                 }
             };
+            let from_client = matches!(event, Event::ClientRead(_) | Event::ClientReadable(_));
             match event {
                 Event::Drain => self.draining = true,
                 Event::Kill => {
@@ -816,6 +937,9 @@ impl Session {
                         .sent
                         .fetch_add(n as u64, Ordering::Relaxed);
                     self.to_client.advance(n);
+                    if let Some(r) = self.route.as_deref_mut().and_then(|r| r.retry.as_mut()) {
+                        r.hold_from -= n;
+                    }
                     shrink(&mut self.to_client);
                 }
                 Event::ServerWrote(Ok(n)) => {
@@ -844,6 +968,15 @@ impl Session {
                     let flow = self.process_client().await?;
                     shrink(&mut self.cli_in);
                     if let Flow::Close = flow {
+                        return Ok(());
+                    }
+                }
+            }
+            // A unit that waited for the attached server (routing) may be able to go now.
+            if !from_client {
+                if let Some(rs) = self.route.as_deref_mut().filter(|r| r.blocked) {
+                    rs.blocked = false;
+                    if let Flow::Close = self.process_client().await? {
                         return Ok(());
                     }
                 }
@@ -931,11 +1064,33 @@ impl Session {
                         "terminating connection due to administrator command",
                     ));
                 }
-                if let Err(e) = self.attach().await {
-                    let Fatal(err) = checkout_error(&e, &self.pool);
+                let attached = if self.route.is_some() {
+                    self.attach_routed(&msg).await
+                } else {
+                    self.attach()
+                        .await
+                        .map_err(|e| checkout_error(&e, &self.pool).0)
+                };
+                if let Err(err) = attached {
                     self.fail_request(tag, err);
                     continue;
                 }
+            } else if self.route.is_some()
+                && !self.unsynced
+                && !self.in_copy_in
+                && matches!(tag, b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'F')
+                && !self.may_continue(&msg)
+            {
+                // This unit must not run on the attached server (a replica): wait until the
+                // server is released, then route it afresh.
+                let mut back = BytesMut::with_capacity(msg.len() + self.cli_in.len());
+                back.extend_from_slice(&msg);
+                back.extend_from_slice(&self.cli_in);
+                self.cli_in = back;
+                if let Some(rs) = self.route.as_mut() {
+                    rs.blocked = true;
+                }
+                break;
             }
             self.forward(tag, msg)?;
             self.stats.request();
@@ -1265,6 +1420,310 @@ impl Session {
         }
     }
 
+    /// Classifies the unit of work that starts with the whole message `first` and continues in
+    /// `rest` up to its Sync (a Query is a unit by itself). Returns it with how many bytes of
+    /// `rest` belong to it, or None for the length when its end has not arrived yet.
+    fn classify_unit(&self, wf: &[String], first: &[u8], rest: &[u8]) -> (Unit, Option<usize>) {
+        let text = |b: &[u8]| std::str::from_utf8(b).ok().map(|q| classify(q, wf));
+        if first[0] == b'Q' {
+            let body = &first[Header::LEN..];
+            let c = body.strip_suffix(&[0]).and_then(text);
+            let mut u = Unit::read();
+            match c {
+                Some(c) => u.add(c),
+                None => u = Unit::primary(Reason::Malformed),
+            }
+            return (u, Some(0));
+        }
+        let mut u = Unit::read();
+        let mut statements = 0;
+        let mut unnamed: Option<Classification> = None;
+        let mut parsed: Vec<(&[u8], Classification)> = Vec::new();
+        let mut msg = first;
+        let mut used = 0;
+        loop {
+            let body = &msg[Header::LEN..];
+            let named = |name: &[u8], parsed: &[(&[u8], Classification)]| {
+                if name.is_empty() {
+                    return unnamed;
+                }
+                parsed
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, c)| *c)
+                    .or_else(|| {
+                        let stmt = self.statements.get(name)?;
+                        Some(*stmt.class.get_or_init(|| {
+                            text(stmt.query()).unwrap_or(Classification {
+                                route: Route::Primary,
+                                reason: Reason::Malformed,
+                                begins_tx: false,
+                                begins_read_only_tx: false,
+                                ends_tx: false,
+                                chains_tx: false,
+                            })
+                        }))
+                    })
+            };
+            match msg[0] {
+                b'P' => {
+                    let c = cstr(body).and_then(|(name, tail)| {
+                        let (q, _) = cstr(tail)?;
+                        Some((name, text(q)?))
+                    });
+                    let Some((name, c)) = c else {
+                        return (Unit::primary(Reason::Malformed), Some(used));
+                    };
+                    if name.is_empty() {
+                        unnamed = Some(c);
+                    } else {
+                        parsed.push((name, c));
+                    }
+                    statements += 1;
+                    u.add(c);
+                }
+                b'B' | b'D' => {
+                    let name = if msg[0] == b'B' {
+                        cstr(body).and_then(|(_, rest)| cstr(rest)).map(|(n, _)| n)
+                    } else {
+                        match body.split_first() {
+                            Some((b'S', rest)) => cstr(rest).map(|(n, _)| n),
+                            _ => None,
+                        }
+                    };
+                    if let Some(name) = name {
+                        match named(name, &parsed) {
+                            Some(c) => {
+                                statements += 1;
+                                u.add(c);
+                            }
+                            None => u = Unit::primary(Reason::Uncertain),
+                        }
+                    } else if msg[0] == b'B' {
+                        u = Unit::primary(Reason::Malformed);
+                    }
+                }
+                b'E' | b'C' | b'H' => {}
+                b'S' => {
+                    if statements == 0 {
+                        u = Unit::primary(Reason::Uncertain);
+                    }
+                    return (u, Some(used));
+                }
+                _ => u = Unit::primary(Reason::Uncertain),
+            }
+            let len = match Header::parse(&rest[used..], self.max) {
+                Ok(Some(h)) if rest.len() - used >= h.wire_len() => h.wire_len(),
+                _ => return (u, None),
+            };
+            msg = &rest[used..used + len];
+            used += len;
+        }
+    }
+
+    /// Whether the unit starting with `msg` may run on the server attached now (a unit boundary
+    /// on a routed session). Anything may run on the primary; on a replica, only the rest of a
+    /// `READ ONLY` transaction, or read-only units the client's fence allows there.
+    fn may_continue(&mut self, msg: &[u8]) -> bool {
+        let Some(rs) = self.route.as_deref() else {
+            return true;
+        };
+        let router = rs.router.clone();
+        let (unit, len) = self.classify_unit(&router.writing_functions, msg, &self.cli_in);
+        let rs = self.route.as_deref_mut().expect("routed");
+        let Some(i) = rs.on_replica else {
+            if !unit.read || len.is_none() {
+                rs.wrote = true;
+            }
+            return true;
+        };
+        if rs.retry.is_some() {
+            // One unit at a time until the first one's answer has begun.
+            return false;
+        }
+        if rs.ro_tx {
+            if unit.ends_tx {
+                rs.ro_tx = false;
+            }
+            return true;
+        }
+        if !unit.read || len.is_none() {
+            return false;
+        }
+        let allowed = match rs.fence.constraint(std::time::Instant::now()) {
+            ReadConstraint::Any => router.replicas.health(i).is_eligible(None),
+            ReadConstraint::MinLsn(lsn) => router.replicas.health(i).is_eligible(Some(lsn)),
+            ReadConstraint::PrimaryOnly => false,
+        };
+        if allowed {
+            rs.ro_tx = unit.begins_ro_tx;
+            router.stats.count(if unit.begins_ro_tx {
+                RouteReason::ReadOnlyTransaction
+            } else if unit.hint {
+                RouteReason::Hint
+            } else {
+                RouteReason::ReadOnly
+            });
+        }
+        allowed
+    }
+
+    /// Checks out a server for the unit starting with `msg`: a replica's when the unit is
+    /// read-only and a replica may serve this client, else the primary's.
+    async fn attach_routed(&mut self, msg: &Bytes) -> Result<(), ErrorResponse> {
+        let router = self.route.as_ref().expect("routed").router.clone();
+        let (unit, len) = self.classify_unit(&router.writing_functions, msg, &self.cli_in);
+        let rs = self.route.as_deref_mut().expect("routed");
+        let read = unit.read && len.is_some();
+        let reason = if std::mem::take(&mut rs.force_primary) {
+            // A retried unit: counted when it was retried.
+            None
+        } else if !read {
+            Some(RouteReason::for_primary(unit.reason))
+        } else {
+            let min_lsn = match rs.fence.constraint(std::time::Instant::now()) {
+                ReadConstraint::PrimaryOnly => Err(RouteReason::ReadYourWrites),
+                ReadConstraint::Any => Ok(None),
+                ReadConstraint::MinLsn(lsn) => Ok(Some(lsn)),
+            };
+            match min_lsn {
+                Err(r) => Some(r),
+                Ok(_) if router.replicas.draw_primary_share() => Some(RouteReason::PrimaryShare),
+                Ok(min) => match router.replicas.pick(min) {
+                    Some(i) => {
+                        let reason = if unit.begins_ro_tx {
+                            RouteReason::ReadOnlyTransaction
+                        } else if unit.hint {
+                            RouteReason::Hint
+                        } else {
+                            RouteReason::ReadOnly
+                        };
+                        let pool = router.pools[i].clone();
+                        let outstanding = router.replicas.acquire(i);
+                        let checkout = pool.checkout(pool.settings.query_wait_timeout);
+                        match self.stats.waiting(checkout).await {
+                            Ok(guard) => {
+                                router.stats.count(reason);
+                                let mut bytes =
+                                    BytesMut::with_capacity(msg.len() + len.unwrap_or(0));
+                                bytes.extend_from_slice(msg);
+                                bytes.extend_from_slice(&self.cli_in[..len.unwrap_or(0)]);
+                                let rs = self.route.as_deref_mut().expect("routed");
+                                rs.on_replica = Some(i);
+                                rs._outstanding = Some(outstanding);
+                                rs.ro_tx = unit.begins_ro_tx;
+                                rs.retry = Some(Retry {
+                                    bytes: bytes.freeze(),
+                                    hold_from: self.to_client.len(),
+                                    refused: false,
+                                });
+                                self.attach_guard(guard);
+                                return Ok(());
+                            }
+                            Err(e) => {
+                                tracing::info!(pool = %pool.key, error = %e, "replica unavailable; running on the primary");
+                                Some(RouteReason::Retried)
+                            }
+                        }
+                    }
+                    None if min.is_some() && router.replicas.pick(None).is_some() => {
+                        Some(RouteReason::ReadYourWrites)
+                    }
+                    None => Some(RouteReason::NoReplica),
+                },
+            }
+        };
+        if let Some(reason) = reason {
+            router.stats.count(reason);
+            if reason == RouteReason::NoReplica
+                && router.fallback == crate::config::ReplicaFallback::Error
+            {
+                return Err(ErrorResponse::error(
+                    sqlstate::CANNOT_CONNECT_NOW,
+                    format!(
+                        "no replica of database \"{}\" is in rotation",
+                        self.pool.key.database
+                    ),
+                )
+                .hint(
+                    "replica_fallback = \"error\" is set; see SHOW REPLICAS on the admin console",
+                ));
+            }
+        }
+        self.attach()
+            .await
+            .map_err(|e| checkout_error(&e, &self.pool).0)?;
+        let rs = self.route.as_deref_mut().expect("routed");
+        rs.on_replica = None;
+        rs.wrote = !read;
+        Ok(())
+    }
+
+    /// Bytes of `to_client` that may be written now (the rest is a held replica answer).
+    fn writable(&self) -> usize {
+        match self.route.as_deref().and_then(|r| r.retry.as_ref()) {
+            Some(r) => r.hold_from,
+            None => self.to_client.len(),
+        }
+    }
+
+    /// The held replica unit failed before any of its answer reached the client: run it again on
+    /// the primary. `lost`: the replica connection failed (else it refused with 25006 and has
+    /// sent its ReadyForQuery).
+    fn retry_on_primary(&mut self, lost: bool) {
+        let clean = !lost && self.at_clean_point() && self.srv_in.is_empty();
+        let Some(rs) = self.route.as_deref_mut() else {
+            return;
+        };
+        let Some(retry) = rs.retry.take() else {
+            return;
+        };
+        rs.router.stats.count(RouteReason::Retried);
+        rs.on_replica = None;
+        rs._outstanding = None;
+        rs.ro_tx = false;
+        rs.force_primary = true;
+        rs.blocked = true;
+        tracing::debug!(pool = %self.pool.key, lost, "retrying a replica's unit on the primary");
+        self.to_client.truncate(retry.hold_from);
+        if let Some(mut guard) = self.server.take() {
+            guard.conn_mut().dirty = !clean;
+        }
+        self.cancel.slot.set(None);
+        for p in std::mem::take(&mut self.pending) {
+            self.undo(p);
+        }
+        // Names the unit's Parses gave are given again when it runs again.
+        if self.intercept {
+            let mut b = &retry.bytes[..];
+            while let Ok(Some(h)) = Header::parse(b, usize::MAX) {
+                let len = h.wire_len().min(b.len());
+                if h.tag == b'P' {
+                    if let Some((name, _)) = cstr(&b[Header::LEN..len]) {
+                        if !name.is_empty() {
+                            self.statements.remove(name);
+                        }
+                    }
+                }
+                b = &b[len..];
+            }
+        }
+        self.srv_in.clear();
+        self.to_server.clear();
+        self.srv_skip = 0;
+        self.unsynced = false;
+        self.discard_until_sync = false;
+        self.in_copy_in = false;
+        self.tx_status = b'I';
+        self.batch_error_seen = false;
+        self.held_error = None;
+        let mut back = BytesMut::with_capacity(retry.bytes.len() + self.cli_in.len());
+        back.extend_from_slice(&retry.bytes);
+        back.extend_from_slice(&self.cli_in);
+        self.cli_in = back;
+    }
+
     async fn attach(&mut self) -> Result<(), CheckoutError> {
         let checkout = self.pool.checkout(self.pool.settings.query_wait_timeout);
         let guard = self.stats.waiting(checkout).await?;
@@ -1314,14 +1773,20 @@ impl Session {
                 Err(e) => return self.server_lost(&format!("invalid message from server: {e}")),
             };
             let len = header.wire_len();
-            let internal = matches!(self.pending.front(), Some(Pending::Internal));
+            let internal = matches!(
+                self.pending.front(),
+                Some(Pending::Internal | Pending::LsnProbe)
+            );
             // Only messages that end a request or carry state are held whole; DataRow, CopyData,
             // notices and the like stream through as they arrive.
             let whole = matches!(
                 header.tag,
                 b'Z' | b'S' | b'G' | b'E' | b'1' | b'2' | b'3' | b'n' | b's' | b'I' | b'C' | b'T'
-            );
+            ) || (internal && header.tag == b'D');
             if !whole {
+                if !internal && self.route.is_some() {
+                    self.hold_check(header.tag, false);
+                }
                 let n = len.min(self.srv_in.len());
                 if !internal {
                     self.to_client.extend_from_slice(&self.srv_in[..n]);
@@ -1343,8 +1808,25 @@ impl Session {
                 self.on_internal_reply(header.tag, body);
                 continue;
             }
+            // A FATAL error ends the connection: a held unit is retried like on any failure.
+            if self.route.is_some() && !(header.tag == b'E' && params::is_fatal(body)) {
+                let refusal = header.tag == b'E'
+                    && params::error_code_and_message(body).0
+                        == sqlstate::READ_ONLY_SQL_TRANSACTION;
+                self.hold_check(header.tag, refusal);
+            }
             if self.on_server_message(header.tag, body) {
                 self.to_client.extend_from_slice(&msg);
+            }
+            if header.tag == b'Z'
+                && self
+                    .route
+                    .as_deref()
+                    .and_then(|r| r.retry.as_ref())
+                    .is_some_and(|r| r.refused)
+            {
+                self.retry_on_primary(false);
+                return;
             }
             if header.tag == b'E' && params::is_fatal(body) {
                 // PostgreSQL closes the connection after a FATAL. Waiting to see the socket
@@ -1355,12 +1837,79 @@ impl Session {
             self.emit_local();
         }
         if self.mode == PoolMode::Transaction && self.at_clean_point() && self.srv_in.is_empty() {
-            self.release();
+            if !self.probe_write_position() {
+                self.release();
+            }
         }
     }
 
-    /// A reply to sluice's own parameter-sync query.
+    /// On a routed session, the answer of a unit held for a retry: commits to the replica's
+    /// answer at the first message that is more than statement bookkeeping, or marks the unit
+    /// for a retry when the replica refuses it as a write (25006).
+    fn hold_check(&mut self, tag: u8, refusal: bool) {
+        let Some(retry) = self.route.as_deref_mut().and_then(|r| r.retry.as_mut()) else {
+            return;
+        };
+        if retry.refused {
+            return;
+        }
+        match tag {
+            b'1' | b'2' | b'3' | b'n' | b't' | b'T' => {}
+            b'E' if refusal => retry.refused = true,
+            _ => {
+                self.route.as_deref_mut().expect("routed").retry = None;
+            }
+        }
+    }
+
+    /// At the end of a transaction that may have written on the primary, moves the client's
+    /// read-your-writes fence: in `lsn` mode by asking the primary for its WAL position on the
+    /// same connection first (returns true: the server is released after that answer).
+    fn probe_write_position(&mut self) -> bool {
+        let Some(rs) = self.route.as_deref_mut() else {
+            return false;
+        };
+        if rs.on_replica.is_some() || !std::mem::take(&mut rs.wrote) {
+            return false;
+        }
+        match rs.router.read_your_writes {
+            crate::router::ReadYourWrites::Off => false,
+            crate::router::ReadYourWrites::Window => {
+                rs.fence.record_write(None, std::time::Instant::now());
+                false
+            }
+            crate::router::ReadYourWrites::Lsn => {
+                rs.probe_lsn = None;
+                frontend::write_query(crate::router::health::RYW_LSN_QUERY, &mut self.to_server);
+                self.pending.push_back(Pending::LsnProbe);
+                true
+            }
+        }
+    }
+
+    /// A reply to sluice's own parameter-sync query or write-position probe.
     fn on_internal_reply(&mut self, tag: u8, body: &[u8]) {
+        if matches!(self.pending.front(), Some(Pending::LsnProbe)) {
+            let Some(rs) = self.route.as_deref_mut() else {
+                return;
+            };
+            match tag {
+                b'D' => rs.probe_lsn = data_row_text(body).and_then(crate::router::parse_lsn),
+                b'Z' => {
+                    self.pending.pop_front();
+                    // Undo the page-header offset the insert position has at a page start
+                    // (PostgreSQL's default page and segment sizes; with others the fence is
+                    // only stricter than needed).
+                    let lsn = rs
+                        .probe_lsn
+                        .take()
+                        .map(|l| crate::router::health::ryw_fence_lsn(l, 8192, 16 * 1024 * 1024));
+                    rs.fence.record_write(lsn, std::time::Instant::now());
+                }
+                _ => {}
+            }
+            return;
+        }
         let conn = self
             .server
             .as_mut()
@@ -1563,6 +2112,12 @@ impl Session {
     }
 
     fn release(&mut self) {
+        if let Some(rs) = self.route.as_deref_mut() {
+            rs.on_replica = None;
+            rs._outstanding = None;
+            rs.ro_tx = false;
+            rs.retry = None;
+        }
         if let Some(mut guard) = self.server.take() {
             guard.conn_mut().dirty = false;
             self.cancel.slot.set(None);
@@ -1574,6 +2129,22 @@ impl Session {
     /// The server connection failed. Whatever the client is owed gets an error; a transaction the
     /// client believes open fails its next request.
     fn server_lost(&mut self, why: &str) {
+        if self.server.is_none() {
+            return;
+        }
+        if let Some(rs) = self.route.as_deref_mut() {
+            if rs.retry.is_some() {
+                tracing::info!(pool = %self.pool.key, reason = why, "replica connection lost before answering; retrying on the primary");
+                return self.retry_on_primary(true);
+            }
+            if std::mem::take(&mut rs.wrote) {
+                // The write may or may not have committed: keep reads on the primary a while.
+                rs.fence.record_write(None, std::time::Instant::now());
+            }
+            rs.on_replica = None;
+            rs._outstanding = None;
+            rs.ro_tx = false;
+        }
         let Some(mut guard) = self.server.take() else {
             return;
         };

@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use sluice_proto::auth::PasswordSecret;
 
+use crate::router::{Balance, ReadYourWrites};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -135,6 +137,70 @@ pub struct DatabaseConfig {
     /// Log in to the server as this user instead of the client's.
     pub server_user: Option<String>,
     pub server_password: Option<String>,
+    /// Streaming replicas of this database: provably read-only work may go to them.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaConfig>,
+    /// How a client's reads are kept behind its own writes (`lsn`, `window`, `off`).
+    #[serde(default)]
+    pub read_your_writes: ReadYourWrites,
+    /// `window` mode (and `lsn` mode when a position is unknown): reads stay on the primary this
+    /// long after a write.
+    #[serde(default = "default_ryw_window", deserialize_with = "duration")]
+    pub read_your_writes_window: Duration,
+    #[serde(
+        default = "default_replica_check_interval",
+        deserialize_with = "duration"
+    )]
+    pub replica_check_interval: Duration,
+    /// A replica further behind than this (in time) leaves rotation; "0s" turns the limit off.
+    #[serde(default = "default_max_replica_lag", deserialize_with = "duration")]
+    pub max_replica_lag: Duration,
+    /// A replica further behind than this many bytes of WAL leaves rotation; unset: no limit.
+    pub max_replica_lag_bytes: Option<u64>,
+    #[serde(default)]
+    pub load_balance: Balance,
+    /// The share of routable reads (0.0 to 1.0) sent to the primary anyway.
+    #[serde(default)]
+    pub primary_reads: f64,
+    /// Functions (besides the built-in list) whose calls must run on the primary.
+    #[serde(default)]
+    pub writing_functions: Vec<String>,
+    /// With no replica in rotation, reads go to the primary (`primary`) or fail (`error`).
+    #[serde(default)]
+    pub replica_fallback: ReplicaFallback,
+}
+
+/// One streaming replica of a database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Server connections to this replica; defaults to the database's pool size.
+    pub pool_size: Option<usize>,
+}
+
+/// What a read that could go to a replica does when none is in rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaFallback {
+    #[default]
+    Primary,
+    Error,
+}
+
+fn default_ryw_window() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_replica_check_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_max_replica_lag() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_host() -> String {
@@ -307,6 +373,45 @@ impl Config {
                     format!("{key}.server_password"),
                     "given without server_user",
                 ));
+            }
+            if !(0.0..=1.0).contains(&db.primary_reads) {
+                return Err(invalid(
+                    format!("{key}.primary_reads"),
+                    "must be between 0.0 and 1.0 (the share of reads kept on the primary)",
+                ));
+            }
+            if db.replica_check_interval.is_zero() {
+                return Err(invalid(
+                    format!("{key}.replica_check_interval"),
+                    "must be longer than 0",
+                ));
+            }
+            if let Some(f) = db.writing_functions.iter().find(|f| f.trim().is_empty()) {
+                return Err(invalid(
+                    format!("{key}.writing_functions"),
+                    format!("{f:?} is not a function name"),
+                ));
+            }
+            for (i, r) in db.replicas.iter().enumerate() {
+                let rkey = format!("{key}.replicas[{i}]");
+                if r.host.is_empty() {
+                    return Err(invalid(format!("{rkey}.host"), "must not be empty"));
+                }
+                if r.port == 0 {
+                    return Err(invalid(
+                        format!("{rkey}.port"),
+                        "must be between 1 and 65535",
+                    ));
+                }
+                if r.pool_size == Some(0) {
+                    return Err(invalid(format!("{rkey}.pool_size"), "must be at least 1"));
+                }
+                if r.host == db.host && r.port == db.port {
+                    return Err(invalid(
+                        rkey,
+                        "is the primary's own host and port; list only replicas here",
+                    ));
+                }
             }
         }
         Ok(())

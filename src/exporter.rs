@@ -26,8 +26,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::Shared;
+use crate::pool::Role;
 use crate::pool::{Pool, PoolKey};
-use crate::stats::{CloseReason, Histograms, PoolGauges, ROLE_PRIMARY, STATS_PERIOD};
+use crate::router::RouteReason;
+use crate::stats::{CloseReason, Histograms, PoolGauges, STATS_PERIOD};
 
 pub const WAIT_SECONDS: &str = "sluice_client_wait_seconds";
 pub const TRANSACTION_SECONDS: &str = "sluice_transaction_duration_seconds";
@@ -96,12 +98,15 @@ impl Exporter {
     }
 
     /// Registers the histograms of one pool.
-    pub fn histograms(&self, key: &PoolKey) -> Histograms {
-        let labels = vec![
+    pub fn histograms(&self, key: &PoolKey, replica: Option<String>) -> Histograms {
+        let mut labels = vec![
             Label::new("database", key.database.clone()),
             Label::new("user", key.user.clone()),
-            Label::new("role", ROLE_PRIMARY),
+            Label::new("role", key.role.label()),
         ];
+        if let Some(addr) = replica {
+            labels.push(Label::new("replica", addr));
+        }
         let meta = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
         let h = |name: &'static str| {
             self.recorder
@@ -365,19 +370,102 @@ type GaugeDef = (&'static str, &'static str, fn(&PoolGauges) -> f64);
 /// (name, help, value) of a per-pool counter.
 type CounterDef = (&'static str, &'static str, fn(&Pool) -> u64);
 
+/// `database`, `user`, `role` and, for a replica's pool, `replica` (its host:port).
+fn pool_labels(p: &Pool) -> String {
+    let mut l = format!(
+        "database=\"{}\",user=\"{}\",role=\"{}\"",
+        esc(&p.key.database),
+        esc(&p.key.user),
+        p.key.role.label()
+    );
+    if let Role::Replica(_) = p.key.role {
+        let _ = write!(l, ",replica=\"{}:{}\"", esc(&p.target.host), p.target.port);
+    }
+    l
+}
+
+/// Replica health and routing decisions of the primary pools that have replicas.
+fn render_routing(out: &mut String, pools: &[Arc<Pool>]) {
+    let routed: Vec<(&Arc<Pool>, &crate::router::Router)> = pools
+        .iter()
+        .filter_map(|p| Some((p, p.router.as_deref()?)))
+        .collect();
+    if routed.is_empty() {
+        return;
+    }
+    let base = |p: &Pool| {
+        format!(
+            "database=\"{}\",user=\"{}\"",
+            esc(&p.key.database),
+            esc(&p.key.user)
+        )
+    };
+    family(
+        out,
+        "sluice_routed_total",
+        "counter",
+        "Routing decisions (one per autocommit statement, batch up to Sync, or transaction started) by target (primary, replica) and reason.",
+    );
+    for (p, r) in &routed {
+        for reason in RouteReason::ALL {
+            let _ = writeln!(
+                out,
+                "sluice_routed_total{{{},target=\"{}\",reason=\"{}\"}} {}",
+                base(p),
+                reason.target(),
+                reason.label(),
+                r.stats.get(reason)
+            );
+        }
+    }
+    let healths: Vec<_> = routed
+        .iter()
+        .flat_map(|(p, r)| {
+            (0..r.replicas.len()).map(move |i| {
+                let l = format!("{},replica=\"{}\"", base(p), esc(&r.addrs[i]));
+                (l, r.replicas.health(i).current())
+            })
+        })
+        .collect();
+    family(
+        out,
+        "sluice_replica_healthy",
+        "gauge",
+        "1 while the replica is in rotation (reachable, in recovery, within max_replica_lag), else 0.",
+    );
+    for (l, h) in &healths {
+        let _ = writeln!(out, "sluice_replica_healthy{{{l}}} {}", u8::from(h.healthy));
+    }
+    family(
+        out,
+        "sluice_replica_lag_seconds",
+        "gauge",
+        "Upper bound on how old the newest commit the replica is missing can be; 0 when caught up. Absent while unknown.",
+    );
+    for (l, h) in &healths {
+        if let Some(v) = h.lag_seconds {
+            let _ = writeln!(out, "sluice_replica_lag_seconds{{{l}}} {v}");
+        }
+    }
+    family(
+        out,
+        "sluice_replica_lag_bytes",
+        "gauge",
+        "WAL bytes the replica has not replayed yet (primary write position minus replay position). Absent while unknown.",
+    );
+    for (l, h) in &healths {
+        if let Some(v) = h.lag_bytes {
+            let _ = writeln!(out, "sluice_replica_lag_bytes{{{l}}} {v}");
+        }
+    }
+}
+
 /// The whole `/metrics` page.
 pub fn render(shared: &Shared, draining: bool) -> String {
     let pools = pools(shared);
     let rows: Vec<(String, &Arc<Pool>, PoolGauges)> = pools
         .iter()
-        .map(|p| {
-            let labels = format!(
-                "database=\"{}\",user=\"{}\",role=\"{ROLE_PRIMARY}\"",
-                esc(&p.key.database),
-                esc(&p.key.user)
-            );
-            (labels, p, PoolGauges::of(p))
-        })
+        .map(|p| (pool_labels(p), p, PoolGauges::of(p)))
         .collect();
     let mut out = String::with_capacity(4096 + rows.len() * 4096);
 
@@ -570,6 +658,8 @@ pub fn render(shared: &Shared, draining: bool) -> String {
         "sluice_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
+
+    render_routing(&mut out, &pools);
 
     if let Some(e) = &shared.exporter {
         out.push_str(&e.handle.render());

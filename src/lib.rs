@@ -67,6 +67,8 @@ pub struct Shared {
     pub exporter: Option<exporter::Exporter>,
     /// Admin console state (PAUSE, SHUTDOWN).
     pub console: admin::Console,
+    /// Serialises the creation of pools.
+    creating: std::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -100,6 +102,7 @@ impl Shared {
             pools: DashMap::new(),
             cancels: Arc::new(CancelMap::default()),
             mock_secret: rand::random(),
+            creating: std::sync::Mutex::new(()),
         })
     }
 
@@ -110,10 +113,7 @@ impl Shared {
         user: &str,
         auth: &UserAuth,
     ) -> Result<Arc<Pool>, String> {
-        let key = PoolKey {
-            database: database.to_owned(),
-            user: user.to_owned(),
-        };
+        let key = PoolKey::primary(database, user);
         if let Some(pool) = self.pools.get(&key) {
             return Ok(pool.clone());
         }
@@ -152,16 +152,90 @@ impl Shared {
             max_message_size: p.max_message_size,
             max_prepared_statements: p.max_prepared_statements,
         };
-        let pool = self
-            .pools
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let pool = Pool::new(key, target, settings);
-                stats::attach(self, &pool);
-                pool
-            })
-            .clone();
+        // One creation at a time, and no map entry held while creating: a primary pool's
+        // replica pools go into the same map (a DashMap shard lock is not reentrant).
+        let _creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = self.pools.get(&key) {
+            return Ok(pool.clone());
+        }
+        let registry = Arc::default();
+        let router = self.router_for(db, &key, &target, &settings, &registry);
+        let pool = Pool::with_parts(key.clone(), target, settings, registry, router);
+        stats::attach(self, &pool);
+        self.pools.insert(key, pool.clone());
         Ok(pool)
+    }
+
+    /// The replica pools and health checkers of a primary pool, when its database lists
+    /// replicas (transaction mode only: a session-mode client keeps one server throughout).
+    fn router_for(
+        self: &Arc<Self>,
+        db: &config::DatabaseConfig,
+        key: &PoolKey,
+        primary: &ServerTarget,
+        settings: &PoolSettings,
+        registry: &Arc<prepared::Registry>,
+    ) -> Option<Arc<router::Router>> {
+        if db.replicas.is_empty() || settings.mode != PoolMode::Transaction {
+            return None;
+        }
+        let health_target = |t: &ServerTarget| router::ReplicaTarget {
+            host: t.host.clone(),
+            port: t.port,
+            dbname: t.dbname.clone(),
+            user: t.user.clone(),
+            password: t.password.clone(),
+        };
+        let policy = router::HealthPolicy {
+            interval: db.replica_check_interval,
+            max_lag_time: (!db.max_replica_lag.is_zero()).then_some(db.max_replica_lag),
+            max_lag_bytes: db.max_replica_lag_bytes,
+            connect_timeout: self.config.pooler.server_connect_timeout,
+        };
+        let mut pools = Vec::new();
+        let mut health = Vec::new();
+        let mut addrs = Vec::new();
+        for (i, r) in db.replicas.iter().enumerate() {
+            let target = ServerTarget {
+                host: r.host.clone(),
+                port: r.port,
+                ..primary.clone()
+            };
+            let mut s = settings.clone();
+            if let Some(size) = r.pool_size {
+                s.size = size;
+            }
+            let rkey = PoolKey {
+                role: pool::Role::Replica(i),
+                ..key.clone()
+            };
+            health.push(router::spawn_checker(
+                health_target(primary),
+                health_target(&target),
+                policy.clone(),
+            ));
+            addrs.push(format!("{}:{}", r.host, r.port));
+            let p = Pool::with_parts(rkey.clone(), target, s, registry.clone(), None);
+            stats::attach(self, &p);
+            self.pools.insert(rkey, p.clone());
+            pools.push(p);
+        }
+        let replicas =
+            router::ReplicaSet::new(db.load_balance, health).with_primary_reads(db.primary_reads);
+        Some(Arc::new(router::Router {
+            replicas: Arc::new(replicas),
+            pools,
+            addrs,
+            read_your_writes: db.read_your_writes,
+            read_your_writes_window: db.read_your_writes_window,
+            writing_functions: db
+                .writing_functions
+                .iter()
+                .map(|f| f.trim().to_lowercase())
+                .collect(),
+            fallback: db.replica_fallback,
+            stats: router::RouteStats::default(),
+        }))
     }
 }
 

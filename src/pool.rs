@@ -47,11 +47,44 @@ pub struct PoolSettings {
 pub struct PoolKey {
     pub database: String,
     pub user: String,
+    pub role: Role,
+}
+
+impl PoolKey {
+    pub fn primary(database: &str, user: &str) -> PoolKey {
+        PoolKey {
+            database: database.to_owned(),
+            user: user.to_owned(),
+            role: Role::Primary,
+        }
+    }
+}
+
+/// Which server of a database a pool connects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Role {
+    #[default]
+    Primary,
+    /// The replica at this index of the database's `replicas` list.
+    Replica(usize),
+}
+
+impl Role {
+    /// The `role` label of metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica(_) => "replica",
+        }
+    }
 }
 
 impl std::fmt::Display for PoolKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.database, self.user)
+        match self.role {
+            Role::Primary => write!(f, "{}/{}", self.database, self.user),
+            Role::Replica(i) => write!(f, "{}/{}/replica{i}", self.database, self.user),
+        }
     }
 }
 
@@ -104,8 +137,11 @@ pub struct Pool {
     /// ParameterStatus values of the pool's first login, sent to clients at their login.
     startup_params: Mutex<Option<Arc<Params>>>,
     pub stats: PoolStats,
-    /// Pool-wide prepared statements (transaction mode).
-    pub registry: Registry,
+    /// Prepared statements (transaction mode), shared by a database's primary and replica pools
+    /// so that a statement has one server-side name wherever it runs.
+    pub registry: Arc<Registry>,
+    /// Read/write splitting (a primary pool of a database with replicas).
+    pub router: Option<Arc<crate::router::Router>>,
     pub prepared: PreparedStats,
     /// Transactions, queries, waits, bytes; PAUSE state; server registry (see `stats.rs`).
     pub metrics: PoolMetrics,
@@ -113,6 +149,18 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(key: PoolKey, target: ServerTarget, settings: PoolSettings) -> Arc<Pool> {
+        Pool::with_parts(key, target, settings, Arc::default(), None)
+    }
+
+    /// A pool sharing `registry` with its database's other pools; `router` for a primary pool
+    /// with replicas.
+    pub fn with_parts(
+        key: PoolKey,
+        target: ServerTarget,
+        settings: PoolSettings,
+        registry: Arc<Registry>,
+        router: Option<Arc<crate::router::Router>>,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             key,
             target: Arc::new(target),
@@ -126,7 +174,8 @@ impl Pool {
             }),
             startup_params: Mutex::new(None),
             stats: PoolStats::default(),
-            registry: Registry::default(),
+            registry,
+            router,
             prepared: PreparedStats::default(),
             metrics: PoolMetrics::default(),
         })
@@ -135,6 +184,18 @@ impl Pool {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock would be a bug in this module; the state is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The database column of the admin console: the name, with `@host:port` for a replica's
+    /// pool (so each pool has its own row, as tools keyed on database and user expect).
+    pub fn console_database(&self) -> String {
+        match self.key.role {
+            Role::Primary => self.key.database.clone(),
+            Role::Replica(_) => format!(
+                "{}@{}:{}",
+                self.key.database, self.target.host, self.target.port
+            ),
+        }
     }
 
     pub fn startup_params(&self) -> Option<Arc<Params>> {

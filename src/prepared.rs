@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -23,9 +23,21 @@ pub struct Statement {
     pub tail: Bytes,
     /// A server accepted this Parse once: later Parses of it can be answered without a server.
     pub validated: AtomicBool,
+    /// Where it may run (read/write splitting), worked out on first use.
+    pub class: OnceLock<crate::router::Classification>,
 }
 
 impl Statement {
+    /// The query text (without its NUL).
+    pub fn query(&self) -> &[u8] {
+        let end = self
+            .tail
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(self.tail.len());
+        &self.tail[..end]
+    }
+
     /// Writes `Parse` for this statement under its server-side name.
     pub fn write_parse(&self, out: &mut BytesMut) {
         let name = server_name(self.id);
@@ -61,6 +73,7 @@ impl Registry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             tail: Bytes::copy_from_slice(tail),
             validated: AtomicBool::new(false),
+            class: OnceLock::new(),
         });
         map.insert(stmt.tail.clone(), Arc::downgrade(&stmt));
         if self.inserts.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {

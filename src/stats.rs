@@ -30,9 +30,6 @@ use crate::Shared;
 use crate::pool::{CheckoutError, Pool, ServerGuard};
 use crate::registry::{ClientEntry, NewClient, Servers, now_us};
 
-/// The only role there is until read replicas arrive.
-pub const ROLE_PRIMARY: &str = "primary";
-
 /// Why a server connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -402,7 +399,14 @@ impl PoolGauges {
 /// Gives a new pool its histograms and the PAUSE state of its database. Called once per pool.
 pub fn attach(shared: &Shared, pool: &Pool) {
     if let Some(exporter) = &shared.exporter {
-        pool.metrics.set_histograms(exporter.histograms(&pool.key));
+        let replica = match pool.key.role {
+            crate::pool::Role::Replica(_) => {
+                Some(format!("{}:{}", pool.target.host, pool.target.port))
+            }
+            crate::pool::Role::Primary => None,
+        };
+        pool.metrics
+            .set_histograms(exporter.histograms(&pool.key, replica));
     }
     if shared.console.is_paused(&pool.key.database) {
         pool.metrics.pause.set(true);

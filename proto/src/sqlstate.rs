@@ -12,6 +12,7 @@ pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 pub const QUERY_CANCELED: &str = "57014";
+pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
 pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";

@@ -153,7 +153,7 @@ fn show_pools(shared: &Shared) -> Table {
         let g = PoolGauges::of(&p);
         let wait_us = g.longest_wait.as_micros() as u64;
         table.row(vec![
-            t(&p.key.database),
+            t(p.console_database()),
             t(&p.key.user),
             // As PgBouncer counts it: logged in and not waiting, with or without a server.
             n((g.clients_active + g.clients_idle) as u64),
@@ -396,7 +396,7 @@ fn show_servers(shared: &Shared) -> Table {
             table.row(vec![
                 t("S"),
                 t(&p.target.user),
-                t(&p.key.database),
+                t(p.console_database()),
                 t(if active { "active" } else { "idle" }),
                 t(&p.target.host),
                 t(p.target.port),

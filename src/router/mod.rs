@@ -31,9 +31,125 @@ pub use health::{
 pub use ryw::{ReadConstraint, ReadYourWrites, WriteFence};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::config::ReplicaFallback;
+use crate::pool::Pool;
+
+/// Read/write splitting for one primary pool: its replicas' pools and health, and the rules.
+pub struct Router {
+    pub replicas: Arc<ReplicaSet>,
+    /// One pool per replica, in the order of the database's `replicas` list.
+    pub pools: Vec<Arc<Pool>>,
+    /// `host:port` of each replica (the `replica` metrics label).
+    pub addrs: Vec<String>,
+    pub read_your_writes: ReadYourWrites,
+    pub read_your_writes_window: Duration,
+    pub writing_functions: Vec<String>,
+    pub fallback: ReplicaFallback,
+    pub stats: RouteStats,
+}
+
+impl Router {
+    /// A fresh read-your-writes fence for a client session.
+    pub fn fence(&self) -> WriteFence {
+        WriteFence::new(self.read_your_writes, self.read_your_writes_window)
+    }
+}
+
+/// Why a unit of work (an autocommit statement, a batch up to Sync, or a transaction) went where
+/// it went. Counted once per routing decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteReason {
+    /// Provably read-only, outside a transaction (replica).
+    ReadOnly,
+    /// A transaction opened `READ ONLY` (replica).
+    ReadOnlyTransaction,
+    /// A `sluice:replica` hint on a statement the classifier could not prove (replica).
+    Hint,
+    /// A write: DML, DDL, locking clause, writing function, writable CTE, a transaction that is
+    /// not read-only, session state (primary).
+    Write,
+    /// The classifier could not prove it read-only (primary).
+    Uncertain,
+    /// Read-only, but no replica has replayed the client's last write yet (primary).
+    ReadYourWrites,
+    /// Read-only, but no replica is in rotation (primary).
+    NoReplica,
+    /// Read-only, but drawn for the primary's `primary_reads` share (primary).
+    PrimaryShare,
+    /// A replica refused it (25006) or failed before answering: run again on the primary.
+    Retried,
+}
+
+impl RouteReason {
+    pub const ALL: [RouteReason; 9] = [
+        RouteReason::ReadOnly,
+        RouteReason::ReadOnlyTransaction,
+        RouteReason::Hint,
+        RouteReason::Write,
+        RouteReason::Uncertain,
+        RouteReason::ReadYourWrites,
+        RouteReason::NoReplica,
+        RouteReason::PrimaryShare,
+        RouteReason::Retried,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RouteReason::ReadOnly => "read_only",
+            RouteReason::ReadOnlyTransaction => "read_only_transaction",
+            RouteReason::Hint => "hint",
+            RouteReason::Write => "write",
+            RouteReason::Uncertain => "uncertain",
+            RouteReason::ReadYourWrites => "read_your_writes",
+            RouteReason::NoReplica => "no_replica",
+            RouteReason::PrimaryShare => "primary_share",
+            RouteReason::Retried => "retried",
+        }
+    }
+
+    /// `replica` or `primary`.
+    pub fn target(self) -> &'static str {
+        match self {
+            RouteReason::ReadOnly | RouteReason::ReadOnlyTransaction | RouteReason::Hint => {
+                "replica"
+            }
+            _ => "primary",
+        }
+    }
+
+    /// The primary-side reason for a classifier answer that is not provably read-only.
+    pub fn for_primary(reason: Reason) -> RouteReason {
+        match reason {
+            Reason::Uncertain
+            | Reason::Empty
+            | Reason::Malformed
+            | Reason::Ambiguous
+            | Reason::MultiStatement => RouteReason::Uncertain,
+            _ => RouteReason::Write,
+        }
+    }
+}
+
+/// Routing decisions of one primary pool, by [`RouteReason`].
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    counts: [AtomicU64; RouteReason::ALL.len()],
+}
+
+impl RouteStats {
+    pub fn count(&self, reason: RouteReason) {
+        self.counts[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: RouteReason) -> u64 {
+        self.counts[reason as usize].load(Ordering::Relaxed)
+    }
+}
 
 /// How reads are spread over the eligible replicas (`load_balance` setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -161,6 +277,11 @@ impl ReplicaSet {
                 chosen
             }
         }
+    }
+
+    /// True when this read is drawn for the primary's `primary_reads` share.
+    pub fn draw_primary_share(&self) -> bool {
+        self.primary_reads > 0.0 && rand::random::<f64>() < self.primary_reads
     }
 
     /// [`ReplicaSet::pick`] after the `primary_reads` share: the primary when the draw says so or

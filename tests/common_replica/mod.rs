@@ -445,6 +445,14 @@ fn pg_command_as(user: PgUser, base: &Path, program: &str) -> Command {
 
 impl Drop for ReplicaCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let tail = |log: String| {
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            };
+            eprintln!("--- primary log (tail) ---\n{}", tail(self.primary_log()));
+            eprintln!("--- replica log (tail) ---\n{}", tail(self.replica_log()));
+        }
         let view = self.view();
         for dir in [&self.replica_dir, &self.primary_dir] {
             if dir.join("postmaster.pid").exists() {

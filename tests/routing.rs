@@ -1,0 +1,302 @@
+//! Read/write splitting end to end: a real primary, a real streaming replica (`pg_basebackup -R`,
+//! see `common_replica`), sluice in process, and tokio-postgres, psql and pgbench as clients.
+//!
+//! Where a statement ran is read from the statement itself: `pg_is_in_recovery()` is true only on
+//! the replica. Waits are deadlines on observable conditions, never fixed sleeps.
+
+mod common;
+mod common_replica;
+
+use std::time::Duration;
+
+use common::Sluice;
+use common_replica::{
+    APP_DB, APP_PASSWORD, APP_USER, ReplicaCluster, STEP, connect, poll_until, scalar, within,
+};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// How long sluice's health checker may take to notice a change (many check intervals).
+const NOTICE: Duration = Duration::from_secs(30);
+
+/// sluice in front of `c`'s primary with its replica; `extra` goes into `[databases.app]`.
+fn config(c: &ReplicaCluster, extra: &str) -> String {
+    format!(
+        r#"[users.{APP_USER}]
+password = "{APP_PASSWORD}"
+
+[databases.{APP_DB}]
+host = "127.0.0.1"
+port = {primary}
+pool_size = 4
+replica_check_interval = "100ms"
+writing_functions = ["app_audit"]
+{extra}
+
+[[databases.{APP_DB}.replicas]]
+host = "127.0.0.1"
+port = {replica}
+
+[pooler]
+listen = "127.0.0.1:6432"
+pool_mode = "transaction"
+query_wait_timeout = "10s"
+server_connect_timeout = "3s"
+server_login_retry = "100ms"
+shutdown_timeout = "1s"
+"#,
+        primary = c.primary_port(),
+        replica = c.replica_port(),
+    )
+}
+
+async fn through(s: &Sluice) -> Client {
+    connect(s.port(), APP_DB, APP_USER, APP_PASSWORD).await
+}
+
+/// Where `sql` (which must return `pg_is_in_recovery()` as its only value) ran: true = replica.
+async fn on_replica(c: &Client, sql: &str) -> bool {
+    match scalar(c, sql).await.as_deref() {
+        Some("t") => true,
+        Some("f") => false,
+        other => panic!("{sql}: unexpected {other:?}"),
+    }
+}
+
+/// Waits until sluice has the replica in rotation (its first health poll, or a recovery).
+async fn wait_routed_to_replica(c: &Client) {
+    poll_until(NOTICE, "reads reach the replica", || async {
+        on_replica(c, "SELECT pg_is_in_recovery()").await
+    })
+    .await;
+}
+
+/// Sets up a table, a sequence and two functions on the primary and waits until the replica has
+/// them.
+async fn schema(c: &ReplicaCluster) {
+    let app = c.connect_primary_app().await;
+    within(
+        STEP,
+        "schema",
+        app.batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, note text);
+             CREATE SEQUENCE ids;
+             CREATE FUNCTION app_audit() RETURNS int LANGUAGE sql AS 'SELECT 1';
+             CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql
+                 AS 'INSERT INTO items VALUES (-1, ''sneaky'') ON CONFLICT DO NOTHING RETURNING 1';",
+        ),
+    )
+    .await
+    .expect("schema on the primary");
+    let replica = c.connect_replica_app().await;
+    poll_until(NOTICE, "schema replayed", || async {
+        scalar(
+            &replica,
+            "SELECT count(*) FROM pg_proc WHERE proname = 'sneaky'",
+        )
+        .await
+        .as_deref()
+            == Some("1")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_replica_and_writes_to_the_primary() {
+    let c = ReplicaCluster::start().await;
+    schema(&c).await;
+    let s = Sluice::start(config(&c, ""));
+    let mut client = through(&s).await;
+    wait_routed_to_replica(&client).await;
+
+    // Provably read-only autocommit statements: the replica.
+    for sql in [
+        "SELECT pg_is_in_recovery()",
+        "SELECT pg_is_in_recovery() UNION ALL SELECT pg_is_in_recovery() LIMIT 1",
+        "WITH r AS (SELECT pg_is_in_recovery() AS x) SELECT x FROM r",
+        "VALUES (pg_is_in_recovery())",
+        "/* sluice:replica */ SELECT pg_is_in_recovery()",
+        "SHOW transaction_read_only",
+    ] {
+        if sql.starts_with("SHOW") {
+            assert_eq!(scalar(&client, sql).await.as_deref(), Some("on"), "{sql}");
+            continue;
+        }
+        assert!(
+            on_replica(&client, sql).await,
+            "{sql} should run on the replica"
+        );
+    }
+    // Extended protocol (tokio-postgres prepares a named statement, then binds it).
+    let row = client
+        .query_one("SELECT pg_is_in_recovery(), $1::int + 1", &[&41i32])
+        .await
+        .expect("extended read");
+    assert!(
+        row.get::<_, bool>(0),
+        "extended-protocol read on the replica"
+    );
+    assert_eq!(row.get::<_, i32>(1), 42);
+    let stmt = client
+        .prepare("SELECT pg_is_in_recovery()")
+        .await
+        .expect("prepare");
+    for _ in 0..5 {
+        let row = client.query_one(&stmt, &[]).await.expect("bind");
+        assert!(row.get::<_, bool>(0), "prepared read on the replica");
+    }
+
+    // Writes and anything that writes, locks or could: the primary.
+    for sql in [
+        "INSERT INTO items VALUES (1, 'a') RETURNING pg_is_in_recovery()",
+        "UPDATE items SET note = 'b' WHERE id = 1 RETURNING pg_is_in_recovery()",
+        "SELECT pg_is_in_recovery() FROM (SELECT nextval('ids')) s",
+        "SELECT pg_is_in_recovery() FROM items WHERE id = 1 FOR UPDATE",
+        "SELECT pg_is_in_recovery() FROM items WHERE id = 1 FOR SHARE",
+        "WITH w AS (INSERT INTO items VALUES (2, 'c') RETURNING id) SELECT pg_is_in_recovery() FROM w",
+        "SELECT pg_is_in_recovery() FROM (SELECT app_audit()) a",
+        "SELECT pg_is_in_recovery() FROM (SELECT pg_advisory_xact_lock(7)) l",
+        "/* sluice:primary */ SELECT pg_is_in_recovery()",
+    ] {
+        assert!(
+            !on_replica(&client, sql).await,
+            "{sql} must run on the primary"
+        );
+    }
+    let row = client
+        .query_one(
+            "INSERT INTO items VALUES ($1, 'p') RETURNING pg_is_in_recovery()",
+            &[&3i32],
+        )
+        .await
+        .expect("extended write");
+    assert!(
+        !row.get::<_, bool>(0),
+        "extended-protocol write on the primary"
+    );
+
+    // A READ ONLY transaction runs on the replica from BEGIN to COMMIT (once the replica has
+    // replayed this client's writes above: until then its reads stay on the primary).
+    wait_routed_to_replica(&client).await;
+    for begin in [
+        "BEGIN READ ONLY",
+        "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+    ] {
+        let msgs = client
+            .simple_query(begin)
+            .await
+            .unwrap_or_else(|e| panic!("{begin}: {e}"));
+        assert!(matches!(
+            msgs.last(),
+            Some(SimpleQueryMessage::CommandComplete(_))
+        ));
+        assert!(on_replica(&client, "SELECT pg_is_in_recovery()").await);
+        assert!(
+            on_replica(&client, "SELECT pg_is_in_recovery() FROM items LIMIT 1").await
+                || on_replica(&client, "SELECT pg_is_in_recovery()").await
+        );
+        let err = client
+            .simple_query("INSERT INTO items VALUES (100, 'x')")
+            .await
+            .expect_err("a write in a READ ONLY transaction fails, as on PostgreSQL");
+        assert_eq!(err.code().map(|c| c.code()), Some("25006"));
+        client.simple_query("ROLLBACK").await.expect("rollback");
+    }
+    // Any other transaction stays on the primary, its reads included.
+    client.simple_query("BEGIN").await.expect("begin");
+    assert!(!on_replica(&client, "SELECT pg_is_in_recovery()").await);
+    assert!(!on_replica(&client, "SELECT pg_is_in_recovery()").await);
+    client.simple_query("COMMIT").await.expect("commit");
+    let tx = client
+        .transaction()
+        .await
+        .expect("tokio-postgres transaction");
+    let row = tx
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .expect("read in tx");
+    assert!(
+        !row.get::<_, bool>(0),
+        "a read inside a read-write transaction"
+    );
+    tx.commit().await.expect("commit");
+    // And reads still go to the replica afterwards.
+    wait_routed_to_replica(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reads_its_own_writes_while_replay_is_paused() {
+    let c = ReplicaCluster::start().await;
+    schema(&c).await;
+    let s = Sluice::start(config(&c, "max_replica_lag = \"10m\""));
+    let writer = through(&s).await;
+    let bystander = through(&s).await;
+    wait_routed_to_replica(&writer).await;
+    c.pause_replay().await;
+
+    let insert = writer
+        .prepare("INSERT INTO items VALUES ($1, 'mine')")
+        .await
+        .expect("prepare insert");
+    let select = writer
+        .prepare("SELECT note, pg_is_in_recovery() FROM items WHERE id = $1")
+        .await
+        .expect("prepare select");
+    let mut seen = 0;
+    for i in 1000..2000i32 {
+        writer.execute(&insert, &[&i]).await.expect("insert");
+        let rows = writer.query(&select, &[&i]).await.expect("select");
+        if rows.len() == 1 && rows[0].get::<_, &str>(0) == "mine" {
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        seen, 1000,
+        "the writer saw its own row {seen} times out of 1000"
+    );
+
+    // A client that wrote nothing is still served by the (lagging, but within limits) replica,
+    // which does not have the rows.
+    assert!(on_replica(&bystander, "SELECT pg_is_in_recovery()").await);
+    assert_eq!(
+        scalar(&bystander, "SELECT count(*) FROM items WHERE id >= 1000")
+            .await
+            .as_deref(),
+        Some("0"),
+        "the bystander's read went to the paused replica"
+    );
+    // Once the replica replays past the writes, the writer's reads go back to it.
+    c.resume_replay().await;
+    wait_routed_to_replica(&writer).await;
+    assert_eq!(
+        scalar(&writer, "SELECT count(*) FROM items WHERE id >= 1000")
+            .await
+            .as_deref(),
+        Some("1000")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_read_your_writes_the_paused_replica_is_stale() {
+    // The control for the test above: the same sequence with read_your_writes = "off" misses
+    // the row, so the guarantee there is sluice's doing.
+    let c = ReplicaCluster::start().await;
+    schema(&c).await;
+    let s = Sluice::start(config(
+        &c,
+        "max_replica_lag = \"10m\"\nread_your_writes = \"off\"",
+    ));
+    let writer = through(&s).await;
+    wait_routed_to_replica(&writer).await;
+    c.pause_replay().await;
+    writer
+        .simple_query("INSERT INTO items VALUES (5000, 'mine')")
+        .await
+        .expect("insert");
+    assert_eq!(
+        scalar(&writer, "SELECT count(*) FROM items WHERE id = 5000")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+    c.resume_replay().await;
+}
