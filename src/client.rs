@@ -2132,12 +2132,13 @@ impl Session {
         if self.server.is_none() {
             return;
         }
+        let probing = self.pending.iter().any(|p| matches!(p, Pending::LsnProbe));
         if let Some(rs) = self.route.as_deref_mut() {
             if rs.retry.is_some() {
                 tracing::info!(pool = %self.pool.key, reason = why, "replica connection lost before answering; retrying on the primary");
                 return self.retry_on_primary(true);
             }
-            if std::mem::take(&mut rs.wrote) {
+            if std::mem::take(&mut rs.wrote) || probing {
                 // The write may or may not have committed: keep reads on the primary a while.
                 rs.fence.record_write(None, std::time::Instant::now());
             }

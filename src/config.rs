@@ -479,6 +479,75 @@ mod tests {
     }
 
     #[test]
+    fn replicas_parse_with_defaults_and_errors_name_their_key() {
+        let c = Config::from_toml(
+            r#"
+            [databases.app]
+            port = 5432
+            [[databases.app.replicas]]
+            port = 5433
+            [[databases.app.replicas]]
+            host = "10.0.0.2"
+            pool_size = 3
+            "#,
+        )
+        .unwrap();
+        let db = &c.databases["app"];
+        assert_eq!(db.replicas.len(), 2);
+        assert_eq!(
+            (db.replicas[0].host.as_str(), db.replicas[0].port),
+            ("127.0.0.1", 5433)
+        );
+        assert_eq!(db.replicas[1].pool_size, Some(3));
+        assert_eq!(db.read_your_writes, ReadYourWrites::Lsn);
+        assert_eq!(db.read_your_writes_window, Duration::from_secs(5));
+        assert_eq!(db.replica_check_interval, Duration::from_secs(1));
+        assert_eq!(db.max_replica_lag, Duration::from_secs(10));
+        assert_eq!(db.max_replica_lag_bytes, None);
+        assert_eq!(db.load_balance, Balance::LeastOutstanding);
+        assert_eq!(db.primary_reads, 0.0);
+        assert_eq!(db.replica_fallback, ReplicaFallback::Primary);
+
+        for (text, key) in [
+            (
+                "[databases.app]\n[[databases.app.replicas]]\nport = 0\n",
+                "databases.app.replicas[0].port:",
+            ),
+            (
+                "[databases.app]\nport = 5432\n[[databases.app.replicas]]\nport = 5432\n",
+                "databases.app.replicas[0]:",
+            ),
+            (
+                "[databases.app]\n[[databases.app.replicas]]\nprot = 5433\n",
+                "databases.app.replicas[0].prot",
+            ),
+            (
+                "[databases.app]\nprimary_reads = 1.5\n",
+                "databases.app.primary_reads:",
+            ),
+            (
+                "[databases.app]\nread_your_writes = \"always\"\n",
+                "databases.app.read_your_writes",
+            ),
+            (
+                "[databases.app]\nload_balance = \"fastest\"\n",
+                "databases.app.load_balance",
+            ),
+            (
+                "[databases.app]\nmax_replica_lag = \"soon\"\n",
+                "databases.app.max_replica_lag",
+            ),
+            (
+                "[databases.app]\nreplica_check_interval = \"0s\"\n",
+                "databases.app.replica_check_interval:",
+            ),
+        ] {
+            let e = Config::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let e = Config::from_toml("[pooler]\npool_szie = 3\n")
             .unwrap_err()

@@ -410,7 +410,7 @@ fn render_routing(out: &mut String, pools: &[Arc<Pool>]) {
         for reason in RouteReason::ALL {
             let _ = writeln!(
                 out,
-                "sluice_routed_total{{{},target=\"{}\",reason=\"{}\"}} {}",
+                "sluice_routed_total{{{},role=\"primary\",target=\"{}\",reason=\"{}\"}} {}",
                 base(p),
                 reason.target(),
                 reason.label(),

@@ -1209,10 +1209,7 @@ impl InProcess {
     }
 
     fn pool(&self) -> Arc<sluice::pool::Pool> {
-        let key = sluice::pool::PoolKey {
-            database: APP_DB.into(),
-            user: APP_USER.into(),
-        };
+        let key = sluice::pool::PoolKey::primary(APP_DB, APP_USER);
         self.shared
             .pools
             .get(&key)

@@ -13,6 +13,7 @@ use common::Sluice;
 use common_replica::{
     APP_DB, APP_PASSWORD, APP_USER, ReplicaCluster, STEP, connect, poll_until, scalar, within,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// How long sluice's health checker may take to notice a change (many check intervals).
@@ -43,10 +44,62 @@ query_wait_timeout = "10s"
 server_connect_timeout = "3s"
 server_login_retry = "100ms"
 shutdown_timeout = "1s"
+admin_users = ["{APP_USER}"]
 "#,
         primary = c.primary_port(),
         replica = c.replica_port(),
     )
+}
+
+/// `config` with a metrics endpoint on a free port.
+fn with_metrics(config: String) -> (String, u16) {
+    let port = common::free_port();
+    let config = common::set_config(
+        &config,
+        "pooler.metrics_listen",
+        format!("127.0.0.1:{port}"),
+    );
+    (config, port)
+}
+
+/// The `/metrics` page.
+async fn scrape(port: u16) -> String {
+    within(STEP, "scrape /metrics", async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect to the metrics endpoint");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("request");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.expect("response");
+        resp.split_once("\r\n\r\n")
+            .expect("head and body")
+            .1
+            .to_owned()
+    })
+    .await
+}
+
+/// The value of the sample `name{...}` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (l, v) = rest.split_once("} ")?;
+        let all = labels
+            .iter()
+            .all(|(k, val)| l.split(',').any(|p| p == format!("{k}=\"{val}\"")));
+        if all { v.trim().parse().ok() } else { None }
+    })
+}
+
+fn routed(text: &str, reason: &str) -> f64 {
+    sample(
+        text,
+        "sluice_routed_total",
+        &[("database", "app"), ("reason", reason)],
+    )
+    .unwrap_or_else(|| panic!("no sluice_routed_total for {reason} in\n{text}"))
 }
 
 async fn through(s: &Sluice) -> Client {
@@ -81,8 +134,9 @@ async fn schema(c: &ReplicaCluster) {
             "CREATE TABLE items (id int PRIMARY KEY, note text);
              CREATE SEQUENCE ids;
              CREATE FUNCTION app_audit() RETURNS int LANGUAGE sql AS 'SELECT 1';
+             CREATE TABLE audit (id serial PRIMARY KEY, note text);
              CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql
-                 AS 'INSERT INTO items VALUES (-1, ''sneaky'') ON CONFLICT DO NOTHING RETURNING 1';",
+                 AS 'INSERT INTO audit (note) VALUES (''sneaky'') RETURNING 1';",
         ),
     )
     .await
@@ -299,4 +353,276 @@ async fn without_read_your_writes_the_paused_replica_is_stale() {
         Some("0")
     );
     c.resume_replay().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_classifier_cannot_see_is_retried_on_the_primary() {
+    let c = ReplicaCluster::start().await;
+    schema(&c).await;
+    let (cfg, metrics) = with_metrics(config(&c, ""));
+    let s = Sluice::start(cfg);
+    let client = through(&s).await;
+    wait_routed_to_replica(&client).await;
+    // sneaky() writes, but is not listed in writing_functions: the replica refuses it with
+    // 25006 and sluice runs it on the primary, unseen by the client.
+    assert_eq!(
+        scalar(&client, "SELECT sneaky()").await.as_deref(),
+        Some("1")
+    );
+    let row = client
+        .query_one("SELECT sneaky()", &[])
+        .await
+        .expect("extended protocol");
+    assert_eq!(row.get::<_, i32>(0), 1);
+    let primary = c.connect_primary_app().await;
+    assert_eq!(
+        scalar(&primary, "SELECT count(*) FROM audit")
+            .await
+            .as_deref(),
+        Some("2")
+    );
+    let text = scrape(metrics).await;
+    assert!(routed(&text, "retried") >= 2.0, "{text}");
+    assert!(routed(&text, "read_only") >= 1.0, "{text}");
+    // The replica's pool has its own saturation numbers, labelled with its address.
+    let replica = format!("127.0.0.1:{}", c.replica_port());
+    let labels = [("role", "replica"), ("replica", replica.as_str())];
+    assert!(
+        sample(&text, "sluice_pool_size", &labels) == Some(4.0),
+        "no replica pool in\n{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "sluice_replica_healthy",
+            &[("replica", replica.as_str())]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &text,
+            "sluice_replica_lag_bytes",
+            &[("replica", replica.as_str())]
+        )
+        .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replica_costs_no_read_and_rejoins() {
+    let c = ReplicaCluster::start().await;
+    let s = Sluice::start(config(&c, ""));
+    let probe = through(&s).await;
+    wait_routed_to_replica(&probe).await;
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let replica_reads = Arc::new(AtomicU32::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..6 {
+        let client = through(&s).await;
+        let stop = stop.clone();
+        let replica_reads = replica_reads.clone();
+        readers.push(tokio::spawn(async move {
+            let (mut ok, mut errors) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let simple = client.simple_query("SELECT pg_is_in_recovery()");
+                match tokio::time::timeout(STEP, simple).await {
+                    Ok(Ok(msgs)) => {
+                        ok += 1;
+                        if msgs.iter().any(
+                            |m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("t")),
+                        ) {
+                            replica_reads.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Err(e)) => errors.push(e.to_string()),
+                    Err(_) => errors.push("no answer within 15s".into()),
+                }
+                match client.query_one("SELECT 1::int", &[]).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (ok, errors)
+        }));
+    }
+    let reads_reach_replica = |what: &'static str| {
+        let replica_reads = replica_reads.clone();
+        async move {
+            let before = replica_reads.load(Ordering::Relaxed);
+            poll_until(NOTICE, what, || async {
+                replica_reads.load(Ordering::Relaxed) >= before + 20
+            })
+            .await;
+        }
+    };
+    reads_reach_replica("the readers reach the replica").await;
+    // Stop the replica under the load; reads move to the primary.
+    c.stop_replica().await;
+    poll_until(NOTICE, "reads on the primary", || async {
+        !on_replica(&probe, "SELECT pg_is_in_recovery()").await
+    })
+    .await;
+    // Start it again: it rejoins.
+    c.start_replica().await;
+    wait_routed_to_replica(&probe).await;
+    reads_reach_replica("the readers reach the replica again").await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for r in readers {
+        let (ok, errors) = r.await.expect("reader");
+        assert!(errors.is_empty(), "client errors: {errors:?}");
+        total += ok;
+    }
+    assert!(total > 100, "only {total} reads ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_leaves_rotation_and_returns() {
+    let c = ReplicaCluster::start().await;
+    schema(&c).await;
+    let (cfg, metrics) = with_metrics(config(&c, "max_replica_lag = \"1s\""));
+    let s = Sluice::start(cfg);
+    let reader = through(&s).await;
+    wait_routed_to_replica(&reader).await;
+    c.pause_replay().await;
+    // Writes on the primary (not through sluice: the reader has no write of its own to wait
+    // for) that the paused replica does not replay.
+    let primary = c.connect_primary_app().await;
+    poll_until(NOTICE, "the lagging replica leaves rotation", || async {
+        primary
+            .simple_query("INSERT INTO audit (note) VALUES ('tick')")
+            .await
+            .expect("write on the primary");
+        !on_replica(&reader, "SELECT pg_is_in_recovery()").await
+    })
+    .await;
+    let replica = format!("127.0.0.1:{}", c.replica_port());
+    let text = scrape(metrics).await;
+    assert_eq!(
+        sample(
+            &text,
+            "sluice_replica_healthy",
+            &[("replica", replica.as_str())]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(routed(&text, "no_replica") >= 1.0, "{text}");
+    // The admin console says the same.
+    let console = connect(s.port(), "sluice", APP_USER, APP_PASSWORD).await;
+    let rows: Vec<_> = console
+        .simple_query("SHOW REPLICAS")
+        .await
+        .expect("SHOW REPLICAS")
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("replica"), Some(replica.as_str()));
+    assert_eq!(rows[0].get("healthy"), Some("no"));
+    assert_eq!(rows[0].get("in_recovery"), Some("yes"));
+    assert!(
+        rows[0]
+            .get("routed_no_replica")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v >= 1)
+    );
+    c.resume_replay().await;
+    wait_routed_to_replica(&reader).await;
+    let text = scrape(metrics).await;
+    assert_eq!(
+        sample(
+            &text,
+            "sluice_replica_healthy",
+            &[("replica", replica.as_str())]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_and_psql_through_a_routed_pool() {
+    let c = ReplicaCluster::start().await;
+    let init = common::pgbench_at(
+        c.primary_port(),
+        APP_DB,
+        APP_USER,
+        APP_PASSWORD,
+        &["-i", "-s", "1", "-q"],
+    )
+    .await;
+    assert!(init.status.success(), "{}", common::describe_output(&init));
+    let (cfg, metrics) = with_metrics(config(&c, ""));
+    let s = Sluice::start(cfg);
+    let probe = through(&s).await;
+    wait_routed_to_replica(&probe).await;
+    for mode in ["simple", "extended", "prepared"] {
+        let out = common::pgbench_at(
+            s.port(),
+            APP_DB,
+            APP_USER,
+            APP_PASSWORD,
+            &["-S", "-n", "-c", "8", "-t", "200", "-M", mode],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            common::describe_output(&out)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("number of failed transactions: 0"),
+            "{mode}: {text}"
+        );
+    }
+    let text = scrape(metrics).await;
+    assert!(routed(&text, "read_only") >= 3.0 * 1600.0, "{text}");
+    // TPC-B writes (and their reads) through the same pool: all on the primary, none failing.
+    let out = common::pgbench_at(
+        s.port(),
+        APP_DB,
+        APP_USER,
+        APP_PASSWORD,
+        &["-n", "-c", "4", "-t", "50", "-M", "prepared"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", common::describe_output(&out));
+    let psql = common::psql_at(
+        s.port(),
+        APP_DB,
+        APP_USER,
+        APP_PASSWORD,
+        &[
+            "-At",
+            "-c",
+            "SELECT pg_is_in_recovery()",
+            "-c",
+            "BEGIN READ ONLY",
+            "-c",
+            "SELECT pg_is_in_recovery()",
+            "-c",
+            "COMMIT",
+            "-c",
+            "UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = 1 RETURNING pg_is_in_recovery()",
+        ],
+    )
+    .await;
+    assert!(psql.status.success(), "{}", common::describe_output(&psql));
+    let lines: Vec<String> = String::from_utf8_lossy(&psql.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines,
+        ["t", "BEGIN", "t", "COMMIT", "f", "UPDATE 1"],
+        "{lines:?}"
+    );
 }

@@ -87,6 +87,7 @@ pub fn show(shared: &Shared, what: &str, out: &mut BytesMut) -> Result<(), Error
         "DATABASES" => show_databases(shared),
         "USERS" => show_users(shared),
         "LISTS" => show_lists(shared),
+        "REPLICAS" => show_replicas(shared),
         "CONFIG" => show_config(shared),
         "VERSION" => {
             let mut t = Table::new(&[("version", false)]);
@@ -96,7 +97,7 @@ pub fn show(shared: &Shared, what: &str, out: &mut BytesMut) -> Result<(), Error
         "HELP" => {
             let help = "Console usage\n\
                 \tSHOW HELP|POOLS|STATS|STATS_TOTALS|STATS_AVERAGES|CLIENTS|SERVERS\n\
-                \tSHOW DATABASES|USERS|LISTS|CONFIG|VERSION\n\
+                \tSHOW DATABASES|USERS|LISTS|CONFIG|VERSION|REPLICAS\n\
                 \tPAUSE [<db>]\n\
                 \tRESUME [<db>]\n\
                 \tKILL [<db>]\n\
@@ -473,6 +474,50 @@ fn show_users(shared: &Shared) -> Table {
             t(name),
             Some(u.pool_mode.map(mode_name).unwrap_or_default()),
         ]);
+    }
+    table
+}
+
+/// sluice's own: one row per replica of each routed pool, with its health and lag, and the
+/// pool's routing counters (repeated on each of its replicas' rows).
+fn show_replicas(shared: &Shared) -> Table {
+    use crate::router::RouteReason;
+    let mut cols: Vec<(&str, bool)> = vec![
+        ("database", false),
+        ("user", false),
+        ("replica", false),
+        ("healthy", false),
+        ("in_recovery", false),
+        ("lag_seconds", false),
+        ("lag_bytes", true),
+        ("replay_lsn", false),
+        ("outstanding", true),
+        ("last_error", false),
+    ];
+    cols.extend(RouteReason::ALL.iter().map(|r| (r.column(), true)));
+    let mut table = Table::new(&cols);
+    for p in pools(shared) {
+        let Some(router) = p.router.as_deref() else {
+            continue;
+        };
+        for i in 0..router.replicas.len() {
+            let h = router.replicas.health(i).current();
+            let mut row = vec![
+                t(&p.key.database),
+                t(&p.key.user),
+                t(&router.addrs[i]),
+                t(if h.healthy { "yes" } else { "no" }),
+                h.in_recovery
+                    .map(|r| if r { "yes" } else { "no" }.to_owned()),
+                h.lag_seconds.map(|v| format!("{v:.3}")),
+                h.lag_bytes.map(|v| v.to_string()),
+                h.replay_lsn.map(crate::router::health::format_lsn),
+                n(router.replicas.outstanding(i) as u64),
+                Some(h.last_error.clone().unwrap_or_default()),
+            ];
+            row.extend(RouteReason::ALL.iter().map(|r| n(router.stats.get(*r))));
+            table.row(row);
+        }
     }
     table
 }

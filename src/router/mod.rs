@@ -112,6 +112,21 @@ impl RouteReason {
         }
     }
 
+    /// The column of SHOW REPLICAS on the admin console.
+    pub fn column(self) -> &'static str {
+        match self {
+            RouteReason::ReadOnly => "routed_read_only",
+            RouteReason::ReadOnlyTransaction => "routed_read_only_transaction",
+            RouteReason::Hint => "routed_hint",
+            RouteReason::Write => "routed_write",
+            RouteReason::Uncertain => "routed_uncertain",
+            RouteReason::ReadYourWrites => "routed_read_your_writes",
+            RouteReason::NoReplica => "routed_no_replica",
+            RouteReason::PrimaryShare => "routed_primary_share",
+            RouteReason::Retried => "routed_retried",
+        }
+    }
+
     /// `replica` or `primary`.
     pub fn target(self) -> &'static str {
         match self {
