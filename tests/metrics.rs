@@ -346,3 +346,27 @@ async fn metrics_listen_that_cannot_be_bound_fails_start_up() {
     .expect_err("the metrics port is taken");
     assert!(e.to_string().contains("metrics_listen"), "{e}");
 }
+
+#[tokio::test]
+async fn readiness_fails_when_a_database_that_was_reached_goes_down() {
+    let mut pg = PgCluster::start();
+    let (config, port) = with_metrics(config_for(&pg, 2, PoolMode::Transaction));
+    let pooler = Sluice::start(config);
+    // The pool logs in to the server once.
+    let c = pooler.connect_app().await;
+    c.simple_query("SELECT 1").await.unwrap();
+    drop(c);
+    let (status, body) = get(port, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    pg.stop();
+    poll_until(STEP, "/readyz 503 once the server is down", || async move {
+        let (status, body) = get(port, "/readyz").await;
+        status == 503 && body.contains("app: not ready")
+    })
+    .await;
+    pg.start_again();
+    poll_until(STEP, "/readyz 200 once the server is back", || async move {
+        get(port, "/readyz").await.0 == 200
+    })
+    .await;
+}
