@@ -7,7 +7,12 @@
 #
 # The database must already hold pgbench's tables (pgbench -i -s 10). sluice is taken from
 # target/release/sluice (or $CARGO_TARGET_DIR/release/sluice) unless --sluice says otherwise;
-# build it with `cargo build --release` first. Both poolers are stopped on exit.
+# build it with `cargo build --release` first. Each pooler gets a short warm-up run first (so
+# opening its server connections falls in no measured round). Prints each round's tps and the
+# pooler's CPU time per transaction (utime + stime of the sluice process over the run, from
+# /proc, divided by the transactions pgbench completed: less sensitive to a busy machine than
+# tps), the medians and their ratios on/off, and how many scrapes succeeded. Both poolers are
+# stopped on exit.
 set -euo pipefail
 
 ROUNDS=3
@@ -23,7 +28,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift ;;
         --clients) CLIENTS=$2; shift ;;
         --sluice) SLUICE=$2; shift ;;
-        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 64 ;;
     esac
     shift
@@ -40,6 +45,7 @@ cleanup() {
     rm -rf "$DIR"
 }
 trap cleanup EXIT
+die() { echo "metrics-cost: $*" >&2; exit 1; }
 
 start() { # name port [metrics_port]
     local name=$1 port=$2 mport=${3:-}
@@ -57,33 +63,72 @@ start() { # name port [metrics_port]
     } > "$DIR/$name.toml"
     SLUICE_LOG=warn "$SLUICE" --config "$DIR/$name.toml" 2> "$DIR/$name.log" &
     PIDS+=($!)
+    eval "${name^^}_PID=$!"
+}
+
+wait_port() { # name port: until the pooler accepts TCP connections (or died, or 10 s passed)
+    for _ in $(seq 1 100); do
+        if python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$2" \
+            2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "sluice ($1) is not listening on $2; its log: $(cat "$DIR/$1.log")"
 }
 
 ON_PORT=$(free_port); OFF_PORT=$(free_port); METRICS_PORT=$(free_port)
 start on "$ON_PORT" "$METRICS_PORT"
 start off "$OFF_PORT"
-sleep 1
+wait_port on "$ON_PORT"; wait_port off "$OFF_PORT"; wait_port on-metrics "$METRICS_PORT"
+page=$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics") && [[ $page == *"# TYPE sluice_"* ]] \
+    || die "the metrics endpoint on $METRICS_PORT does not serve sluice metrics"
 
-bench() { # port -> tps
-    PGHOST=127.0.0.1 PGPORT=$1 "$PG_BIN/pgbench" -n -S -c "$CLIENTS" -j 2 -T "$DURATION" 2>&1 \
-        | awk '/^tps = / { print $3 }'
+TICK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime of pid $1
+bench() { # port pid seconds -> "tps cpu_us_per_transaction" (a failed run stops the script)
+    local out before after
+    before=$(cpu_ticks "$2")
+    if ! out=$(PGHOST=127.0.0.1 PGPORT=$1 "$PG_BIN/pgbench" -n -S -c "$CLIENTS" -j 2 -T "$3" 2>&1); then
+        die "pgbench through port $1 failed: $(echo "$out" | tail -5)"
+    fi
+    after=$(cpu_ticks "$2")
+    echo "$out" | awk -v ticks=$((after - before)) -v hz="$TICK" '
+        /^tps = / { tps = $3 }
+        /^number of transactions actually processed: / { n = $6 }
+        END { if (!tps || !n) exit 1; printf "%s %.1f\n", tps, ticks / hz * 1e6 / n }'
 }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Warm-up: both pools open their server connections outside the measured rounds.
+bench "$ON_PORT" "$ON_PID" 2 >/dev/null; bench "$OFF_PORT" "$OFF_PID" 2 >/dev/null
 
 # Scrape the metrics-on pooler once a second for the whole run, as an eager Prometheus would.
-( while true; do curl -s -o /dev/null "http://127.0.0.1:$METRICS_PORT/metrics" || true; sleep 1; done ) &
+: > "$DIR/scrapes"
+( while true; do
+    if curl -fs -o /dev/null "http://127.0.0.1:$METRICS_PORT/metrics"; then echo ok; else echo failed; fi >> "$DIR/scrapes"
+    sleep 1
+done ) &
 PIDS+=($!)
 
-on_total=0; off_total=0
+ratio() { echo "$1 / $2" | bc -l | xargs printf '%.3f'; }
+ONS=(); OFFS=(); ON_CPU=(); OFF_CPU=()
 for r in $(seq 1 "$ROUNDS"); do
-    # Alternate which goes first, so warm-up and drift fall on both sides.
+    # Alternate which goes first, so drift falls on both sides.
     if [ $((r % 2)) -eq 1 ]; then
-        on=$(bench "$ON_PORT"); off=$(bench "$OFF_PORT")
+        read -r on on_cpu < <(bench "$ON_PORT" "$ON_PID" "$DURATION")
+        read -r off off_cpu < <(bench "$OFF_PORT" "$OFF_PID" "$DURATION")
     else
-        off=$(bench "$OFF_PORT"); on=$(bench "$ON_PORT")
+        read -r off off_cpu < <(bench "$OFF_PORT" "$OFF_PID" "$DURATION")
+        read -r on on_cpu < <(bench "$ON_PORT" "$ON_PID" "$DURATION")
     fi
-    echo "round $r: metrics on $on tps, off $off tps"
-    on_total=$(echo "$on_total + $on" | bc -l); off_total=$(echo "$off_total + $off" | bc -l)
+    [ -n "${on:-}" ] && [ -n "${off:-}" ] || die "round $r: no result (see above)"
+    echo "round $r: metrics on $on tps, off $off tps, on/off $(ratio "$on" "$off");" \
+        "pooler CPU per transaction on $on_cpu us, off $off_cpu us"
+    ONS+=("$on"); OFFS+=("$off"); ON_CPU+=("$on_cpu"); OFF_CPU+=("$off_cpu")
+    unset on off
 done
-printf 'mean: on %.0f tps, off %.0f tps, on/off = %.4f\n' \
-    "$(echo "$on_total / $ROUNDS" | bc -l)" "$(echo "$off_total / $ROUNDS" | bc -l)" \
-    "$(echo "$on_total / $off_total" | bc -l)"
+on_med=$(median "${ONS[@]}"); off_med=$(median "${OFFS[@]}")
+printf 'median tps: on %.0f, off %.0f, on/off = %.3f\n' "$on_med" "$off_med" "$(ratio "$on_med" "$off_med")"
+on_med=$(median "${ON_CPU[@]}"); off_med=$(median "${OFF_CPU[@]}")
+printf 'median pooler CPU per transaction: on %.1f us, off %.1f us, on/off = %.3f\n' \
+    "$on_med" "$off_med" "$(ratio "$on_med" "$off_med")"
+echo "scrapes: $(grep -c '^ok' "$DIR/scrapes" || true) answered, $(grep -c '^failed' "$DIR/scrapes" || true) failed"

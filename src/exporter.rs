@@ -292,51 +292,60 @@ async fn route(head: &[u8], shared: &Shared, draining: bool) -> (u16, &'static s
     }
 }
 
-/// Ready: not draining, and every configured database's pool has reached its server at least once
-/// or the server accepts a TCP connection now.
+/// Ready: not draining, and every configured database's server accepts a TCP connection now.
+///
+/// Probed on every request, not remembered: a server that went away after the pools logged in
+/// makes sluice unready until it is back. Each distinct address is probed once, all at once, so a
+/// probe takes at most about a second however many databases are down.
 pub async fn readiness(shared: &Shared, draining: bool) -> (bool, String) {
     if draining {
         return (false, "draining: sluice is shutting down\n".into());
     }
+    let mut addrs: Vec<(String, u16)> = shared
+        .config
+        .databases
+        .values()
+        .map(|db| (db.host.clone(), db.port))
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    let mut probes = tokio::task::JoinSet::new();
+    for (host, port) in addrs {
+        probes.spawn(async move {
+            let probe = tokio::time::timeout(
+                Duration::from_secs(1),
+                TcpStream::connect((host.as_str(), port)),
+            )
+            .await;
+            let verdict = match probe {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("did not answer within 1s".to_owned()),
+            };
+            ((host, port), verdict)
+        });
+    }
+    let mut verdicts = std::collections::HashMap::new();
+    while let Some(done) = probes.join_next().await {
+        if let Ok((addr, verdict)) = done {
+            verdicts.insert(addr, verdict);
+        }
+    }
     let mut ready = true;
     let mut body = String::new();
     for (name, db) in &shared.config.databases {
-        let connected = shared
-            .pools
-            .iter()
-            .any(|p| p.key.database == *name && p.startup_params().is_some());
-        if connected {
-            let _ = writeln!(
-                body,
-                "{name}: ok (has logged in to {}:{})",
-                db.host, db.port
-            );
-            continue;
-        }
-        let probe = tokio::time::timeout(
-            Duration::from_secs(1),
-            TcpStream::connect((db.host.as_str(), db.port)),
-        )
-        .await;
-        match probe {
-            Ok(Ok(_)) => {
-                let _ = writeln!(
-                    body,
-                    "{name}: ok ({}:{} accepts connections)",
-                    db.host, db.port
-                );
+        let (host, port) = (&db.host, db.port);
+        match verdicts.get(&(host.clone(), port)) {
+            Some(Ok(())) => {
+                let _ = writeln!(body, "{name}: ok ({host}:{port} accepts connections)");
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 ready = false;
-                let _ = writeln!(body, "{name}: not ready: {}:{}: {e}", db.host, db.port);
+                let _ = writeln!(body, "{name}: not ready: {host}:{port}: {e}");
             }
-            Err(_) => {
+            None => {
                 ready = false;
-                let _ = writeln!(
-                    body,
-                    "{name}: not ready: {}:{} did not answer within 1s",
-                    db.host, db.port
-                );
+                let _ = writeln!(body, "{name}: not ready: {host}:{port}: the probe failed");
             }
         }
     }

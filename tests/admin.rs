@@ -180,8 +180,11 @@ async fn show_pools_and_stats_match_the_load() {
         .unwrap_or_else(|| panic!("no app row: {text}"))
         .split(',')
         .collect();
+    // Nothing ran in between: psql reads the same numbers as tokio-postgres did.
     let psql_xacts: i64 = app[1].parse().unwrap();
-    assert!(psql_xacts >= xacts, "{text}");
+    assert_eq!(psql_xacts, num(&stats, "total_xact_count"), "{text}");
+    let psql_queries: i64 = app[2].parse().unwrap();
+    assert_eq!(psql_queries, num(&stats, "total_query_count"), "{text}");
     let out = psql_at(
         pooler.port(),
         "sluice",
@@ -235,6 +238,126 @@ async fn show_pools_and_stats_match_the_load() {
             .any(|r| r.get("name").map(String::as_str) == Some(APP_USER))
     );
     drop(clients);
+}
+
+/// The `app` row of `SHOW POOLS` through psql (`--csv`), as column name → value.
+async fn psql_pools_row(pooler: &Sluice) -> HashMap<String, String> {
+    let out = psql_at(
+        pooler.port(),
+        "pgbouncer",
+        MD5_USER,
+        MD5_PASSWORD,
+        &["--csv", "-c", "SHOW POOLS"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .expect("a header")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let row: Vec<&str> = lines
+        .find(|l| l.starts_with("app,"))
+        .unwrap_or_else(|| panic!("no app row: {text}"))
+        .split(',')
+        .collect();
+    header
+        .into_iter()
+        .zip(row.iter().map(|v| (*v).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn show_pools_under_saturation_through_psql_and_tokio_postgres() {
+    let pg = PgCluster::start();
+    let pooler = Sluice::start(console_config(&pg, 3, PoolMode::Transaction));
+    const HOLDERS: usize = 3;
+    const WAITERS: usize = 4;
+    const IDLE: usize = 2;
+    // Three clients hold the three server connections in open transactions...
+    let mut holders = Vec::new();
+    for _ in 0..HOLDERS {
+        let c = pooler.connect_app().await;
+        c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        holders.push(c);
+    }
+    let mut idle = Vec::new();
+    for _ in 0..IDLE {
+        idle.push(pooler.connect_app().await);
+    }
+    // ...so four more queue for one.
+    let mut waiters = Vec::new();
+    for _ in 0..WAITERS {
+        let c = pooler.connect_app().await;
+        waiters.push(tokio::spawn(async move {
+            let r = c.simple_query("SELECT 1").await;
+            (c, r)
+        }));
+    }
+    let console = pooler.connect("sluice", MD5_USER, MD5_PASSWORD).await;
+    poll_until(STEP, "the waiters queue", || {
+        let console = &console;
+        async move {
+            let (_, rows) = show(console, "SHOW POOLS").await;
+            num(&app_row(&rows, "database"), "cl_waiting") == WAITERS as i64
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (_, rows) = show(&console, "SHOW POOLS").await;
+    let via_psql = psql_pools_row(&pooler).await;
+    for pool in [app_row(&rows, "database"), via_psql] {
+        // cl_active, as PgBouncer counts it: logged in and not waiting.
+        assert_eq!(num(&pool, "cl_active"), (HOLDERS + IDLE) as i64, "{pool:?}");
+        assert_eq!(num(&pool, "cl_waiting"), WAITERS as i64, "{pool:?}");
+        assert_eq!(num(&pool, "sv_active"), HOLDERS as i64, "{pool:?}");
+        assert_eq!(num(&pool, "sv_idle"), 0, "{pool:?}");
+        assert_eq!(num(&pool, "sv_login"), 0, "{pool:?}");
+        assert_eq!(num(&pool, "cl_idle"), IDLE as i64, "{pool:?}");
+        assert!(
+            num(&pool, "maxwait") * 1_000_000 + num(&pool, "maxwait_us") >= 100_000,
+            "the oldest waiter has waited 100 ms at least: {pool:?}"
+        );
+    }
+
+    // The holders commit: the waiters get through and the pool is quiet again.
+    for c in &holders {
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    for w in waiters {
+        let (_c, r) = within(STEP, "a waiter", w).await.unwrap();
+        r.unwrap();
+    }
+    let (_, rows) = show(&console, "SHOW POOLS").await;
+    let via_psql = psql_pools_row(&pooler).await;
+    for pool in [app_row(&rows, "database"), via_psql] {
+        assert_eq!(num(&pool, "cl_waiting"), 0, "{pool:?}");
+        assert_eq!(num(&pool, "sv_active"), 0, "{pool:?}");
+        assert_eq!(num(&pool, "sv_idle"), HOLDERS as i64, "{pool:?}");
+        assert_eq!(num(&pool, "maxwait"), 0, "{pool:?}");
+        assert_eq!(num(&pool, "maxwait_us"), 0, "{pool:?}");
+    }
+    let (_, rows) = show(&console, "SHOW STATS").await;
+    let stats = app_row(&rows, "database");
+    // 3 holders' transactions (two requests each) and 4 single-query ones.
+    assert_eq!(
+        num(&stats, "total_xact_count"),
+        (HOLDERS + WAITERS) as i64,
+        "{stats:?}"
+    );
+    assert_eq!(
+        num(&stats, "total_query_count"),
+        (2 * HOLDERS + WAITERS) as i64,
+        "{stats:?}"
+    );
+    assert!(
+        num(&stats, "total_wait_time") >= 100_000 * WAITERS as i64,
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
@@ -345,4 +346,413 @@ async fn metrics_listen_that_cannot_be_bound_fails_start_up() {
     .await
     .expect_err("the metrics port is taken");
     assert!(e.to_string().contains("metrics_listen"), "{e}");
+}
+
+/// The families README.md documents, by type.
+const FAMILIES: [(&str, &str); 24] = [
+    ("sluice_pool_clients", "gauge"),
+    ("sluice_pool_servers", "gauge"),
+    ("sluice_pool_size", "gauge"),
+    ("sluice_pool_utilization", "gauge"),
+    ("sluice_pool_longest_wait_seconds", "gauge"),
+    ("sluice_pool_paused", "gauge"),
+    ("sluice_client_wait_seconds", "histogram"),
+    ("sluice_transaction_duration_seconds", "histogram"),
+    ("sluice_query_duration_seconds", "histogram"),
+    ("sluice_transactions_total", "counter"),
+    ("sluice_queries_total", "counter"),
+    ("sluice_client_received_bytes_total", "counter"),
+    ("sluice_client_sent_bytes_total", "counter"),
+    ("sluice_server_connections_opened_total", "counter"),
+    ("sluice_server_connect_failures_total", "counter"),
+    ("sluice_server_connections_closed_total", "counter"),
+    ("sluice_client_errors_total", "counter"),
+    ("sluice_client_wait_timeouts_total", "counter"),
+    ("sluice_prepared_cache_hits_total", "counter"),
+    ("sluice_prepared_cache_misses_total", "counter"),
+    ("sluice_prepared_cache_evictions_total", "counter"),
+    ("sluice_client_connections", "gauge"),
+    ("sluice_max_client_connections", "gauge"),
+    ("sluice_draining", "gauge"),
+];
+
+/// Every label sluice may put on a sample: the pool's, the few bounded ones, and the histogram's.
+const LABELS: [&str; 8] = [
+    "database", "user", "role", "state", "reason", "class", "le", "version",
+];
+
+/// Splits `name{a="x",b="y"} value` into (name, [(label, value)], value). Label values here never
+/// hold `,` or `"`, so a plain split does.
+fn parse_sample(line: &str) -> (String, Vec<(String, String)>, String) {
+    let (series, value) = line
+        .rsplit_once(' ')
+        .unwrap_or_else(|| panic!("no value: {line:?}"));
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => {
+            let inner = rest
+                .strip_suffix('}')
+                .unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
+            let labels = inner
+                .split(',')
+                .map(|kv| {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("bad label {kv:?} in {line:?}"));
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or_else(|| panic!("unquoted label value in {line:?}"));
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect();
+            (name, labels)
+        }
+        None => (series, Vec::new()),
+    };
+    (name.to_owned(), labels, value.to_owned())
+}
+
+#[tokio::test]
+async fn exposition_follows_prometheus_conventions_without_per_client_labels() {
+    let pg = PgCluster::start();
+    let (config, port) = with_metrics(config_for(&pg, 2, PoolMode::Transaction));
+    let pooler = Sluice::start(config);
+    // Some of everything: a transaction, a prepared statement, an error, from a client whose
+    // application_name must not show up anywhere.
+    let mut cfg = pooler.pg_config(APP_DB, APP_USER, APP_PASSWORD);
+    cfg.application_name("per-client-marker");
+    let (client, _) = connect_config(&cfg).await.expect("connect");
+    client
+        .batch_execute("BEGIN; SELECT 1; COMMIT")
+        .await
+        .unwrap();
+    let stmt = client.prepare("SELECT $1::int4").await.unwrap();
+    client.query(&stmt, &[&7i32]).await.unwrap();
+    client.simple_query("SELECT 1/0").await.expect_err("22012");
+    let text = scrape(port).await;
+    assert!(!text.contains("per-client-marker"), "{text}");
+
+    let mut help: HashMap<String, String> = HashMap::new();
+    let mut kind: HashMap<String, String> = HashMap::new();
+    let mut samples = 0;
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, h) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(h.trim().len() > 10, "HELP of {name} says nothing: {line:?}");
+            assert!(
+                help.insert(name.into(), h.into()).is_none(),
+                "two HELP lines for {name}"
+            );
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, k) = rest.split_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+            assert!(
+                help.contains_key(name),
+                "TYPE before (or without) HELP: {name}"
+            );
+            assert!(
+                kind.insert(name.into(), k.into()).is_none(),
+                "two TYPE lines for {name}"
+            );
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment {line:?}");
+        let (name, labels, value) = parse_sample(line);
+        samples += 1;
+        assert!(
+            value == "+Inf" || value.parse::<f64>().is_ok(),
+            "value of {line:?}"
+        );
+        // The family: the name itself, or a histogram's for its _bucket/_sum/_count series.
+        let family = if kind.contains_key(&name) {
+            name.clone()
+        } else {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or_else(|| panic!("sample before its TYPE: {line:?}"));
+            assert_eq!(
+                kind.get(base).map(String::as_str),
+                Some("histogram"),
+                "{line:?}"
+            );
+            base.to_owned()
+        };
+        assert!(family.starts_with("sluice_"), "{line:?}");
+        for (k, v) in &labels {
+            assert!(LABELS.contains(&k.as_str()), "label {k} in {line:?}");
+            assert!(!v.is_empty(), "empty label {k} in {line:?}");
+        }
+        let has = |k: &str| labels.iter().any(|(l, _)| l == k);
+        assert_eq!(has("le"), name.ends_with("_bucket"), "{line:?}");
+        if family.starts_with("sluice_pool_")
+            || family.contains("_total")
+            || kind[&family] == "histogram"
+        {
+            assert!(
+                has("database") && has("user") && has("role"),
+                "a per-pool sample without the pool's labels: {line:?}"
+            );
+        }
+    }
+    assert!(samples > 50, "{text}");
+    for (name, k) in &kind {
+        // Base units in the name, counters (only they) ending in _total.
+        assert_eq!(k == "counter", name.ends_with("_total"), "{name} is a {k}");
+        if k == "histogram" || (name.contains("wait") && k == "gauge") {
+            assert!(name.ends_with("_seconds"), "{name}: seconds");
+        }
+        if name.contains("bytes") {
+            assert!(
+                name.ends_with("_bytes_total") || name.ends_with("_bytes"),
+                "{name}"
+            );
+        }
+        assert!(
+            !name.contains("milli") && !name.contains("micro"),
+            "{name}: base units"
+        );
+    }
+    for (name, k) in FAMILIES {
+        assert_eq!(kind.get(name).map(String::as_str), Some(k), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn counters_for_timeouts_errors_closes_failures_and_the_prepared_cache() {
+    let pg = PgCluster::start();
+    let config = config_for(&pg, 1, PoolMode::Transaction);
+    let config = set_config(&config, "pooler.query_wait_timeout", "500ms");
+    let config = set_config(&config, "pooler.max_prepared_statements", 2);
+    let config = set_config(&config, "pooler.admin_users", vec![TRUST_USER.to_owned()]);
+    let config = set_config(&config, "databases.dead.port", i64::from(free_port()));
+    let (config, port) = with_metrics(config);
+    let pooler = Sluice::start(config);
+
+    // The only server connection held in a transaction: the next checkout times out (57014).
+    let holder = pooler.connect_app().await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = pooler.connect_app().await;
+    let e = waiter
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("query_wait_timeout");
+    assert_eq!(sqlstate(&e), Some("57014"), "{e:?}");
+    holder.batch_execute("COMMIT").await.unwrap();
+    let text = scrape(port).await;
+    assert_eq!(
+        pool_sample(&text, "sluice_client_wait_timeouts_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        pool_sample(&text, "sluice_client_errors_total", &[("class", "57")]),
+        1.0
+    );
+
+    // Prepared statements: 3 statements on a connection that keeps 2.
+    let c = &waiter;
+    let mut stmts = Vec::new();
+    for sql in ["SELECT 1::int4", "SELECT 2::int4", "SELECT 3::int4"] {
+        let s = c.prepare(sql).await.unwrap();
+        c.query(&s, &[]).await.unwrap();
+        c.query(&s, &[]).await.unwrap();
+        stmts.push(s);
+    }
+    // The first was closed to make room; using it prepares it again.
+    c.query(&stmts[0], &[]).await.unwrap();
+    let text = scrape(port).await;
+    let hits = pool_sample(&text, "sluice_prepared_cache_hits_total", &[]);
+    let misses = pool_sample(&text, "sluice_prepared_cache_misses_total", &[]);
+    let evictions = pool_sample(&text, "sluice_prepared_cache_evictions_total", &[]);
+    assert!(misses >= 4.0, "misses {misses}\n{text}");
+    assert!(hits >= 6.0, "hits {hits}\n{text}");
+    assert!(evictions >= 2.0, "evictions {evictions}\n{text}");
+
+    let closed = |text: &str, reason: &str| {
+        pool_sample(
+            text,
+            "sluice_server_connections_closed_total",
+            &[("reason", reason)],
+        )
+    };
+    // RECONNECT closes the idle connection: reason admin.
+    let console = pooler.connect("sluice", TRUST_USER, TRUST_PASSWORD).await;
+    console.simple_query("RECONNECT app").await.unwrap();
+    assert_eq!(closed(&scrape(port).await, "admin"), 1.0);
+
+    // A client that leaves inside a transaction: its connection is closed, reason unclean.
+    let leaver = pooler.connect_app().await;
+    leaver.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    drop(leaver);
+    poll_until(STEP, "closed{reason=unclean}", || async move {
+        closed(&scrape(port).await, "unclean") == 1.0
+    })
+    .await;
+
+    // The idle connection's backend is terminated: reason server_lost, noticed at the next use.
+    c.simple_query("SELECT 1").await.unwrap();
+    let su = pg.superuser(APP_DB).await;
+    su.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Whether sluice sees the death before lending the connection (and reconnects) or while
+    // relaying (and the client gets 08006), the close is counted as server_lost.
+    let _ = c.simple_query("SELECT 1").await;
+    poll_until(STEP, "closed{reason=server_lost}", || async move {
+        closed(&scrape(port).await, "server_lost") >= 1.0
+    })
+    .await;
+
+    // A database nobody listens for: connect failures, on that pool's labels.
+    let e = pooler
+        .try_connect("dead", APP_USER, APP_PASSWORD)
+        .await
+        .expect_err("dead database");
+    let text = scrape(port).await;
+    let failures = sample(
+        &text,
+        "sluice_server_connect_failures_total",
+        &[("database", "dead"), ("user", APP_USER)],
+    );
+    assert!(
+        failures.is_some_and(|f| f >= 1.0),
+        "{failures:?} after {e:?}\n{text}"
+    );
+    assert_eq!(
+        pool_sample(&text, "sluice_server_connect_failures_total", &[]),
+        0.0
+    );
+
+    // idle_timeout and lifetime, with a second pooler whose timers are short.
+    let config = config_for(&pg, 1, PoolMode::Transaction);
+    let config = set_config(&config, "pooler.server_idle_timeout", "300ms");
+    let (config, port2) = with_metrics(config);
+    let short = Sluice::start(config);
+    let c2 = short.connect_app().await;
+    c2.simple_query("SELECT 1").await.unwrap();
+    poll_until(STEP, "closed{reason=idle_timeout}", || async move {
+        closed(&scrape(port2).await, "idle_timeout") == 1.0
+    })
+    .await;
+    let config = config_for(&pg, 1, PoolMode::Transaction);
+    let config = set_config(&config, "pooler.server_lifetime", "300ms");
+    let (config, port3) = with_metrics(config);
+    let old = Sluice::start(config);
+    let c3 = old.connect_app().await;
+    c3.simple_query("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    c3.simple_query("SELECT 1").await.unwrap();
+    poll_until(STEP, "closed{reason=lifetime}", || async move {
+        closed(&scrape(port3).await, "lifetime") >= 1.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gauges_stay_exact_when_clients_leave_mid_transaction_or_while_waiting() {
+    let pg = PgCluster::start();
+    let (config, port) = with_metrics(config_for(&pg, 2, PoolMode::Transaction));
+    let pooler = Sluice::start(config);
+    const ROUNDS: usize = 3;
+    const CLIENTS: usize = 12;
+    for round in 0..ROUNDS {
+        let mut conns = Vec::new();
+        for _ in 0..CLIENTS {
+            conns.push(
+                RawConn::connect(pooler.addr(), APP_USER, APP_DB, Some(APP_PASSWORD), &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("raw connect: {e:?}")),
+            );
+        }
+        // A third open a transaction and keep it; the rest ask for a slow query, so most of them
+        // queue behind the two server connections.
+        for (i, c) in conns.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                c.send_query("BEGIN").await.unwrap();
+            } else {
+                c.send_query("SELECT pg_sleep(0.2)").await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = scrape(port).await;
+        let active = pool_sample(&text, "sluice_pool_servers", &[("state", "active")]);
+        let clients_active = pool_sample(&text, "sluice_pool_clients", &[("state", "active")]);
+        let waiting = pool_sample(&text, "sluice_pool_clients", &[("state", "waiting")]);
+        let idle = pool_sample(&text, "sluice_pool_clients", &[("state", "idle")]);
+        assert!(active <= 2.0, "round {round}: {active} active servers");
+        assert_eq!(active, clients_active, "round {round}");
+        assert_eq!(
+            clients_active + waiting + idle,
+            CLIENTS as f64,
+            "round {round}: every session counted once\n{text}"
+        );
+        assert!(waiting > 0.0, "round {round}: nobody waits\n{text}");
+        // Everyone leaves abruptly (no Terminate): inside a transaction, mid-query, or queued.
+        // Half now, half a moment later, so some go while others still move through the queue.
+        let later = conns.split_off(CLIENTS / 2);
+        drop(conns);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(later);
+    }
+    // Plus clients that log in and go without a word, and some that go while logging in.
+    for _ in 0..5 {
+        drop(
+            RawConn::connect(pooler.addr(), APP_USER, APP_DB, Some(APP_PASSWORD), &[])
+                .await
+                .unwrap(),
+        );
+        drop(tokio::net::TcpStream::connect(pooler.addr()).await.unwrap());
+    }
+    poll_until(
+        Duration::from_secs(20),
+        "every gauge back to exactly 0",
+        || async move {
+            let text = scrape(port).await;
+            let zero = |name: &str, extra: &[(&str, &str)]| pool_sample(&text, name, extra) == 0.0;
+            zero("sluice_pool_clients", &[("state", "active")])
+                && zero("sluice_pool_clients", &[("state", "waiting")])
+                && zero("sluice_pool_clients", &[("state", "idle")])
+                && zero("sluice_pool_servers", &[("state", "active")])
+                && zero("sluice_pool_servers", &[("state", "connecting")])
+                && zero("sluice_pool_utilization", &[])
+                && zero("sluice_pool_longest_wait_seconds", &[])
+                && sample(&text, "sluice_client_connections", &[]) == Some(0.0)
+                && pool_sample(&text, "sluice_pool_servers", &[("state", "idle")]) <= 2.0
+        },
+    )
+    .await;
+    // And the pool still works at full size.
+    let c = pooler.connect_app().await;
+    c.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn readiness_fails_when_a_database_that_was_reached_goes_down() {
+    let mut pg = PgCluster::start();
+    let (config, port) = with_metrics(config_for(&pg, 2, PoolMode::Transaction));
+    let pooler = Sluice::start(config);
+    // The pool logs in to the server once.
+    let c = pooler.connect_app().await;
+    c.simple_query("SELECT 1").await.unwrap();
+    drop(c);
+    let (status, body) = get(port, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    pg.stop();
+    poll_until(STEP, "/readyz 503 once the server is down", || async move {
+        let (status, body) = get(port, "/readyz").await;
+        status == 503 && body.contains("app: not ready")
+    })
+    .await;
+    pg.start_again();
+    poll_until(STEP, "/readyz 200 once the server is back", || async move {
+        get(port, "/readyz").await.0 == 200
+    })
+    .await;
 }
