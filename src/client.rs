@@ -1836,10 +1836,12 @@ impl Session {
             }
             self.emit_local();
         }
-        if self.mode == PoolMode::Transaction && self.at_clean_point() && self.srv_in.is_empty() {
-            if !self.probe_write_position() {
-                self.release();
-            }
+        if self.mode == PoolMode::Transaction
+            && self.at_clean_point()
+            && self.srv_in.is_empty()
+            && !self.probe_write_position()
+        {
+            self.release();
         }
     }
 
