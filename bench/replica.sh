@@ -107,7 +107,7 @@ done
 
 bench() { # port mode -> tps
     PGPORT=$1 "$PGB/pgbench" -n -S -M "$2" -c "$CLIENTS" -j 2 -T "$DURATION" 2>&1 \
-        | awk '/^tps = / { print $3 } /failed/ && $NF != 0 && /number of failed/ { print "FAILED: " $0 > "/dev/stderr" }'
+        | awk '/^tps = / { print $3 } /number of failed transactions: [1-9]/ { print "FAILED: " $0 > "/dev/stderr" }'
 }
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
