@@ -123,7 +123,7 @@ pub async fn serve(
         server,
     } = session;
     let mode = pool.settings.mode;
-    let max = shared.config.pooler.max_message_size;
+    let max = shared.config().pooler.max_message_size;
     let intercept = mode == PoolMode::Transaction && pool.settings.max_prepared_statements > 0;
     let app = wanted.get("application_name");
     let stats = SessionStats::new(
@@ -300,13 +300,14 @@ async fn login(
         sluice_proto::startup::write_negotiate_protocol_version(0, &unknown_options, &mut out);
     }
 
-    let user_auth = shared.users.get(&user).cloned();
-    let db_config = shared.config.databases.get(&database);
+    let user_auth = shared.user(&user);
+    let config = shared.config();
+    let db_config = config.databases.get(&database);
     let auth_type = user_auth
         .as_ref()
         .and_then(|u| u.auth_type)
         .or_else(|| db_config.and_then(|d| d.auth_type))
-        .unwrap_or(shared.config.pooler.auth_type);
+        .unwrap_or(config.pooler.auth_type);
     authenticate(
         shared,
         stream,
@@ -345,7 +346,7 @@ async fn login(
     let pool = shared
         .pool_for(&database, &user, &user_auth)
         .map_err(|why| Fatal::new(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION, why))?;
-    let wait = shared.config.pooler.query_wait_timeout;
+    let wait = config.pooler.query_wait_timeout;
 
     // Parameters the client asked for at startup.
     let mut requested: Vec<(String, String)> = Vec::new();
@@ -545,7 +546,7 @@ fn checkout_error(e: &CheckoutError, pool: &Pool) -> Fatal {
     match e {
         CheckoutError::Timeout(_) => Fatal(
             ErrorResponse::error(sqlstate::QUERY_CANCELED, format!("canceling statement: {e}"))
-                .detail(format!("pool {} has {} server connections, all in use", pool.key, pool.settings.size))
+                .detail(format!("pool {} has {} server connections, all in use", pool.key, pool.size()))
                 .hint("raise the pool size or query_wait_timeout, or find what holds the connections (SHOW POOLS)"),
         ),
         CheckoutError::Connect(c) => Fatal(ErrorResponse::error(c.sqlstate(), c.to_string())),

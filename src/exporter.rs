@@ -145,7 +145,7 @@ pub async fn start(
     drain: watch::Receiver<bool>,
 ) -> std::io::Result<Observer> {
     let mut tasks = vec![tokio::spawn(upkeep(shared.clone()))];
-    if let Some(addr) = shared.config.metrics_addr() {
+    if let Some(addr) = shared.config().metrics_addr() {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -301,8 +301,8 @@ pub async fn readiness(shared: &Shared, draining: bool) -> (bool, String) {
     if draining {
         return (false, "draining: sluice is shutting down\n".into());
     }
-    let mut addrs: Vec<(String, u16)> = shared
-        .config
+    let config = shared.config();
+    let mut addrs: Vec<(String, u16)> = config
         .databases
         .values()
         .map(|db| (db.host.clone(), db.port))
@@ -333,7 +333,7 @@ pub async fn readiness(shared: &Shared, draining: bool) -> (bool, String) {
     }
     let mut ready = true;
     let mut body = String::new();
-    for (name, db) in &shared.config.databases {
+    for (name, db) in &config.databases {
         let (host, port) = (&db.host, db.port);
         match verdicts.get(&(host.clone(), port)) {
             Some(Ok(())) => {
@@ -388,7 +388,8 @@ fn pool_labels(p: &Pool) -> String {
         p.key.role.label()
     );
     if let Role::Replica(_) = p.key.role {
-        let _ = write!(l, ",replica=\"{}:{}\"", esc(&p.target.host), p.target.port);
+        let t = p.target();
+        let _ = write!(l, ",replica=\"{}:{}\"", esc(&t.host), t.port);
     }
     l
 }
@@ -647,7 +648,7 @@ pub fn render(shared: &Shared, draining: bool) -> String {
     let _ = writeln!(
         out,
         "sluice_max_client_connections {}",
-        shared.config.pooler.max_client_conn
+        shared.config().pooler.max_client_conn
     );
     family(
         &mut out,

@@ -26,7 +26,7 @@ pub use config::Config;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -55,8 +55,9 @@ pub struct UserAuth {
 
 /// What every client task shares.
 pub struct Shared {
-    pub config: Config,
-    pub users: HashMap<String, Arc<UserAuth>>,
+    /// The configuration in force (RELOAD swaps it).
+    config: RwLock<Arc<Config>>,
+    users: RwLock<Arc<HashMap<String, Arc<UserAuth>>>>,
     pub pools: DashMap<PoolKey, Arc<Pool>>,
     pub cancels: Arc<CancelMap>,
     /// Seeds mock SCRAM secrets for unknown users, so repeated tries see a stable salt.
@@ -73,7 +74,186 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
-        let users = config
+        let users = users_of(&config);
+        let exporter = config.metrics_addr().map(|_| exporter::Exporter::new());
+        Arc::new(Shared {
+            exporter,
+            clients: Arc::default(),
+            console: admin::Console::default(),
+            config: RwLock::new(Arc::new(config)),
+            users: RwLock::new(Arc::new(users)),
+            pools: DashMap::new(),
+            cancels: Arc::new(CancelMap::default()),
+            mock_secret: rand::random(),
+            creating: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A configured user, with its secrets.
+    pub fn user(&self, name: &str) -> Option<Arc<UserAuth>> {
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Reads the config file again and applies it (admin console RELOAD). Returns what changed
+    /// and what waits for a restart, one line each; on an invalid file, the error (naming the
+    /// key at fault) and nothing changes.
+    pub fn reload(&self) -> Result<Vec<String>, String> {
+        let old = self.config();
+        let path = old
+            .source
+            .clone()
+            .ok_or("sluice was started without a config file: nothing to reload")?;
+        let mut new = Config::load(&path).map_err(|e| e.to_string())?;
+        let mut notes = Vec::new();
+        // Sockets and threads are set up once.
+        if new.pooler.listen != old.pooler.listen {
+            notes.push(format!(
+                "pooler.listen changed to {:?}: takes effect at restart",
+                new.pooler.listen
+            ));
+            new.pooler.listen = old.pooler.listen.clone();
+        }
+        if new.pooler.metrics_listen != old.pooler.metrics_listen {
+            notes.push("pooler.metrics_listen changed: takes effect at restart".to_owned());
+            new.pooler.metrics_listen = old.pooler.metrics_listen.clone();
+        }
+        if new.pooler.workers != old.pooler.workers {
+            notes.push("pooler.workers changed: takes effect at restart".to_owned());
+            new.pooler.workers = old.pooler.workers;
+        }
+        if new.pooler.max_client_conn != old.pooler.max_client_conn {
+            notes.push("pooler.max_client_conn changed: takes effect at restart".to_owned());
+            new.pooler.max_client_conn = old.pooler.max_client_conn;
+        }
+        let users = users_of(&new);
+        let new = Arc::new(new);
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+
+        // Existing pools: size and server address apply in place; anything else that changed
+        // applies to pools made from now on.
+        let pools: Vec<Arc<Pool>> = self.pools.iter().map(|e| e.value().clone()).collect();
+        for pool in pools {
+            let Some(db) = new.databases.get(&pool.key.database) else {
+                notes.push(format!(
+                    "database {} removed: no new sessions; connected ones continue",
+                    pool.key.database
+                ));
+                continue;
+            };
+            let Some(auth) = self.user(&pool.key.user) else {
+                continue;
+            };
+            let (target, settings) =
+                pool_parts(&new, db, &pool.key.database, &pool.key.user, &auth);
+            let (target, size) = match pool.key.role {
+                pool::Role::Primary => (target, settings.size),
+                pool::Role::Replica(i) => match db.replicas.get(i) {
+                    Some(r) => (
+                        ServerTarget {
+                            host: r.host.clone(),
+                            port: r.port,
+                            ..target
+                        },
+                        r.pool_size.unwrap_or(settings.size),
+                    ),
+                    None => continue,
+                },
+            };
+            if pool.size() != size {
+                notes.push(format!(
+                    "pool {}: pool_size {} -> {size}",
+                    pool.key,
+                    pool.size()
+                ));
+                pool.set_size(size);
+            }
+            if pool.set_target(target) {
+                notes.push(format!(
+                    "pool {}: server changed; connections are remade as they are given back",
+                    pool.key
+                ));
+                pool.metrics.reconnect();
+                pool.close_idle(stats::CloseReason::Admin);
+            }
+        }
+        let (od, nd) = (&old.databases, &new.databases);
+        for (name, db) in nd {
+            match od.get(name) {
+                None => notes.push(format!("database {name} added")),
+                Some(o) if o.replicas != db.replicas => notes.push(format!(
+                    "database {name}: replicas changed: take effect at restart"
+                )),
+                _ => {}
+            }
+        }
+        if old.users != new.users {
+            notes.push("users reloaded".to_owned());
+        }
+        tracing::info!(changes = notes.len(), "configuration reloaded");
+        for n in &notes {
+            tracing::info!("reload: {n}");
+        }
+        Ok(notes)
+    }
+}
+
+/// A primary pool's server target and settings, from the config.
+fn pool_parts(
+    config: &Config,
+    db: &config::DatabaseConfig,
+    database: &str,
+    user: &str,
+    auth: &UserAuth,
+) -> (ServerTarget, PoolSettings) {
+    let p = &config.pooler;
+    let (server_user, password) = match &db.server_user {
+        Some(su) => (su.clone(), db.server_password.clone()),
+        None => (
+            user.to_owned(),
+            auth.secret
+                .as_ref()
+                .and_then(|s| s.plain())
+                .map(str::to_owned),
+        ),
+    };
+    let target = ServerTarget {
+        host: db.host.clone(),
+        port: db.port,
+        dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
+        user: server_user,
+        password,
+    };
+    let settings = PoolSettings {
+        size: db.pool_size.unwrap_or(p.default_pool_size),
+        mode: auth.pool_mode.or(db.pool_mode).unwrap_or(p.pool_mode),
+        connect_timeout: p.server_connect_timeout,
+        login_retry: p.server_login_retry,
+        idle_timeout: p.server_idle_timeout,
+        lifetime: p.server_lifetime,
+        reset_query: p.server_reset_query.clone(),
+        query_wait_timeout: p.query_wait_timeout,
+        max_message_size: p.max_message_size,
+        max_prepared_statements: p.max_prepared_statements,
+    };
+    (target, settings)
+}
+
+fn users_of(config: &Config) -> HashMap<String, Arc<UserAuth>> {
+    {
+        config
             .users
             .iter()
             .map(|(name, u)| {
@@ -91,21 +271,11 @@ impl Shared {
                 };
                 (name.clone(), Arc::new(auth))
             })
-            .collect();
-        let exporter = config.metrics_addr().map(|_| exporter::Exporter::new());
-        Arc::new(Shared {
-            exporter,
-            clients: Arc::default(),
-            console: admin::Console::default(),
-            config,
-            users,
-            pools: DashMap::new(),
-            cancels: Arc::new(CancelMap::default()),
-            mock_secret: rand::random(),
-            creating: std::sync::Mutex::new(()),
-        })
+            .collect()
     }
+}
 
+impl Shared {
     /// The pool for (database, user), made on first use.
     pub fn pool_for(
         self: &Arc<Self>,
@@ -117,41 +287,12 @@ impl Shared {
         if let Some(pool) = self.pools.get(&key) {
             return Ok(pool.clone());
         }
-        let db = self
-            .config
+        let config = self.config();
+        let db = config
             .databases
             .get(database)
             .ok_or_else(|| format!("database \"{database}\" does not exist"))?;
-        let p = &self.config.pooler;
-        let (server_user, password) = match &db.server_user {
-            Some(su) => (su.clone(), db.server_password.clone()),
-            None => (
-                user.to_owned(),
-                auth.secret
-                    .as_ref()
-                    .and_then(|s| s.plain())
-                    .map(str::to_owned),
-            ),
-        };
-        let target = ServerTarget {
-            host: db.host.clone(),
-            port: db.port,
-            dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
-            user: server_user,
-            password,
-        };
-        let settings = PoolSettings {
-            size: db.pool_size.unwrap_or(p.default_pool_size),
-            mode: auth.pool_mode.or(db.pool_mode).unwrap_or(p.pool_mode),
-            connect_timeout: p.server_connect_timeout,
-            login_retry: p.server_login_retry,
-            idle_timeout: p.server_idle_timeout,
-            lifetime: p.server_lifetime,
-            reset_query: p.server_reset_query.clone(),
-            query_wait_timeout: p.query_wait_timeout,
-            max_message_size: p.max_message_size,
-            max_prepared_statements: p.max_prepared_statements,
-        };
+        let (target, settings) = pool_parts(&config, db, database, user, auth);
         // One creation at a time, and no map entry held while creating: a primary pool's
         // replica pools go into the same map (a DashMap shard lock is not reentrant).
         let _creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
@@ -190,7 +331,7 @@ impl Shared {
             interval: db.replica_check_interval,
             max_lag_time: (!db.max_replica_lag.is_zero()).then_some(db.max_replica_lag),
             max_lag_bytes: db.max_replica_lag_bytes,
-            connect_timeout: self.config.pooler.server_connect_timeout,
+            connect_timeout: self.config().pooler.server_connect_timeout,
         };
         let mut pools = Vec::new();
         let mut health = Vec::new();
@@ -249,7 +390,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let shared = Shared::new(config);
     let (drain_tx, drain_rx) = watch::channel(false);
-    let limit = Arc::new(Semaphore::new(shared.config.pooler.max_client_conn));
+    let limit = Arc::new(Semaphore::new(shared.config().pooler.max_client_conn));
     let mut clients = JoinSet::new();
     let _observer = exporter::start(&shared, drain_rx.clone()).await?;
     let maintenance = tokio::spawn(maintain(shared.clone()));
@@ -291,7 +432,7 @@ pub async fn run(
     }
     drop(listener);
     let _ = drain_tx.send(true);
-    let grace = shared.config.pooler.shutdown_timeout;
+    let grace = shared.config().pooler.shutdown_timeout;
     let drained = tokio::time::timeout(grace, async {
         while clients.join_next().await.is_some() {}
     })
@@ -309,7 +450,8 @@ pub async fn run(
 
 /// Closes idle server connections past their idle timeout or lifetime.
 async fn maintain(shared: Arc<Shared>) {
-    let p = &shared.config.pooler;
+    let config = shared.config();
+    let p = &config.pooler;
     let tick = (p.server_idle_timeout.min(p.server_lifetime) / 4)
         .clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut interval = tokio::time::interval(tick);

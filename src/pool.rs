@@ -131,7 +131,10 @@ pub struct PoolStats {
 
 pub struct Pool {
     pub key: PoolKey,
-    pub target: Arc<ServerTarget>,
+    /// Where new server connections go; RELOAD may change it.
+    target: Mutex<Arc<ServerTarget>>,
+    /// The pool's size (`settings.size` at first; RELOAD may change it).
+    size: std::sync::atomic::AtomicUsize,
     pub settings: PoolSettings,
     state: Mutex<State>,
     /// ParameterStatus values of the pool's first login, sent to clients at their login.
@@ -163,7 +166,8 @@ impl Pool {
     ) -> Arc<Pool> {
         Arc::new(Pool {
             key,
-            target: Arc::new(target),
+            target: Mutex::new(Arc::new(target)),
+            size: std::sync::atomic::AtomicUsize::new(settings.size),
             settings,
             state: Mutex::new(State {
                 idle: Vec::new(),
@@ -193,8 +197,66 @@ impl Pool {
             Role::Primary => self.key.database.clone(),
             Role::Replica(_) => format!(
                 "{}@{}:{}",
-                self.key.database, self.target.host, self.target.port
+                self.key.database,
+                self.target().host,
+                self.target().port
             ),
+        }
+    }
+
+    pub fn target(&self) -> Arc<ServerTarget> {
+        self.target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Points new server connections at `target` (RELOAD). Returns whether it changed; the
+    /// caller closes the old connections as they come back (RECONNECT).
+    pub fn set_target(&self, target: ServerTarget) -> bool {
+        let mut t = self.target.lock().unwrap_or_else(|p| p.into_inner());
+        let same = t.host == target.host
+            && t.port == target.port
+            && t.dbname == target.dbname
+            && t.user == target.user
+            && t.password == target.password;
+        if !same {
+            *t = Arc::new(target);
+        }
+        !same
+    }
+
+    /// The maximum number of server connections.
+    pub fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// Changes the pool's size (RELOAD). Growing hands the new slots to waiting clients at once;
+    /// shrinking closes connections as they come back until the pool fits.
+    pub fn set_size(self: &Arc<Self>, size: usize) {
+        let mut st = self.state();
+        self.size.store(size, Ordering::Relaxed);
+        while st.open < size {
+            let Some((tx, _)) = st.waiters.pop_front() else {
+                break;
+            };
+            st.open += 1;
+            if let Err(Handoff::Slot(mut back)) = tx.send(Handoff::Slot(Slot {
+                pool: Some(self.clone()),
+            })) {
+                // That waiter gave up: the slot is not used after all.
+                back.pool = None;
+                st.open -= 1;
+            }
+        }
+        while st.open > size {
+            let Some(conn) = st.idle.pop() else {
+                break;
+            };
+            st.open -= 1;
+            self.stats.closed.fetch_add(1, Ordering::Relaxed);
+            self.metrics.closed(CloseReason::Admin);
+            drop(conn);
         }
     }
 
@@ -270,7 +332,7 @@ impl Pool {
         if let Some(conn) = st.idle.pop() {
             return Ok(Take::Conn(conn));
         }
-        if st.open < self.settings.size {
+        if st.open < self.size() {
             if let Some((until, err)) = &st.backoff {
                 if Instant::now() < *until {
                     return Err(err.clone().into());
@@ -288,7 +350,7 @@ impl Pool {
 
     async fn connect_with(self: &Arc<Self>, mut slot: Slot) -> Result<ServerGuard, CheckoutError> {
         let s = &self.settings;
-        match server::connect(self.target.clone(), s.connect_timeout, s.max_message_size).await {
+        match server::connect(self.target(), s.connect_timeout, s.max_message_size).await {
             Ok(mut conn) => {
                 let local = conn.stream.local_addr().ok();
                 conn.entry = Some(self.metrics.servers.register(conn.id, conn.pid, local));
@@ -343,6 +405,11 @@ impl Pool {
             }
         }
         let mut st = self.state();
+        if st.open > self.size() {
+            // RELOAD made the pool smaller.
+            drop(st);
+            return self.discard(conn, CloseReason::Admin);
+        }
         while let Some((tx, _)) = st.waiters.pop_front() {
             match tx.send(Handoff::Conn(ServerGuard::new(self.clone(), conn))) {
                 Ok(()) => return,
@@ -367,6 +434,10 @@ impl Pool {
     /// A slot is free again: the oldest waiter may connect with it; else `open` shrinks.
     fn release_slot(self: &Arc<Self>) {
         let mut st = self.state();
+        if st.open > self.size() {
+            st.open -= 1;
+            return;
+        }
         while let Some((tx, _)) = st.waiters.pop_front() {
             match tx.send(Handoff::Slot(Slot {
                 pool: Some(self.clone()),

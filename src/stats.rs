@@ -381,7 +381,7 @@ impl PoolGauges {
             servers_active: lent,
             servers_idle: idle,
             servers_connecting: open.saturating_sub(idle + lent),
-            size: pool.settings.size,
+            size: pool.size(),
             longest_wait: longest,
             paused: m.pause.is_set(),
         }
@@ -401,7 +401,8 @@ pub fn attach(shared: &Shared, pool: &Pool) {
     if let Some(exporter) = &shared.exporter {
         let replica = match pool.key.role {
             crate::pool::Role::Replica(_) => {
-                Some(format!("{}:{}", pool.target.host, pool.target.port))
+                let t = pool.target();
+                Some(format!("{}:{}", t.host, t.port))
             }
             crate::pool::Role::Primary => None,
         };

@@ -397,7 +397,8 @@ async fn only_console_users_get_in_and_stats_users_only_show() {
         ("SELECT 1", "42601"),
         ("SHOW nonsense", "42601"),
         ("PAUSE nosuchdb", "3D000"),
-        ("RELOAD", "0A000"),
+        // Started from a string, not a file: nothing to read again.
+        ("RELOAD", "F0000"),
         ("SET default_pool_size = 3", "0A000"),
     ] {
         let e = console.simple_query(cmd).await.expect_err(cmd);
@@ -616,4 +617,96 @@ async fn pgbouncer_exporter_scrapes_the_console() {
     ] {
         assert!(body.contains(metric), "{metric} missing:\n{body}");
     }
+}
+
+/// RELOAD reads the config file again: a bigger pool lets a waiting client in at once, a new user
+/// can log in, a smaller pool is kept to, and a file with a mistake changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_the_file_again() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sluice.toml");
+    let base = console_config(&pg, 2, PoolMode::Transaction);
+    std::fs::write(&path, &base).expect("write config");
+    let pooler = Sluice::start_file(&path);
+    let console = admin(&pooler).await;
+
+    // Both server connections held in open transactions; a third client waits.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let c = pooler.connect_app().await;
+        c.simple_query("BEGIN; SELECT 1").await.expect("begin");
+        holders.push(c);
+    }
+    let waiter = pooler.connect_app().await;
+    let waiting = tokio::spawn(async move {
+        let r = waiter.simple_query("SELECT 42").await;
+        (r.map(|m| m.len()), waiter)
+    });
+    poll_until(STEP, "a client waits", || async {
+        num(
+            &app_row(&show(&console, "SHOW POOLS").await.1, "database"),
+            "cl_waiting",
+        ) == 1
+    })
+    .await;
+
+    // A role sluice does not know yet.
+    let su = pg.superuser(APP_DB).await;
+    su.batch_execute("CREATE ROLE newcomer LOGIN PASSWORD 'newcomer-secret'; GRANT ALL ON DATABASE app TO newcomer")
+        .await
+        .expect("create role");
+    let e = pooler
+        .try_connect(APP_DB, "newcomer", "newcomer-secret")
+        .await
+        .expect_err("unknown to sluice before RELOAD");
+    assert_eq!(sqlstate(&e), Some("28P01"));
+
+    // pool_size 2 -> 3, and the new user.
+    let grown = set_config(&base, "databases.app.pool_size", 3);
+    let grown = set_config(&grown, "users.newcomer.password", "newcomer-secret");
+    std::fs::write(&path, &grown).expect("rewrite config");
+    console.simple_query("RELOAD").await.expect("RELOAD");
+    let (n, _waiter) = within(STEP, "the waiter gets a server", waiting)
+        .await
+        .expect("join");
+    assert!(n.expect("SELECT 42 after RELOAD") >= 1);
+    let pools = show(&console, "SHOW POOLS").await.1;
+    assert_eq!(num(&app_row(&pools, "database"), "pool_size"), 3);
+    let newcomer = pooler.connect(APP_DB, "newcomer", "newcomer-secret").await;
+    assert_eq!(
+        simple_scalar(&newcomer, "SELECT current_user")
+            .await
+            .as_deref(),
+        Some("newcomer")
+    );
+
+    // A mistake in the file: an error naming the key, and the old config stays.
+    std::fs::write(&path, grown.replace("pool_size = 3", "pool_szie = 1")).expect("typo");
+    let e = console.simple_query("RELOAD").await.expect_err("bad file");
+    assert_eq!(sqlstate(&e), Some("F0000"));
+    assert!(
+        describe_error(&e).contains("pool_szie"),
+        "{}",
+        describe_error(&e)
+    );
+    let pools = show(&console, "SHOW POOLS").await.1;
+    assert_eq!(num(&app_row(&pools, "database"), "pool_size"), 3);
+
+    // Shrink to 1: once the holders finish, at most one server connection stays.
+    std::fs::write(&path, set_config(&base, "databases.app.pool_size", 1)).expect("shrink");
+    console.simple_query("RELOAD").await.expect("RELOAD");
+    for c in &holders {
+        c.simple_query("COMMIT").await.expect("commit");
+    }
+    for c in &holders {
+        c.simple_query("SELECT 1").await.expect("select");
+    }
+    let pools = show(&console, "SHOW POOLS").await.1;
+    let row = app_row(&pools, "database");
+    assert_eq!(num(&row, "pool_size"), 1);
+    assert!(
+        num(&row, "sv_active") + num(&row, "sv_idle") <= 1,
+        "{row:?}"
+    );
 }

@@ -18,4 +18,5 @@ pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
 pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const SYNTAX_ERROR: &str = "42601";
+pub const CONFIG_FILE_ERROR: &str = "F0000";
 pub const INTERNAL_ERROR: &str = "XX000";

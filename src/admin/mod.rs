@@ -6,7 +6,8 @@
 //!   DATABASES | USERS | LISTS | CONFIG | VERSION | HELP` (see `show.rs`; column names and order
 //!   follow PgBouncer's where PgBouncer has the command, sluice's extras come last).
 //! - Admin users only (others get 42501): `PAUSE [db]`, `RESUME [db]`, `KILL [db]`,
-//!   `RECONNECT [db]`, `SHUTDOWN`; `RELOAD` and `SET` answer 0A000 (not supported yet).
+//!   `RECONNECT [db]`, `RELOAD` (see [`crate::Shared::reload`]), `SHUTDOWN`; `SET` answers
+//!   0A000 (not supported yet).
 //!
 //! Users not in either list are refused at login with 28000. Console users authenticate like any
 //! other user, so they must also be listed in `[users]`.
@@ -66,7 +67,8 @@ pub fn authorize(
     database: &str,
     application_name: Option<&str>,
 ) -> Result<AdminLogin, ErrorResponse> {
-    let p = &shared.config.pooler;
+    let config = shared.config();
+    let p = &config.pooler;
     let role = if p.admin_users.iter().any(|u| u == user) {
         Role::Admin
     } else if p.stats_users.iter().any(|u| u == user) {
@@ -369,10 +371,26 @@ async fn run_command(
             backend::command_complete("SHUTDOWN", out);
             Ok(())
         }
-        "RELOAD" if arg.is_none() => Err(ErrorResponse::error(
-            sqlstate::FEATURE_NOT_SUPPORTED,
-            "RELOAD is not supported yet: restart sluice to apply a new config",
-        )),
+        "RELOAD" if arg.is_none() => match shared.reload() {
+            Ok(notes) => {
+                tracing::info!(user = %login.user, "RELOAD from the admin console");
+                for note in notes {
+                    ErrorResponse::new(
+                        backend::Severity::Notice,
+                        sqlstate::SUCCESSFUL_COMPLETION,
+                        note,
+                    )
+                    .write_notice(out);
+                }
+                backend::command_complete("RELOAD", out);
+                Ok(())
+            }
+            Err(why) => Err(ErrorResponse::error(
+                sqlstate::CONFIG_FILE_ERROR,
+                format!("RELOAD: {why}"),
+            )
+            .hint("nothing was changed; fix the file and RELOAD again")),
+        },
         "SUSPEND" | "ENABLE" | "DISABLE" | "WAIT_CLOSE" | "KILL_CLIENT" => {
             Err(ErrorResponse::error(
                 sqlstate::FEATURE_NOT_SUPPORTED,
@@ -386,7 +404,7 @@ async fn run_command(
 /// The pools of `database` (every pool with `None`); 3D000 if no such database is configured.
 fn pools_of(shared: &Shared, database: Option<&str>) -> Result<Vec<Arc<Pool>>, ErrorResponse> {
     if let Some(db) = database {
-        if !shared.config.databases.contains_key(db) {
+        if !shared.config().databases.contains_key(db) {
             return Err(ErrorResponse::error(
                 sqlstate::INVALID_CATALOG_NAME,
                 format!("database \"{db}\" does not exist"),

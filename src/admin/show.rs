@@ -182,7 +182,7 @@ fn show_pools(shared: &Shared) -> Table {
 /// Totals and averages per configured database, over its pools.
 fn per_database(shared: &Shared) -> BTreeMap<String, (Totals, Averages)> {
     let mut map: BTreeMap<String, (Totals, Averages)> = shared
-        .config
+        .config()
         .databases
         .keys()
         .map(|k| (k.clone(), Default::default()))
@@ -390,17 +390,18 @@ fn show_servers(shared: &Shared) -> Table {
         .map(|c| (c.id, c.application_name.clone()))
         .collect();
     for p in pools(shared) {
+        let target = p.target();
         for s in p.metrics.servers.snapshot() {
             let active = s.state.load(Ordering::Relaxed) == SERVER_ACTIVE;
             let client = s.client.load(Ordering::Relaxed);
             let (local_addr, local_port) = host_port(s.local);
             table.row(vec![
                 t("S"),
-                t(&p.target.user),
+                t(&target.user),
                 t(p.console_database()),
                 t(if active { "active" } else { "idle" }),
-                t(&p.target.host),
-                t(p.target.port),
+                t(&target.host),
+                t(target.port),
                 t(local_addr),
                 t(local_port),
                 t(timestamp(s.connect_time)),
@@ -440,9 +441,10 @@ fn show_databases(shared: &Shared) -> Table {
         ("paused", true),
         ("disabled", true),
     ]);
-    let p = &shared.config.pooler;
+    let config = shared.config();
+    let p = &config.pooler;
     let pools = pools(shared);
-    for (name, db) in &shared.config.databases {
+    for (name, db) in &config.databases {
         let current: usize = pools
             .iter()
             .filter(|pool| pool.key.database == *name)
@@ -469,7 +471,7 @@ fn show_databases(shared: &Shared) -> Table {
 
 fn show_users(shared: &Shared) -> Table {
     let mut table = Table::new(&[("name", false), ("pool_mode", false)]);
-    for (name, u) in &shared.config.users {
+    for (name, u) in &shared.config().users {
         table.row(vec![
             t(name),
             Some(u.pool_mode.map(mode_name).unwrap_or_default()),
@@ -529,8 +531,8 @@ fn show_lists(shared: &Shared) -> Table {
     let used_clients = shared.clients.len();
     let login = shared.clients.connections().saturating_sub(used_clients);
     for (k, v) in [
-        ("databases", shared.config.databases.len()),
-        ("users", shared.config.users.len()),
+        ("databases", shared.config().databases.len()),
+        ("users", shared.config().users.len()),
         ("pools", pools.len()),
         ("free_clients", 0),
         ("used_clients", used_clients),
@@ -591,7 +593,7 @@ fn show_config(shared: &Shared) -> Table {
     let defaults: HashMap<&str, String> = pooler_settings(&PoolerConfig::default())
         .into_iter()
         .collect();
-    for (k, v) in pooler_settings(&shared.config.pooler) {
+    for (k, v) in pooler_settings(&shared.config().pooler) {
         table.row(vec![
             t(k),
             t(v),

@@ -104,9 +104,20 @@ impl Sluice {
     /// Validates `config_toml` with `sluice::Config::from_toml` (panicking on errors), binds
     /// `127.0.0.1:0` and starts `sluice::run` on a thread with a 2-worker runtime.
     pub fn start(config_toml: String) -> Sluice {
-        init_logging();
         let config = sluice::Config::from_toml(&config_toml)
             .unwrap_or_else(|e| panic!("sluice rejected the test config: {e}\n{config_toml}"));
+        Sluice::start_config(config)
+    }
+
+    /// Like [`Sluice::start`], with the config read from `path` (so RELOAD can read it again).
+    pub fn start_file(path: &std::path::Path) -> Sluice {
+        let config = sluice::Config::load(path)
+            .unwrap_or_else(|e| panic!("sluice rejected {}: {e}", path.display()));
+        Sluice::start_config(config)
+    }
+
+    fn start_config(config: sluice::Config) -> Sluice {
+        init_logging();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = mpsc::channel::<std::io::Result<SocketAddr>>();
         let (done_tx, done) = mpsc::channel();
