@@ -374,10 +374,21 @@ impl PoolGauges {
             .unwrap_or_default();
         let waiting = waiting + held;
         let sessions = m.sessions.load(Ordering::Relaxed);
+        // A primary pool's sessions include those busy on (or waiting for) its replicas' pools.
+        let elsewhere: usize = pool
+            .router
+            .as_deref()
+            .map(|r| {
+                r.pools
+                    .iter()
+                    .map(|p| p.metrics.lent.load(Ordering::Relaxed) + p.wait_state().2)
+                    .sum()
+            })
+            .unwrap_or(0);
         PoolGauges {
             clients_active: lent,
             clients_waiting: waiting,
-            clients_idle: sessions.saturating_sub(lent + waiting),
+            clients_idle: sessions.saturating_sub(lent + waiting + elsewhere),
             servers_active: lent,
             servers_idle: idle,
             servers_connecting: open.saturating_sub(idle + lent),
