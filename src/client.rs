@@ -1637,8 +1637,11 @@ impl Session {
         };
         if let Some(reason) = reason {
             router.stats.count(reason);
+            // Until every replica has had its first health check (just after start), reads
+            // without one go to the primary even with replica_fallback = "error".
             if reason == RouteReason::NoReplica
                 && router.fallback == crate::config::ReplicaFallback::Error
+                && !router.replicas.any_unchecked()
             {
                 return Err(ErrorResponse::error(
                     sqlstate::CANNOT_CONNECT_NOW,

@@ -626,3 +626,50 @@ async fn pgbench_and_psql_through_a_routed_pool() {
         "{lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fallback_error_a_read_without_a_replica_fails_and_writes_go_on() {
+    let c = ReplicaCluster::start().await;
+    schema(&c).await;
+    let s = Sluice::start(config(&c, "replica_fallback = \"error\""));
+    let client = through(&s).await;
+    wait_routed_to_replica(&client).await;
+    c.stop_replica().await;
+    poll_until(NOTICE, "reads fail with 57P03", || async {
+        match client.simple_query("SELECT pg_is_in_recovery()").await {
+            Err(e) => {
+                assert_eq!(e.code().map(|c| c.code()), Some("57P03"), "{e}");
+                true
+            }
+            Ok(_) => false,
+        }
+    })
+    .await;
+    // The session is still usable, and writes still run.
+    let msgs = client
+        .simple_query("INSERT INTO audit (note) VALUES ('still writing')")
+        .await
+        .expect("a write with the replica down");
+    assert!(matches!(
+        msgs.last(),
+        Some(SimpleQueryMessage::CommandComplete(1))
+    ));
+    let e = client
+        .query_one("SELECT 1::int", &[])
+        .await
+        .expect_err("an extended-protocol read fails too");
+    assert_eq!(e.code().map(|c| c.code()), Some("57P03"));
+    c.start_replica().await;
+    poll_until(NOTICE, "reads succeed on the replica again", || async {
+        match client.simple_query("SELECT pg_is_in_recovery()").await {
+            Ok(msgs) => msgs
+                .iter()
+                .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("t"))),
+            Err(e) => {
+                assert_eq!(e.code().map(|c| c.code()), Some("57P03"), "{e}");
+                false
+            }
+        }
+    })
+    .await;
+}

@@ -165,6 +165,11 @@ impl HealthHandle {
         self.rx.borrow().clone()
     }
 
+    /// When the latest reading was taken (None before the first poll finished).
+    pub fn rx_checked_at(&self) -> Option<Instant> {
+        self.rx.borrow().checked_at
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.rx.borrow().healthy
     }

@@ -294,6 +294,13 @@ impl ReplicaSet {
         }
     }
 
+    /// True while some replica has not had its first health check (just after start).
+    pub fn any_unchecked(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.health.rx_checked_at().is_none())
+    }
+
     /// True when this read is drawn for the primary's `primary_reads` share.
     pub fn draw_primary_share(&self) -> bool {
         self.primary_reads > 0.0 && rand::random::<f64>() < self.primary_reads
