@@ -83,13 +83,23 @@ pub async fn serve(
     let _counted = shared.clients.connection();
     let mut inbuf = BytesMut::new();
     let mut admin = None;
-    let login = login(&shared, &mut stream, &mut inbuf, &mut admin);
+    // Boxed, like every rarely used big future here, so that what a client task keeps for its
+    // whole life (its future is as big as the biggest state it can be in) stays small.
+    let login = Box::pin(login(&shared, &mut stream, &mut inbuf, &mut admin));
     let login = tokio::time::timeout(LOGIN_TIMEOUT, login).await;
     let session = match login {
         Ok(Ok(Some(s))) => s,
         Ok(Ok(None)) => {
             if let Some(admin) = admin {
-                crate::admin::serve(shared.clone(), stream, inbuf, admin, peer, drain).await;
+                Box::pin(crate::admin::serve(
+                    shared.clone(),
+                    stream,
+                    inbuf,
+                    admin,
+                    peer,
+                    drain,
+                ))
+                .await;
             }
             return;
         }
@@ -723,7 +733,7 @@ impl Session {
             )
             .await;
         }
-        self.finish_server().await;
+        Box::pin(self.finish_server()).await;
     }
 
     async fn relay(&mut self) -> Result<(), Fatal> {
