@@ -46,6 +46,7 @@ use crate::config::{AuthType, PoolMode};
 use crate::params::{self, Params};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
 use crate::prepared::Statement;
+use crate::registry::STOP_KILL;
 use crate::stats::SessionStats;
 use crate::{Shared, UserAuth};
 
@@ -740,6 +741,10 @@ impl Session {
         if *self.drain.borrow() {
             self.draining = true;
         }
+        // One stop future (KILL, or the pooler draining) for the whole loop, not one per round.
+        let info = self.stats.client.info.clone();
+        let stop = info.killed();
+        tokio::pin!(stop);
         loop {
             if self.draining && self.server.is_none() && self.to_client.is_empty() {
                 return Err(Fatal::new(
@@ -785,8 +790,7 @@ impl Session {
                 };
                 tokio::select! {
                     biased;
-                    _ = self.drain.changed(), if !self.draining => Event::Drain,
-                    _ = self.stats.client.info.killed() => Event::Kill,
+                    _ = &mut stop => if info.stop_requested() & STOP_KILL != 0 { Event::Kill } else { Event::Drain },
                     r = write_opt(sw, &self.to_server), if has_server && !self.to_server.is_empty() => Event::ServerWrote(r),
                     r = cw.write(&self.to_client), if !self.to_client.is_empty() => Event::ClientWrote(r),
                     r = read_opt(sr, &mut self.srv_in), if has_server && self.to_client.len() < HIGH_WATER => Event::ServerRead(r),
@@ -794,7 +798,10 @@ impl Session {
                 }
             };
             match event {
-                Event::Drain => self.draining = true,
+                Event::Drain => {
+                    self.draining = true;
+                    stop.set(info.killed());
+                }
                 Event::Kill => {
                     return Err(Fatal::new(
                         sqlstate::ADMIN_SHUTDOWN,

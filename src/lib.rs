@@ -217,6 +217,7 @@ pub async fn run(
     }
     drop(listener);
     let _ = drain_tx.send(true);
+    shared.clients.drain();
     let grace = shared.config.pooler.shutdown_timeout;
     let drained = tokio::time::timeout(grace, async {
         while clients.join_next().await.is_some() {}
