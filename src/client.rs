@@ -688,6 +688,16 @@ async fn client_read(r: &mut ReadHalf<'_>, buf: &mut BytesMut, idle: bool) -> Ev
     }
 }
 
+/// Polls `fut` once: its output if it is ready now, `None` if it would wait.
+async fn now_or_never<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
 fn shrink(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
         *buf = BytesMut::new();
@@ -746,6 +756,7 @@ impl Session {
         let stop = info.killed();
         tokio::pin!(stop);
         loop {
+            self.write_now()?;
             if self.draining && self.server.is_none() && self.to_client.is_empty() {
                 return Err(Fatal::new(
                     sqlstate::ADMIN_SHUTDOWN,
@@ -811,9 +822,11 @@ impl Session {
                 Event::ClientReadable(r) => {
                     r?;
                     self.cli_in.reserve(READ_CHUNK);
-                    match self.client.try_read_buf(&mut self.cli_in) {
-                        Ok(0) => return Ok(()),
-                        Ok(n) => {
+                    // Not try_read_buf: read_buf takes a short read as "socket drained", so the
+                    // next round does not make a read syscall only to get EAGAIN.
+                    match now_or_never(self.client.read_buf(&mut self.cli_in)).await {
+                        Some(Ok(0)) => return Ok(()),
+                        Some(Ok(n)) => {
                             self.pool
                                 .metrics
                                 .received
@@ -822,8 +835,8 @@ impl Session {
                                 return Ok(());
                             }
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e.into()),
+                        None => {}
+                        Some(Err(e)) => return Err(e.into()),
                     }
                 }
                 Event::ClientWrote(r) => {
@@ -866,6 +879,36 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Writes what either side is owed right away, as far as its socket takes it, instead of in
+    /// the next select! round; whatever is left waits for that round as before.
+    fn write_now(&mut self) -> Result<(), Fatal> {
+        if let (false, Some(g)) = (self.to_server.is_empty(), self.server.as_mut()) {
+            match g.conn_mut().stream.try_write(&self.to_server) {
+                Ok(n) => {
+                    self.to_server.advance(n);
+                    shrink(&mut self.to_server);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => self.server_lost(&e.to_string()),
+            }
+        }
+        if !self.to_client.is_empty() {
+            match self.client.try_write(&self.to_client) {
+                Ok(n) => {
+                    self.pool
+                        .metrics
+                        .sent
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    self.to_client.advance(n);
+                    shrink(&mut self.to_client);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Walks the client's bytes and forwards them, checking out a server where one is needed.
