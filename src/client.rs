@@ -778,9 +778,7 @@ impl Session {
                     &mut self.to_client,
                     &mut self.to_server,
                 ] {
-                    if buf.capacity() > 0 {
-                        *buf = BytesMut::new();
-                    }
+                    crate::buffers::give(buf);
                 }
             } else if self.cli_in.capacity() - self.cli_in.len() < READ_CHUNK / 2 {
                 self.cli_in.reserve(READ_CHUNK);
@@ -821,6 +819,14 @@ impl Session {
                 }
                 Event::ClientReadable(r) => {
                     r?;
+                    for buf in [
+                        &mut self.cli_in,
+                        &mut self.srv_in,
+                        &mut self.to_client,
+                        &mut self.to_server,
+                    ] {
+                        crate::buffers::take(buf);
+                    }
                     self.cli_in.reserve(READ_CHUNK);
                     // Not try_read_buf: read_buf takes a short read as "socket drained", so the
                     // next round does not make a read syscall only to get EAGAIN.

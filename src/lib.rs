@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod buffers;
 pub mod cancel;
 pub mod client;
 pub mod config;
