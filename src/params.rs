@@ -46,6 +46,20 @@ impl Params {
             .map(|e| e.value.as_str())
     }
 
+    /// [`Self::get`], searching from index `*at` round to it; `*at` moves past the entry found.
+    fn get_from(&self, name: &str, at: &mut usize) -> Option<&str> {
+        let n = self.entries.len();
+        for i in (*at..n).chain(0..(*at).min(n)) {
+            let e = &self.entries[i];
+            // Names are nearly always spelled alike on both sides: a plain comparison first.
+            if e.name == name || e.name.eq_ignore_ascii_case(name) {
+                *at = i + 1;
+                return Some(&e.value);
+            }
+        }
+        None
+    }
+
     /// Sets a reported parameter, keeping the position of an existing entry.
     pub fn set(&mut self, name: &str, value: &str) {
         self.set_entry(name, value, false)
@@ -98,8 +112,12 @@ impl Params {
     /// already match. One simple Query, so it can be pipelined in front of the client's own.
     pub fn sync_sql(&self, wanted: &Params) -> Option<String> {
         let mut sets = Vec::new();
+        // Runs at every checkout. Both lists mostly follow the server's own order (a client's
+        // defaults come from a server's login), so each name is looked for from just after the
+        // previous one's place: one comparison each, instead of a scan of the whole list.
+        let mut at = 0;
         for e in &wanted.entries {
-            if self.get(&e.name) != Some(e.value.as_str()) {
+            if self.get_from(&e.name, &mut at) != Some(e.value.as_str()) {
                 sets.push(format!(
                     "pg_catalog.set_config({}, {}, false)",
                     escape_literal(&e.name),
@@ -230,6 +248,25 @@ mod tests {
         server.set("application_name", "it's");
         server.note_synced(&wanted);
         assert_eq!(server.sync_sql(&wanted), None);
+    }
+
+    #[test]
+    fn sync_finds_names_in_any_order() {
+        let mut server = Params::default();
+        for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
+            server.set(k, v);
+        }
+        let mut wanted = Params::default();
+        for (k, v) in [("D", "4"), ("b", "2"), ("a", "1"), ("c", "3")] {
+            wanted.set(k, v);
+        }
+        assert_eq!(server.sync_sql(&wanted), None);
+        wanted.set("a", "9");
+        wanted.set("e", "5");
+        assert_eq!(
+            server.sync_sql(&wanted).unwrap(),
+            "SELECT pg_catalog.set_config('a', '9', false), pg_catalog.set_config('e', '5', false)"
+        );
     }
 
     #[test]
