@@ -359,12 +359,7 @@ async fn login(
         server = Some(pool.checkout(wait).await.map_err(checkout_err)?);
     }
     let defaults = pool.startup_params().expect("a login has been made");
-    let mut wanted = Params::default();
-    for (k, v) in defaults.iter() {
-        if params::is_tracked(k) {
-            wanted.set(k, v);
-        }
-    }
+    let mut wanted = pool.client_defaults().expect("a login has been made");
     // Values PostgreSQL would normalise (DateStyle=ISO reports "ISO, MDY") or reject are sent to a
     // server once, so the client sees exactly what PostgreSQL would have said.
     let needs_server = requested

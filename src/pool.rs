@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -106,6 +106,8 @@ pub struct Pool {
     state: Mutex<State>,
     /// ParameterStatus values of the pool's first login, sent to clients at their login.
     startup_params: Mutex<Option<Arc<Params>>>,
+    /// Their tracked subset, which every client starts from; clients share it until they change it.
+    client_defaults: OnceLock<Params>,
     pub stats: PoolStats,
     /// Pool-wide prepared statements (transaction mode).
     pub registry: Registry,
@@ -128,6 +130,7 @@ impl Pool {
                 failures: 0,
             }),
             startup_params: Mutex::new(None),
+            client_defaults: OnceLock::new(),
             stats: PoolStats::default(),
             registry: Registry::default(),
             prepared: PreparedStats::default(),
@@ -145,6 +148,12 @@ impl Pool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The parameter values a new client starts with (the tracked ones of the first login), once a
+    /// server login has been made.
+    pub fn client_defaults(&self) -> Option<Params> {
+        self.client_defaults.get().cloned()
     }
 
     /// Waits up to `wait` for a server connection.
@@ -282,6 +291,7 @@ impl Pool {
                         .unwrap_or_else(|p| p.into_inner());
                     if p.is_none() {
                         *p = Some(Arc::new(conn.params.clone()));
+                        let _ = self.client_defaults.set(conn.params.tracked());
                     }
                 }
                 tracing::debug!(pool = %self.key, server = conn.id, pid = conn.pid, "server connection opened");
