@@ -46,6 +46,7 @@ use crate::config::{AuthType, PoolMode};
 use crate::params::{self, Params};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
 use crate::prepared::Statement;
+use crate::registry::STOP_KILL;
 use crate::router::{
     Classification, Outstanding, ReadConstraint, Reason, Route, RouteReason, Router, WriteFence,
     classify,
@@ -87,13 +88,23 @@ pub async fn serve(
     let _counted = shared.clients.connection();
     let mut inbuf = BytesMut::new();
     let mut admin = None;
-    let login = login(&shared, &mut stream, &mut inbuf, &mut admin);
+    // Boxed, like every rarely used big future here, so that what a client task keeps for its
+    // whole life (its future is as big as the biggest state it can be in) stays small.
+    let login = Box::pin(login(&shared, &mut stream, &mut inbuf, &mut admin));
     let login = tokio::time::timeout(LOGIN_TIMEOUT, login).await;
     let session = match login {
         Ok(Ok(Some(s))) => s,
         Ok(Ok(None)) => {
             if let Some(admin) = admin {
-                crate::admin::serve(shared.clone(), stream, inbuf, admin, peer, drain).await;
+                Box::pin(crate::admin::serve(
+                    shared.clone(),
+                    stream,
+                    inbuf,
+                    admin,
+                    peer,
+                    drain,
+                ))
+                .await;
             }
             return;
         }
@@ -370,12 +381,7 @@ async fn login(
         server = Some(pool.checkout(wait).await.map_err(checkout_err)?);
     }
     let defaults = pool.startup_params().expect("a login has been made");
-    let mut wanted = Params::default();
-    for (k, v) in defaults.iter() {
-        if params::is_tracked(k) {
-            wanted.set(k, v);
-        }
-    }
+    let mut wanted = pool.client_defaults().expect("a login has been made");
     // Values PostgreSQL would normalise (DateStyle=ISO reports "ISO, MDY") or reject are sent to a
     // server once, so the client sees exactly what PostgreSQL would have said.
     let needs_server = requested
@@ -785,6 +791,16 @@ async fn client_read(r: &mut ReadHalf<'_>, buf: &mut BytesMut, idle: bool) -> Ev
     }
 }
 
+/// Polls `fut` once: its output if it is ready now, `None` if it would wait.
+async fn now_or_never<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
 fn shrink(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
         *buf = BytesMut::new();
@@ -842,14 +858,29 @@ impl Session {
             )
             .await;
         }
-        self.finish_server().await;
+        Box::pin(self.finish_server()).await;
     }
 
     async fn relay(&mut self) -> Result<(), Fatal> {
         if *self.drain.borrow() {
             self.draining = true;
         }
+        // One stop future (KILL, or the pooler draining) for the whole loop, not one per round.
+        let info = self.stats.client.info.clone();
+        let stop = info.killed();
+        tokio::pin!(stop);
         loop {
+            self.write_now()?;
+            // A failed write to a replica may have put its unit back for the primary.
+            if let Some(rs) = self.route.as_deref_mut().filter(|r| r.blocked) {
+                if self.server.is_none() {
+                    rs.blocked = false;
+                    if let Flow::Close = self.process_client().await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
             if self.draining && self.server.is_none() && self.to_client.is_empty() {
                 return Err(Fatal::new(
                     sqlstate::ADMIN_SHUTDOWN,
@@ -871,9 +902,7 @@ impl Session {
                     &mut self.to_client,
                     &mut self.to_server,
                 ] {
-                    if buf.capacity() > 0 {
-                        *buf = BytesMut::new();
-                    }
+                    crate::buffers::give(buf);
                 }
             } else if self.cli_in.capacity() - self.cli_in.len() < READ_CHUNK / 2 {
                 self.cli_in.reserve(READ_CHUNK);
@@ -896,8 +925,7 @@ impl Session {
                 };
                 tokio::select! {
                     biased;
-                    _ = self.drain.changed(), if !self.draining => Event::Drain,
-                    _ = self.stats.client.info.killed() => Event::Kill,
+                    _ = &mut stop => if info.stop_requested() & STOP_KILL != 0 { Event::Kill } else { Event::Drain },
                     r = write_opt(sw, &self.to_server), if has_server && !self.to_server.is_empty() => Event::ServerWrote(r),
                     r = cw.write(&self.to_client[..writable]), if writable > 0 => Event::ClientWrote(r),
                     r = read_opt(sr, &mut self.srv_in), if has_server && self.to_client.len() < HIGH_WATER => Event::ServerRead(r),
@@ -906,7 +934,10 @@ impl Session {
             };
             let from_client = matches!(event, Event::ClientRead(_) | Event::ClientReadable(_));
             match event {
-                Event::Drain => self.draining = true,
+                Event::Drain => {
+                    self.draining = true;
+                    stop.set(info.killed());
+                }
                 Event::Kill => {
                     return Err(Fatal::new(
                         sqlstate::ADMIN_SHUTDOWN,
@@ -915,10 +946,20 @@ impl Session {
                 }
                 Event::ClientReadable(r) => {
                     r?;
+                    for buf in [
+                        &mut self.cli_in,
+                        &mut self.srv_in,
+                        &mut self.to_client,
+                        &mut self.to_server,
+                    ] {
+                        crate::buffers::take(buf);
+                    }
                     self.cli_in.reserve(READ_CHUNK);
-                    match self.client.try_read_buf(&mut self.cli_in) {
-                        Ok(0) => return Ok(()),
-                        Ok(n) => {
+                    // Not try_read_buf: read_buf takes a short read as "socket drained", so the
+                    // next round does not make a read syscall only to get EAGAIN.
+                    match now_or_never(self.client.read_buf(&mut self.cli_in)).await {
+                        Some(Ok(0)) => return Ok(()),
+                        Some(Ok(n)) => {
                             self.pool
                                 .metrics
                                 .received
@@ -927,8 +968,8 @@ impl Session {
                                 return Ok(());
                             }
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e.into()),
+                        None => {}
+                        Some(Err(e)) => return Err(e.into()),
                     }
                 }
                 Event::ClientWrote(r) => {
@@ -983,6 +1024,40 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Writes what either side is owed right away, as far as its socket takes it, instead of in
+    /// the next select! round; whatever is left waits for that round as before.
+    fn write_now(&mut self) -> Result<(), Fatal> {
+        if let (false, Some(g)) = (self.to_server.is_empty(), self.server.as_mut()) {
+            match g.conn_mut().stream.try_write(&self.to_server) {
+                Ok(n) => {
+                    self.to_server.advance(n);
+                    shrink(&mut self.to_server);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => self.server_lost(&e.to_string()),
+            }
+        }
+        let writable = self.writable();
+        if writable > 0 {
+            match self.client.try_write(&self.to_client[..writable]) {
+                Ok(n) => {
+                    self.pool
+                        .metrics
+                        .sent
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    self.to_client.advance(n);
+                    if let Some(r) = self.route.as_deref_mut().and_then(|r| r.retry.as_mut()) {
+                        r.hold_from -= n;
+                    }
+                    shrink(&mut self.to_client);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Walks the client's bytes and forwards them, checking out a server where one is needed.

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod buffers;
 pub mod cancel;
 pub mod client;
 pub mod config;
@@ -432,6 +433,7 @@ pub async fn run(
     }
     drop(listener);
     let _ = drain_tx.send(true);
+    shared.clients.drain();
     let grace = shared.config().pooler.shutdown_timeout;
     let drained = tokio::time::timeout(grace, async {
         while clients.join_next().await.is_some() {}

@@ -7,6 +7,8 @@
 //! pgJDBC's extra_float_digits). A client's own later `SET` of an unreported parameter is not seen
 //! by the pooler (PostgreSQL does not report it); see README "Limits".
 
+use std::sync::Arc;
+
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 
 /// Reported parameters a client may change and that sluice keeps per client.
@@ -33,9 +35,12 @@ struct Entry {
 }
 
 /// An ordered name → value list. Names compare case-insensitively, as GUC names do.
+///
+/// The list is shared between clones and copied on the first change (clients whose parameters
+/// are the pool's defaults, most of them, share one list instead of holding a copy each).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params {
-    entries: Vec<Entry>,
+    entries: Arc<Vec<Entry>>,
 }
 
 impl Params {
@@ -44,6 +49,20 @@ impl Params {
             .iter()
             .find(|e| e.name.eq_ignore_ascii_case(name))
             .map(|e| e.value.as_str())
+    }
+
+    /// [`Self::get`], searching from index `*at` round to it; `*at` moves past the entry found.
+    fn get_from(&self, name: &str, at: &mut usize) -> Option<&str> {
+        let n = self.entries.len();
+        for i in (*at..n).chain(0..(*at).min(n)) {
+            let e = &self.entries[i];
+            // Names are nearly always spelled alike on both sides: a plain comparison first.
+            if e.name == name || e.name.eq_ignore_ascii_case(name) {
+                *at = i + 1;
+                return Some(&e.value);
+            }
+        }
+        None
     }
 
     /// Sets a reported parameter, keeping the position of an existing entry.
@@ -59,17 +78,22 @@ impl Params {
     fn set_entry(&mut self, name: &str, value: &str, extra: bool) {
         match self
             .entries
-            .iter_mut()
-            .find(|e| e.name.eq_ignore_ascii_case(name))
+            .iter()
+            .position(|e| e.name.eq_ignore_ascii_case(name))
         {
-            Some(e) => {
+            Some(i) => {
+                let e = &self.entries[i];
+                if e.value == value && e.extra == extra {
+                    return;
+                }
+                let e = &mut Arc::make_mut(&mut self.entries)[i];
                 if e.value != value {
                     e.value.clear();
                     e.value.push_str(value);
                 }
                 e.extra = extra;
             }
-            None => self.entries.push(Entry {
+            None => Arc::make_mut(&mut self.entries).push(Entry {
                 name: name.to_owned(),
                 value: value.to_owned(),
                 extra,
@@ -78,13 +102,28 @@ impl Params {
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.entries.retain(|e| !e.name.eq_ignore_ascii_case(name));
+        if self.get(name).is_some() {
+            Arc::make_mut(&mut self.entries).retain(|e| !e.name.eq_ignore_ascii_case(name));
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries
             .iter()
             .map(|e| (e.name.as_str(), e.value.as_str()))
+    }
+
+    /// The [`TRACKED`] parameters of `self`, in its order: what a client starts with.
+    pub fn tracked(&self) -> Params {
+        let entries = self
+            .entries
+            .iter()
+            .filter(|e| is_tracked(&e.name))
+            .cloned()
+            .collect();
+        Params {
+            entries: Arc::new(entries),
+        }
     }
 
     /// Applies a ParameterStatus body (`name\0value\0`). Malformed bodies are ignored.
@@ -98,8 +137,12 @@ impl Params {
     /// already match. One simple Query, so it can be pipelined in front of the client's own.
     pub fn sync_sql(&self, wanted: &Params) -> Option<String> {
         let mut sets = Vec::new();
-        for e in &wanted.entries {
-            if self.get(&e.name) != Some(e.value.as_str()) {
+        // Runs at every checkout. Both lists mostly follow the server's own order (a client's
+        // defaults come from a server's login), so each name is looked for from just after the
+        // previous one's place: one comparison each, instead of a scan of the whole list.
+        let mut at = 0;
+        for e in wanted.entries.iter() {
+            if self.get_from(&e.name, &mut at) != Some(e.value.as_str()) {
                 sets.push(format!(
                     "pg_catalog.set_config({}, {}, false)",
                     escape_literal(&e.name),
@@ -132,8 +175,10 @@ impl Params {
 
     /// After `sync_sql(wanted)` ran: record the values that PostgreSQL does not report back.
     pub fn note_synced(&mut self, wanted: &Params) {
-        self.entries
-            .retain(|e| !e.extra || wanted.get(&e.name).is_some());
+        let unwanted = |e: &Entry| e.extra && wanted.get(&e.name).is_none();
+        if self.entries.iter().any(unwanted) {
+            Arc::make_mut(&mut self.entries).retain(|e| !unwanted(e));
+        }
         for e in wanted.entries.iter().filter(|e| e.extra) {
             self.set_extra(&e.name, &e.value);
         }
@@ -230,6 +275,25 @@ mod tests {
         server.set("application_name", "it's");
         server.note_synced(&wanted);
         assert_eq!(server.sync_sql(&wanted), None);
+    }
+
+    #[test]
+    fn sync_finds_names_in_any_order() {
+        let mut server = Params::default();
+        for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
+            server.set(k, v);
+        }
+        let mut wanted = Params::default();
+        for (k, v) in [("D", "4"), ("b", "2"), ("a", "1"), ("c", "3")] {
+            wanted.set(k, v);
+        }
+        assert_eq!(server.sync_sql(&wanted), None);
+        wanted.set("a", "9");
+        wanted.set("e", "5");
+        assert_eq!(
+            server.sync_sql(&wanted).unwrap(),
+            "SELECT pg_catalog.set_config('a', '9', false), pg_catalog.set_config('e', '5', false)"
+        );
     }
 
     #[test]

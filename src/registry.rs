@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -51,13 +51,28 @@ pub struct ClientInfo {
     pub wait_since: AtomicU64,
     /// When the client last asked for a server connection (its login time before that).
     pub request_time: AtomicU64,
+    /// Wakes the session when it is asked to stop; `stop` says why.
     kill: Notify,
+    /// [`STOP_DRAIN`] and [`STOP_KILL`] bits.
+    stop: AtomicU8,
 }
 
+/// The pooler is shutting down: finish the transaction, then leave.
+pub const STOP_DRAIN: u8 = 1;
+/// KILL on the admin console: leave now.
+pub const STOP_KILL: u8 = 2;
+
 impl ClientInfo {
-    /// Completes once the admin console has killed this client (KILL db).
+    /// Completes once the session is asked to stop: KILL on the admin console, or the pooler
+    /// draining (see [`Clients::drain`]); [`Self::stop_requested`] tells which. Keep one future
+    /// for a whole relay loop: a fresh one per round registers and unregisters a waiter each time.
     pub async fn killed(&self) {
         self.kill.notified().await
+    }
+
+    /// The [`STOP_DRAIN`] / [`STOP_KILL`] bits set so far.
+    pub fn stop_requested(&self) -> u8 {
+        self.stop.load(Ordering::Acquire)
     }
 }
 
@@ -124,6 +139,7 @@ impl Clients {
             wait_since: AtomicU64::new(0),
             request_time: AtomicU64::new(now),
             kill: Notify::new(),
+            stop: AtomicU8::new(0),
         });
         self.map.insert(info.id, info.clone());
         ClientEntry {
@@ -152,11 +168,21 @@ impl Clients {
         let mut n = 0;
         for c in self.map.iter() {
             if c.pool.is_some() && database.is_none_or(|d| d == c.database) {
+                c.stop.fetch_or(STOP_KILL, Ordering::Release);
                 c.kill.notify_one();
                 n += 1;
             }
         }
         n
+    }
+
+    /// The pooler is shutting down: wakes every session so it finishes its transaction and leaves.
+    /// (Sessions that log in later see the drain flag when their relay starts.)
+    pub fn drain(&self) {
+        for c in self.map.iter() {
+            c.stop.fetch_or(STOP_DRAIN, Ordering::Release);
+            c.kill.notify_one();
+        }
     }
 }
 
