@@ -710,6 +710,15 @@ struct RouteState {
     probe_lsn: Option<u64>,
 }
 
+impl RouteState {
+    /// The attached server is gone (released, lost, or given up for a retry).
+    fn leave_server(&mut self) {
+        self.on_replica = None;
+        self._outstanding = None;
+        self.ro_tx = false;
+    }
+}
+
 /// A unit of work sent to a replica that can still be run on the primary instead: nothing of its
 /// answer has reached the client (the answer is held in `to_client` from `hold_from`).
 struct Retry {
@@ -751,6 +760,17 @@ impl Unit {
             hint: false,
             begins_ro_tx: false,
             ends_tx: false,
+        }
+    }
+
+    /// Why a replica may run it (for a unit that is `read`).
+    fn replica_reason(&self) -> RouteReason {
+        if self.begins_ro_tx {
+            RouteReason::ReadOnlyTransaction
+        } else if self.hint {
+            RouteReason::Hint
+        } else {
+            RouteReason::ReadOnly
         }
     }
 
@@ -1159,10 +1179,7 @@ impl Session {
             {
                 // This unit must not run on the attached server (a replica): wait until the
                 // server is released, then route it afresh.
-                let mut back = BytesMut::with_capacity(msg.len() + self.cli_in.len());
-                back.extend_from_slice(&msg);
-                back.extend_from_slice(&self.cli_in);
-                self.cli_in = back;
+                self.unread(&msg);
                 if let Some(rs) = self.route.as_mut() {
                     rs.blocked = true;
                 }
@@ -1531,14 +1548,7 @@ impl Session {
                     .or_else(|| {
                         let stmt = self.statements.get(name)?;
                         Some(*stmt.class.get_or_init(|| {
-                            text(stmt.query()).unwrap_or(Classification {
-                                route: Route::Primary,
-                                reason: Reason::Malformed,
-                                begins_tx: false,
-                                begins_read_only_tx: false,
-                                ends_tx: false,
-                                chains_tx: false,
-                            })
+                            text(stmt.query()).unwrap_or(Classification::primary(Reason::Malformed))
                         }))
                     })
             };
@@ -1634,13 +1644,7 @@ impl Session {
         };
         if allowed {
             rs.ro_tx = unit.begins_ro_tx;
-            router.stats.count(if unit.begins_ro_tx {
-                RouteReason::ReadOnlyTransaction
-            } else if unit.hint {
-                RouteReason::Hint
-            } else {
-                RouteReason::ReadOnly
-            });
+            router.stats.count(unit.replica_reason());
         }
         allowed
     }
@@ -1668,13 +1672,7 @@ impl Session {
                 Ok(_) if router.replicas.draw_primary_share() => Some(RouteReason::PrimaryShare),
                 Ok(min) => match router.replicas.pick(min) {
                     Some(i) => {
-                        let reason = if unit.begins_ro_tx {
-                            RouteReason::ReadOnlyTransaction
-                        } else if unit.hint {
-                            RouteReason::Hint
-                        } else {
-                            RouteReason::ReadOnly
-                        };
+                        let reason = unit.replica_reason();
                         let pool = router.pools[i].clone();
                         let outstanding = router.replicas.acquire(i);
                         let checkout = pool.checkout(pool.settings.query_wait_timeout);
@@ -1759,9 +1757,7 @@ impl Session {
             return;
         };
         rs.router.stats.count(RouteReason::Retried);
-        rs.on_replica = None;
-        rs._outstanding = None;
-        rs.ro_tx = false;
+        rs.leave_server();
         rs.force_primary = true;
         rs.blocked = true;
         tracing::debug!(pool = %self.pool.key, lost, "retrying a replica's unit on the primary");
@@ -1770,9 +1766,8 @@ impl Session {
             guard.conn_mut().dirty = !clean;
         }
         self.cancel.slot.set(None);
-        for p in std::mem::take(&mut self.pending) {
-            self.undo(p);
-        }
+        self.forget_server_exchange();
+        self.discard_until_sync = false;
         // Names the unit's Parses gave are given again when it runs again.
         if self.intercept {
             let mut b = &retry.bytes[..];
@@ -1788,17 +1783,13 @@ impl Session {
                 b = &b[len..];
             }
         }
-        self.srv_in.clear();
-        self.to_server.clear();
-        self.srv_skip = 0;
-        self.unsynced = false;
-        self.discard_until_sync = false;
-        self.in_copy_in = false;
-        self.tx_status = b'I';
-        self.batch_error_seen = false;
-        self.held_error = None;
-        let mut back = BytesMut::with_capacity(retry.bytes.len() + self.cli_in.len());
-        back.extend_from_slice(&retry.bytes);
+        self.unread(&retry.bytes);
+    }
+
+    /// Puts client bytes back in front of what is still to be processed.
+    fn unread(&mut self, bytes: &[u8]) {
+        let mut back = BytesMut::with_capacity(bytes.len() + self.cli_in.len());
+        back.extend_from_slice(bytes);
         back.extend_from_slice(&self.cli_in);
         self.cli_in = back;
     }
@@ -2194,9 +2185,7 @@ impl Session {
 
     fn release(&mut self) {
         if let Some(rs) = self.route.as_deref_mut() {
-            rs.on_replica = None;
-            rs._outstanding = None;
-            rs.ro_tx = false;
+            rs.leave_server();
             rs.retry = None;
         }
         if let Some(mut guard) = self.server.take() {
@@ -2223,9 +2212,7 @@ impl Session {
                 // The write may or may not have committed: keep reads on the primary a while.
                 rs.fence.record_write(None, std::time::Instant::now());
             }
-            rs.on_replica = None;
-            rs._outstanding = None;
-            rs.ro_tx = false;
+            rs.leave_server();
         }
         let Some(mut guard) = self.server.take() else {
             return;
@@ -2236,9 +2223,6 @@ impl Session {
         drop(guard);
         self.cancel.slot.set(None);
         let why = self.held_error.take().unwrap_or_else(|| why.to_owned());
-        self.srv_in.clear();
-        self.to_server.clear();
-        self.srv_skip = 0;
         if self.cli_skip > 0 {
             self.cli_skip_discard = true;
         }
@@ -2268,6 +2252,15 @@ impl Session {
         } else if owed == 0 && self.tx_status != b'I' {
             self.lost = Some(why);
         }
+        self.forget_server_exchange();
+    }
+
+    /// Drops what was under way with a server that is gone: bytes either way, the requests it
+    /// owed answers to (taking back their effects), and its transaction state.
+    fn forget_server_exchange(&mut self) {
+        self.srv_in.clear();
+        self.to_server.clear();
+        self.srv_skip = 0;
         for p in std::mem::take(&mut self.pending) {
             self.undo(p);
         }
@@ -2275,6 +2268,7 @@ impl Session {
         self.in_copy_in = false;
         self.tx_status = b'I';
         self.batch_error_seen = false;
+        self.held_error = None;
     }
 
     /// The session is over: return the server connection if it is clean (after the reset query

@@ -162,14 +162,10 @@ impl Shared {
             let (target, size) = match pool.key.role {
                 pool::Role::Primary => (target, settings.size),
                 pool::Role::Replica(i) => match db.replicas.get(i) {
-                    Some(r) => (
-                        ServerTarget {
-                            host: r.host.clone(),
-                            port: r.port,
-                            ..target
-                        },
-                        r.pool_size.unwrap_or(settings.size),
-                    ),
+                    Some(r) => {
+                        let (target, settings) = replica_parts(r, &target, &settings);
+                        (target, settings.size)
+                    }
                     None => continue,
                 },
             };
@@ -250,6 +246,25 @@ fn pool_parts(
         max_prepared_statements: p.max_prepared_statements,
     };
     (target, settings)
+}
+
+/// A replica pool's server target and settings: the primary's, at the replica's address and with
+/// its own size when it has one.
+fn replica_parts(
+    r: &config::ReplicaConfig,
+    primary: &ServerTarget,
+    settings: &PoolSettings,
+) -> (ServerTarget, PoolSettings) {
+    let target = ServerTarget {
+        host: r.host.clone(),
+        port: r.port,
+        ..primary.clone()
+    };
+    let mut s = settings.clone();
+    if let Some(size) = r.pool_size {
+        s.size = size;
+    }
+    (target, s)
 }
 
 fn users_of(config: &Config) -> HashMap<String, Arc<UserAuth>> {
@@ -338,15 +353,7 @@ impl Shared {
         let mut health = Vec::new();
         let mut addrs = Vec::new();
         for (i, r) in db.replicas.iter().enumerate() {
-            let target = ServerTarget {
-                host: r.host.clone(),
-                port: r.port,
-                ..primary.clone()
-            };
-            let mut s = settings.clone();
-            if let Some(size) = r.pool_size {
-                s.size = size;
-            }
+            let (target, s) = replica_parts(r, primary, settings);
             let rkey = PoolKey {
                 role: pool::Role::Replica(i),
                 ..key.clone()

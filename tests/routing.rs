@@ -9,11 +9,10 @@ mod common_replica;
 
 use std::time::Duration;
 
-use common::Sluice;
+use common::{Sluice, sample, scrape, with_metrics};
 use common_replica::{
     APP_DB, APP_PASSWORD, APP_USER, ReplicaCluster, STEP, connect, poll_until, scalar, within,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// How long sluice's health checker may take to notice a change (many check intervals).
@@ -49,48 +48,6 @@ admin_users = ["{APP_USER}"]
         primary = c.primary_port(),
         replica = c.replica_port(),
     )
-}
-
-/// `config` with a metrics endpoint on a free port.
-fn with_metrics(config: String) -> (String, u16) {
-    let port = common::free_port();
-    let config = common::set_config(
-        &config,
-        "pooler.metrics_listen",
-        format!("127.0.0.1:{port}"),
-    );
-    (config, port)
-}
-
-/// The `/metrics` page.
-async fn scrape(port: u16) -> String {
-    within(STEP, "scrape /metrics", async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect to the metrics endpoint");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await
-            .expect("request");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).await.expect("response");
-        resp.split_once("\r\n\r\n")
-            .expect("head and body")
-            .1
-            .to_owned()
-    })
-    .await
-}
-
-/// The value of the sample `name{...}` whose labels include all of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-        let (l, v) = rest.split_once("} ")?;
-        let all = labels
-            .iter()
-            .all(|(k, val)| l.split(',').any(|p| p == format!("{k}=\"{val}\"")));
-        if all { v.trim().parse().ok() } else { None }
-    })
 }
 
 fn routed(text: &str, reason: &str) -> f64 {

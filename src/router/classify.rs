@@ -152,7 +152,8 @@ impl Classification {
         }
     }
 
-    fn primary(reason: Reason) -> Classification {
+    /// Not provably read-only, for `reason`.
+    pub fn primary(reason: Reason) -> Classification {
         Classification::new(Route::Primary, reason)
     }
 }

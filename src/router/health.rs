@@ -166,7 +166,7 @@ impl HealthHandle {
     }
 
     /// When the latest reading was taken (None before the first poll finished).
-    pub fn rx_checked_at(&self) -> Option<Instant> {
+    pub fn checked_at(&self) -> Option<Instant> {
         self.rx.borrow().checked_at
     }
 

@@ -296,9 +296,7 @@ impl ReplicaSet {
 
     /// True while some replica has not had its first health check (just after start).
     pub fn any_unchecked(&self) -> bool {
-        self.members
-            .iter()
-            .any(|m| m.health.rx_checked_at().is_none())
+        self.members.iter().any(|m| m.health.checked_at().is_none())
     }
 
     /// True when this read is drawn for the primary's `primary_reads` share.

@@ -8,10 +8,13 @@
 //! Each test binary uses a different part of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+mod metrics;
 mod pg;
 mod pooler;
 mod raw;
 
+#[allow(unused_imports)]
+pub use metrics::*;
 pub use pg::*;
 pub use pooler::*;
 #[allow(unused_imports)]
