@@ -79,7 +79,8 @@ pub struct PoolerConfig {
     pub server_reset_query: String,
     pub max_message_size: usize,
     pub max_prepared_statements: usize,
-    /// Runtime worker threads; 0 = one per CPU core.
+    /// Threads serving clients: 1 (the default) = one event loop on the main thread; 0 = one per
+    /// CPU core.
     pub workers: usize,
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
@@ -107,7 +108,7 @@ impl Default for PoolerConfig {
             server_reset_query: "DISCARD ALL".into(),
             max_message_size: sluice_proto::MAX_MESSAGE_LEN,
             max_prepared_statements: 200,
-            workers: 0,
+            workers: 1,
             shutdown_timeout: Duration::from_secs(30),
             metrics_listen: None,
             admin_users: Vec::new(),

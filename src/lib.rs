@@ -391,6 +391,24 @@ impl Shared {
 /// Serves clients on `listener` until `shutdown` completes, then drains: idle clients are told the
 /// pooler is shutting down (57P01), clients inside a transaction may finish it, and whatever is
 /// left after `shutdown_timeout` is closed.
+/// The tokio runtime `config` asks for (`pooler.workers`). One worker is a current-thread
+/// runtime, like PgBouncer's single event loop: tasks never move between threads and a wake-up
+/// never has to reach another core, which is the cheapest per transaction (bench/README.md).
+/// More workers are a multi-thread runtime (0: one per CPU core).
+pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = config.pooler.workers;
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if workers > 0 {
+            b.worker_threads(workers);
+        }
+        b
+    };
+    builder.enable_all().build()
+}
+
 pub async fn run(
     config: Config,
     listener: TcpListener,

@@ -41,11 +41,7 @@ fn main() -> ExitCode {
         println!("sluice: {} is valid", args.config.display());
         return ExitCode::SUCCESS;
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.pooler.workers > 0 {
-        builder.worker_threads(config.pooler.workers);
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match sluice::runtime(&config) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");

@@ -128,12 +128,15 @@ async fn transactions_of_500_clients_share_5_server_connections_without_interlea
     .await
     .unwrap();
     // The pooler logs in as app; trust on the client side keeps 500 SCRAM handshakes (slow in a
-    // debug build) out of this test, which is about pooling.
+    // debug build) out of this test, which is about pooling. Two worker threads: the other
+    // tests run the default single-threaded pooler, this one the multi-threaded one, whose
+    // clients and server connections move between threads.
     let config = set_config(
         &config_for(&pg, POOL, PoolMode::Transaction),
         "users.app.auth_type",
         "trust",
     );
+    let config = set_config(&config, "pooler.workers", 2);
     let pooler = Sluice::start(config);
 
     // Watch the server side all along: app's backends, as PostgreSQL counts them.

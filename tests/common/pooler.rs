@@ -102,7 +102,8 @@ pub struct Sluice {
 
 impl Sluice {
     /// Validates `config_toml` with `sluice::Config::from_toml` (panicking on errors), binds
-    /// `127.0.0.1:0` and starts `sluice::run` on a thread with a 2-worker runtime.
+    /// `127.0.0.1:0` and starts `sluice::run` on a thread of its own, on the runtime the config asks
+    /// for (`pooler.workers`, default one thread).
     pub fn start(config_toml: String) -> Sluice {
         let config = sluice::Config::from_toml(&config_toml)
             .unwrap_or_else(|e| panic!("sluice rejected the test config: {e}\n{config_toml}"));
@@ -124,12 +125,8 @@ impl Sluice {
         let thread = std::thread::Builder::new()
             .name("sluice".into())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_name("sluice-worker")
-                    .enable_all()
-                    .build()
-                    .expect("build the pooler's runtime");
+                // The runtime the config asks for, as `sluice` itself builds it.
+                let rt = sluice::runtime(&config).expect("build the pooler's runtime");
                 let result = rt.block_on(async move {
                     // A deep accept backlog: some tests open hundreds of connections at once.
                     let bound = tokio::net::TcpSocket::new_v4().and_then(|s| {
