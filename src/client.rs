@@ -27,6 +27,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -38,8 +39,8 @@ use sluice_proto::startup::{StartupPacket, split_startup};
 use sluice_proto::{Header, frontend, sqlstate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
+use tokio_util::io::poll_read_buf;
 
 use crate::cancel::{CancelRegistration, CancelTarget};
 use crate::config::{AuthType, PoolMode};
@@ -78,14 +79,41 @@ impl From<std::io::Error> for Fatal {
     }
 }
 
-pub async fn serve(
+pub fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    drain: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send {
+    // A future is as big as the biggest state it can be in, and a client task keeps its future
+    // for as long as the client stays, idle or not. So everything before the relay (login, the
+    // admin console, refusals) runs in a boxed future of its own, the arguments travel boxed
+    // (an async fn would keep room for them in every state), and the session is relayed where
+    // it lies instead of being moved out of an Option (which would keep room for two).
+    let counted = shared.clients.connection();
+    let args = Box::new((shared, stream, peer, drain));
+    async move {
+        let _counted = counted;
+        // Moved out in a scope of its own, so that the box is freed now, not when the client goes.
+        let (shared, stream, peer, drain) = {
+            let args = args;
+            *args
+        };
+        let mut session = Box::pin(start(shared, stream, peer, drain)).await;
+        if let Some(s) = session.as_mut() {
+            s.run().await;
+        }
+    }
+}
+
+/// Logs the client in; the session to relay, or None when it ended there.
+async fn start(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
     drain: watch::Receiver<bool>,
-) {
+) -> Option<Session> {
     let _ = stream.set_nodelay(true);
-    let _counted = shared.clients.connection();
     let mut inbuf = BytesMut::new();
     let mut admin = None;
     // Boxed, like every rarely used big future here, so that what a client task keeps for its
@@ -106,7 +134,7 @@ pub async fn serve(
                 ))
                 .await;
             }
-            return;
+            return None;
         }
         Ok(Err(Fatal(err))) => {
             tracing::debug!(%peer, code = %err.code, message = %err.message, "login refused");
@@ -114,7 +142,7 @@ pub async fn serve(
             err.write(&mut out);
             let _ = stream.write_all(&out).await;
             let _ = stream.shutdown().await;
-            return;
+            return None;
         }
         Err(_) => {
             let mut out = BytesMut::new();
@@ -124,7 +152,7 @@ pub async fn serve(
             )
             .write(&mut out);
             let _ = stream.write_all(&out).await;
-            return;
+            return None;
         }
     };
     let LoggedIn {
@@ -196,7 +224,7 @@ pub async fn serve(
     if let Some(guard) = server {
         s.attach_guard(guard);
     }
-    s.run().await;
+    Some(s)
 }
 
 struct LoggedIn {
@@ -437,6 +465,7 @@ async fn login(
     for (k, v) in defaults.iter() {
         backend::parameter_status(k, wanted.get(k).unwrap_or(v), &mut out);
     }
+    let wanted = pool.shared_params(wanted);
     let cancel = shared.cancels.register();
     backend::backend_key_data(cancel.pid, cancel.secret, &mut out);
     backend::ready_for_query(b'I', &mut out);
@@ -788,29 +817,6 @@ impl Unit {
     }
 }
 
-async fn read_opt(r: Option<ReadHalf<'_>>, buf: &mut BytesMut) -> std::io::Result<usize> {
-    match r {
-        Some(mut r) => r.read_buf(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn write_opt(w: Option<WriteHalf<'_>>, buf: &[u8]) -> std::io::Result<usize> {
-    match w {
-        Some(mut w) => w.write(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Reads from the client, or for an idle client only waits until there is something to read.
-async fn client_read(r: &mut ReadHalf<'_>, buf: &mut BytesMut, idle: bool) -> Event {
-    if idle {
-        Event::ClientReadable(r.as_ref().readable().await)
-    } else {
-        Event::ClientRead(r.read_buf(buf).await)
-    }
-}
-
 /// Polls `fut` once: its output if it is ready now, `None` if it would wait.
 async fn now_or_never<F: std::future::Future>(fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
@@ -865,6 +871,14 @@ fn write_parts(tag: u8, parts: &[&[u8]], out: &mut BytesMut) {
 impl Session {
     async fn run(&mut self) {
         let end = self.relay().await;
+        // Boxed: its timer and the error it writes would otherwise add to the state every
+        // client keeps while it relays.
+        Box::pin(self.end(end)).await;
+    }
+
+    /// Tells the client why its session ended (if it can still hear it), then lets go of the
+    /// server connection.
+    async fn end(&mut self, end: Result<(), Fatal>) {
         if let Err(Fatal(err)) = end {
             if err.code != sqlstate::CONNECTION_FAILURE {
                 self.pool.metrics.error_code(&err.code);
@@ -878,7 +892,7 @@ impl Session {
             )
             .await;
         }
-        Box::pin(self.finish_server()).await;
+        self.finish_server().await;
     }
 
     async fn relay(&mut self) -> Result<(), Fatal> {
@@ -933,25 +947,56 @@ impl Session {
             }
             let writable = self.writable();
             let blocked = self.route.as_deref().is_some_and(|r| r.blocked);
-            let event = {
-                let has_server = self.server.is_some();
-                let (mut cr, mut cw) = self.client.split();
-                let (sr, sw) = match self.server.as_mut() {
-                    Some(g) => {
-                        let (r, w) = g.conn_mut().stream.split();
-                        (Some(r), Some(w))
-                    }
-                    None => (None, None),
-                };
-                tokio::select! {
-                    biased;
-                    _ = &mut stop => if info.stop_requested() & STOP_KILL != 0 { Event::Kill } else { Event::Drain },
-                    r = write_opt(sw, &self.to_server), if has_server && !self.to_server.is_empty() => Event::ServerWrote(r),
-                    r = cw.write(&self.to_client[..writable]), if writable > 0 => Event::ClientWrote(r),
-                    r = read_opt(sr, &mut self.srv_in), if has_server && self.to_client.len() < HIGH_WATER => Event::ServerRead(r),
-                    ev = client_read(&mut cr, &mut self.cli_in, idle), if idle || (self.to_server.len() < HIGH_WATER && !(blocked && self.cli_in.len() >= HIGH_WATER)) => ev,
+            // The sockets are polled directly, in this order (the first ready one wins), rather
+            // than through a select! over one future per socket: a future per socket is state
+            // that every client's task keeps for its whole life, idle or not.
+            let has_server = self.server.is_some();
+            let write_server = has_server && !self.to_server.is_empty();
+            let read_server = has_server && self.to_client.len() < HIGH_WATER;
+            let read_client = idle
+                || (self.to_server.len() < HIGH_WATER
+                    && !(blocked && self.cli_in.len() >= HIGH_WATER));
+            let event = std::future::poll_fn(|cx| {
+                use std::task::Poll;
+                use tokio::io::AsyncWrite;
+                if stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(if info.stop_requested() & STOP_KILL != 0 {
+                        Event::Kill
+                    } else {
+                        Event::Drain
+                    });
                 }
-            };
+                if let (true, Some(g)) = (write_server, self.server.as_mut()) {
+                    let stream = Pin::new(&mut g.conn_mut().stream);
+                    if let Poll::Ready(r) = stream.poll_write(cx, &self.to_server) {
+                        return Poll::Ready(Event::ServerWrote(r));
+                    }
+                }
+                if writable > 0 {
+                    let client = Pin::new(&mut self.client);
+                    if let Poll::Ready(r) = client.poll_write(cx, &self.to_client[..writable]) {
+                        return Poll::Ready(Event::ClientWrote(r));
+                    }
+                }
+                if let (true, Some(g)) = (read_server, self.server.as_mut()) {
+                    let stream = Pin::new(&mut g.conn_mut().stream);
+                    if let Poll::Ready(r) = poll_read_buf(stream, cx, &mut self.srv_in) {
+                        return Poll::Ready(Event::ServerRead(r));
+                    }
+                }
+                if idle {
+                    if let Poll::Ready(r) = self.client.poll_read_ready(cx) {
+                        return Poll::Ready(Event::ClientReadable(r));
+                    }
+                } else if read_client {
+                    let client = Pin::new(&mut self.client);
+                    if let Poll::Ready(r) = poll_read_buf(client, cx, &mut self.cli_in) {
+                        return Poll::Ready(Event::ClientRead(r));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
             let from_client = matches!(event, Event::ClientRead(_) | Event::ClientReadable(_));
             match event {
                 Event::Drain => {
@@ -1160,10 +1205,13 @@ impl Session {
                         "terminating connection due to administrator command",
                     ));
                 }
+                // Boxed: a checkout's future is as big as the rest of the relay put together, and
+                // the relay's future lives as long as the client, idle or not. One small
+                // allocation per transaction keeps every idle client that much smaller.
                 let attached = if self.route.is_some() {
-                    self.attach_routed(&msg).await
+                    Box::pin(self.attach_routed(&msg)).await
                 } else {
-                    self.attach()
+                    Box::pin(self.attach())
                         .await
                         .map_err(|e| checkout_error(&e, &self.pool).0)
                 };
@@ -2298,5 +2346,26 @@ impl Session {
         } else {
             guard.conn_mut().dirty = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every client, idle or not, keeps its task's future for its whole life: a regression here
+    /// multiplies by max_client_conn (bench/README.md, "Idle client connections").
+    #[tokio::test]
+    async fn client_task_future_stays_small() {
+        let shared = Shared::new(crate::Config::from_toml("").expect("empty config"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let (_tx, drain) = watch::channel(false);
+        let task = serve(shared, stream, peer, drain);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("client task future: {size} bytes");
+        assert!(size <= 832, "client task future grew to {size} bytes");
     }
 }

@@ -43,6 +43,31 @@ pub struct Params {
     entries: Arc<Vec<Entry>>,
 }
 
+/// Distinct parameter lists an interner keeps.
+const INTERNED: usize = 32;
+
+/// Lets clients with equal parameter lists share one copy. An application sends the same
+/// startup packet every time, so its clients differ from the pool's defaults (in
+/// application_name, say) all in the same way; without this each would hold its own copy of the
+/// list, a few hundred bytes per idle client. A client that changes its list later (SET) gets
+/// its own copy then, as before. Up to [`INTERNED`] lists are kept.
+#[derive(Default)]
+pub struct ParamsInterner(std::sync::Mutex<Vec<Params>>);
+
+impl ParamsInterner {
+    /// An equal list that is already shared, or `params` itself (remembered for the next one).
+    pub fn share(&self, params: Params) -> Params {
+        let mut lists = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(same) = lists.iter().find(|l| **l == params) {
+            return same.clone();
+        }
+        if lists.len() < INTERNED {
+            lists.push(params.clone());
+        }
+        params
+    }
+}
+
 impl Params {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries
@@ -257,6 +282,37 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interner_shares_equal_lists_and_copies_on_change() {
+        let interner = ParamsInterner::default();
+        let list = |app: &str| {
+            let mut p = Params::default();
+            p.set("client_encoding", "UTF8");
+            p.set("application_name", app);
+            p
+        };
+        let a = interner.share(list("web"));
+        let b = interner.share(list("web"));
+        assert!(
+            Arc::ptr_eq(&a.entries, &b.entries),
+            "equal lists are shared"
+        );
+        let c = interner.share(list("worker"));
+        assert!(!Arc::ptr_eq(&a.entries, &c.entries));
+        assert_eq!(c.get("application_name"), Some("worker"));
+        // A change later (a client's SET) copies: the other holders keep their values.
+        let mut changed = b.clone();
+        changed.set("application_name", "batch");
+        assert_eq!(a.get("application_name"), Some("web"));
+        assert_eq!(changed.get("application_name"), Some("batch"));
+        // Past the limit, lists are no longer remembered but still returned unchanged.
+        for i in 0..2 * INTERNED {
+            let p = interner.share(list(&format!("app{i}")));
+            assert_eq!(p.get("application_name"), Some(format!("app{i}").as_str()));
+        }
+        assert_eq!(interner.0.lock().unwrap().len(), INTERNED);
+    }
 
     #[test]
     fn sync_sets_what_differs_and_resets_unwanted_extras() {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::config::PoolMode;
-use crate::params::Params;
+use crate::params::{Params, ParamsInterner};
 use crate::prepared::{PreparedStats, Registry};
 use crate::server::{self, ConnectError, ServerConn, ServerTarget};
 use crate::stats::{CloseReason, PoolMetrics};
@@ -144,6 +144,9 @@ pub struct Pool {
     startup_params: Mutex<Option<Arc<Params>>>,
     /// Their tracked subset, which every client starts from; clients share it until they change it.
     client_defaults: OnceLock<Params>,
+    /// Parameter lists clients of this pool logged in with, shared by the clients that have the
+    /// same ones (see [`Pool::shared_params`]).
+    interned: ParamsInterner,
     pub stats: PoolStats,
     /// Prepared statements (transaction mode), shared by a database's primary and replica pools
     /// so that a statement has one server-side name wherever it runs.
@@ -183,6 +186,7 @@ impl Pool {
             }),
             startup_params: Mutex::new(None),
             client_defaults: OnceLock::new(),
+            interned: ParamsInterner::default(),
             stats: PoolStats::default(),
             registry,
             router,
@@ -277,6 +281,12 @@ impl Pool {
     /// server login has been made.
     pub fn client_defaults(&self) -> Option<Params> {
         self.client_defaults.get().cloned()
+    }
+
+    /// `params`, or an equal list other clients of this pool already share (see
+    /// [`ParamsInterner`]).
+    pub fn shared_params(&self, params: Params) -> Params {
+        self.interned.share(params)
     }
 
     /// Waits up to `wait` for a server connection.
