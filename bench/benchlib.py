@@ -35,8 +35,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # /proc readers
 
 
-def cpu_ticks(pid):
-    """utime + stime of a whole process (all its threads), in clock ticks; None if it is gone."""
+def cpu_times(pid):
+    """(utime + stime, utime) of a whole process (all its threads), in clock ticks; None if it is
+    gone. The kernel's share (stime) is mostly the socket calls, the same for every pooler."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             data = f.read()
@@ -45,7 +46,13 @@ def cpu_ticks(pid):
     # The command name is in parentheses and may hold spaces: split after the last ')'.
     fields = data[data.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state); utime is field 14, stime field 15.
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]) + int(fields[12]), int(fields[11])
+
+
+def cpu_ticks(pid):
+    """utime + stime of a whole process, in clock ticks; None if it is gone."""
+    t = cpu_times(pid)
+    return t[0] if t else None
 
 
 def rss_kib(pid):
@@ -105,7 +112,7 @@ def steady_window(tx, samples):
         if len(inside) >= 2:
             return inside[0], inside[-1]
         return None
-    return (t0, None), (t1, None)
+    return (t0, None, None), (t1, None, None)
 
 
 def connect_allowance(state_file, key, clients):
@@ -177,7 +184,8 @@ def run_attempt(args):
     # Sample the pooler's CPU every 100 ms until pgbench exits.
     while t.is_alive():
         if pid:
-            samples.append((time.time(), cpu_ticks(pid)))
+            t = cpu_times(pid)
+            samples.append((time.time(), t[0] if t else None, t[1] if t else None))
         t.join(0.1)
         if time.time() - started > total + args.timeout:
             timed_out = True
@@ -207,7 +215,7 @@ def run_attempt(args):
         remember_connect(args.state, key, elapsed)
     w = steady_window(tx, samples if pid else None) if len(tx) >= 20 else None
     if w:
-        (t0, c0), (t1, c1) = w
+        (t0, c0, u0), (t1, c1, u1) = w
         lat = sorted(l for (d, l) in tx if t0 < d <= t1)
         secs = t1 - t0
         rec["window_s"] = round(secs, 2)
@@ -220,6 +228,7 @@ def run_attempt(args):
             if pid:
                 cpu_s = (c1 - c0) / CLK_TCK
                 rec["cpu_ms_per_1k_tx"] = cpu_s * 1000 / len(lat) * 1000
+                rec["user_cpu_ms_per_1k_tx"] = (u1 - u0) / CLK_TCK * 1000 / len(lat) * 1000
                 rec["cpu_cores_busy"] = round(cpu_s / secs, 3)
     if pid:
         rec["pooler_alive"] = cpu_ticks(pid) is not None
@@ -440,7 +449,7 @@ def summarize(records):
     for key, rs in groups.items():
         good = [r for r in rs if r["ok"]]
         s = {"runs": len(rs), "ok": len(good), "errors": [r.get("error", "") for r in rs if not r["ok"]]}
-        for k in ("tps", "lat_avg_ms", "lat_p50_ms", "lat_p99_ms", "cpu_ms_per_1k_tx"):
+        for k in ("tps", "lat_avg_ms", "lat_p50_ms", "lat_p99_ms", "cpu_ms_per_1k_tx", "user_cpu_ms_per_1k_tx"):
             s[k] = med([r.get(k) for r in good])
         tps = [r["tps"] for r in good if r.get("tps")]
         s["spread"] = (max(tps) - min(tps)) / s["tps"] * 100 if len(tps) > 1 and s["tps"] else None
@@ -464,8 +473,9 @@ def cmd_report(args):
     summary = summarize(records)
     modes = sorted({k[0] for k in summary}, key=lambda m: MODE_ORDER.index(m) if m in MODE_ORDER else 99)
     p("| mode | clients | target | tps | lat avg ms | lat p50 ms | lat p99 ms | pooler CPU ms/1k tx "
-      "| tps spread % | sluice/pgbouncer tps | sluice/direct tps | sluice/pgbouncer p99 | sluice/pgbouncer CPU |")
-    p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "| of which user | tps spread % | sluice/pgbouncer tps | sluice/direct tps | sluice/pgbouncer p99 "
+      "| sluice/pgbouncer CPU | sluice/pgbouncer user CPU |")
+    p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     notes = []
     for mode in modes:
         for clients in sorted({k[1] for k in summary if k[0] == mode}):
@@ -473,26 +483,28 @@ def cmd_report(args):
                 s = summary.get((mode, clients, target))
                 if s is None:
                     if target == "pgbouncer" and mode == "prepared":
-                        p(f"| {mode} | {clients} | {target} | n/a¹ | | | | | | | | | |")
+                        p(f"| {mode} | {clients} | {target} | n/a¹ | | | | | | | | | | | |")
                     continue
                 if s["ok"] == 0:
                     notes.append(f"{mode}/{clients}/{target}: {s['errors'][0]}")
-                    p(f"| {mode} | {clients} | {target} | FAILED ({s['runs']}/{s['runs']} runs)² | | | | | | | | | |")
+                    p(f"| {mode} | {clients} | {target} | FAILED ({s['runs']}/{s['runs']} runs)² | | | | | | | | | | | |")
                     continue
                 tps = fmt(s["tps"], 0)
                 if s["ok"] < s["runs"]:
                     tps += f" ({s['runs'] - s['ok']}/{s['runs']} runs FAILED)²"
                     notes.append(f"{mode}/{clients}/{target}: {s['errors'][0]}")
                 cells = [mode, str(clients), target, tps, fmt(s["lat_avg_ms"], 3), fmt(s["lat_p50_ms"], 3),
-                         fmt(s["lat_p99_ms"], 3), fmt(s["cpu_ms_per_1k_tx"], 1), fmt(s["spread"], 1)]
+                         fmt(s["lat_p99_ms"], 3), fmt(s["cpu_ms_per_1k_tx"], 1),
+                         fmt(s["user_cpu_ms_per_1k_tx"], 1), fmt(s["spread"], 1)]
                 if target == "sluice":
                     b = summary.get((mode, clients, "pgbouncer")) or {}
                     d = summary.get((mode, clients, "direct")) or {}
                     cells += [ratio(s["tps"], b.get("tps")), ratio(s["tps"], d.get("tps")),
                               ratio(s["lat_p99_ms"], b.get("lat_p99_ms")),
-                              ratio(s["cpu_ms_per_1k_tx"], b.get("cpu_ms_per_1k_tx"))]
+                              ratio(s["cpu_ms_per_1k_tx"], b.get("cpu_ms_per_1k_tx")),
+                              ratio(s["user_cpu_ms_per_1k_tx"], b.get("user_cpu_ms_per_1k_tx"))]
                 else:
-                    cells += ["", "", "", ""]
+                    cells += ["", "", "", "", ""]
                 p("| " + " | ".join(cells) + " |")
     p("")
     if any(k[0] == "prepared" for k in summary) and not any(
