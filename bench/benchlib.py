@@ -184,8 +184,8 @@ def run_attempt(args):
     # Sample the pooler's CPU every 100 ms until pgbench exits.
     while t.is_alive():
         if pid:
-            t = cpu_times(pid)
-            samples.append((time.time(), t[0] if t else None, t[1] if t else None))
+            ct = cpu_times(pid)
+            samples.append((time.time(), ct[0] if ct else None, ct[1] if ct else None))
         t.join(0.1)
         if time.time() - started > total + args.timeout:
             timed_out = True

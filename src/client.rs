@@ -47,7 +47,7 @@ use crate::config::{AuthType, PoolMode};
 use crate::params::{self, Params};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
 use crate::prepared::Statement;
-use crate::registry::STOP_KILL;
+use crate::registry::{STOP_DRAIN, STOP_KILL};
 use crate::router::{
     Classification, Outstanding, ReadConstraint, Reason, Route, RouteReason, Router, WriteFence,
     classify,
@@ -903,6 +903,11 @@ impl Session {
         let info = self.stats.client.info.clone();
         let stop = info.killed();
         tokio::pin!(stop);
+        // Polling `stop` costs a lock; once it has been polled (it then holds this task's waker,
+        // which stays the same), a round only needs to look at the stop bits, which are set
+        // before the notification. `armed`: polled since (re)made; `handled`: bits acted on.
+        let mut armed = false;
+        let mut handled = 0u8;
         loop {
             self.write_now()?;
             // A failed write to a replica may have put its unit back for the primary.
@@ -959,12 +964,15 @@ impl Session {
             let event = std::future::poll_fn(|cx| {
                 use std::task::Poll;
                 use tokio::io::AsyncWrite;
-                if stop.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(if info.stop_requested() & STOP_KILL != 0 {
-                        Event::Kill
-                    } else {
-                        Event::Drain
-                    });
+                if !armed || info.stop_requested() & !handled != 0 {
+                    armed = true;
+                    if stop.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(if info.stop_requested() & STOP_KILL != 0 {
+                            Event::Kill
+                        } else {
+                            Event::Drain
+                        });
+                    }
                 }
                 if let (true, Some(g)) = (write_server, self.server.as_mut()) {
                     let stream = Pin::new(&mut g.conn_mut().stream);
@@ -1001,7 +1009,9 @@ impl Session {
             match event {
                 Event::Drain => {
                     self.draining = true;
+                    handled |= STOP_DRAIN;
                     stop.set(info.killed());
+                    armed = false;
                 }
                 Event::Kill => {
                     return Err(Fatal::new(
@@ -1857,10 +1867,21 @@ impl Session {
             pid: conn.pid,
             key: conn.key,
         }));
-        if let Some(sql) = conn.params.sync_sql(&self.wanted) {
-            frontend::write_query(&sql, &mut self.to_server);
-            conn.params.note_synced(&self.wanted);
-            self.pending.push_back(Pending::Internal);
+        // Most checkouts find the connection as the last client with the same parameter list
+        // (shared, see ParamsInterner) left it: two pointer comparisons instead of comparing
+        // every parameter.
+        let unchanged = conn.in_sync.as_ref().is_some_and(|(server, client)| {
+            server.same_list(&conn.params) && client.same_list(&self.wanted)
+        });
+        if !unchanged {
+            if let Some(sql) = conn.params.sync_sql(&self.wanted) {
+                frontend::write_query(&sql, &mut self.to_server);
+                conn.params.note_synced(&self.wanted);
+                self.pending.push_back(Pending::Internal);
+                conn.in_sync = None;
+            } else {
+                conn.in_sync = Some((conn.params.clone(), self.wanted.clone()));
+            }
         }
         self.tx_status = b'I';
         self.srv_in.clear();

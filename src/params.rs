@@ -76,6 +76,13 @@ impl Params {
             .map(|e| e.value.as_str())
     }
 
+    /// The very same list, not an equal one: true only while neither has been changed since
+    /// one was cloned from the other (a change copies a list that is shared). Holding a clone
+    /// of each is what makes a later "same" mean "unchanged".
+    pub fn same_list(&self, other: &Params) -> bool {
+        Arc::ptr_eq(&self.entries, &other.entries)
+    }
+
     /// [`Self::get`], searching from index `*at` round to it; `*at` moves past the entry found.
     fn get_from(&self, name: &str, at: &mut usize) -> Option<&str> {
         let n = self.entries.len();
@@ -282,6 +289,24 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_list_means_unchanged_since_cloned() {
+        let mut a = Params::default();
+        a.set("TimeZone", "UTC");
+        let mut b = a.clone();
+        assert!(a.same_list(&b));
+        // Setting the value it already has is no change.
+        b.set("TimeZone", "UTC");
+        assert!(a.same_list(&b));
+        b.set("TimeZone", "Europe/Paris");
+        assert!(!a.same_list(&b));
+        assert_eq!(a.get("TimeZone"), Some("UTC"));
+        // An equal list made separately is not the same list.
+        let mut c = Params::default();
+        c.set("TimeZone", "UTC");
+        assert!(!a.same_list(&c));
+    }
 
     #[test]
     fn interner_shares_equal_lists_and_copies_on_change() {

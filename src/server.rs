@@ -63,6 +63,10 @@ pub struct ServerConn {
     pub key: i32,
     /// Values the server reported (ParameterStatus) or that sluice set on it.
     pub params: Params,
+    /// (`params`, a client's list) as they were when they last matched: while both are still
+    /// those very lists (nothing changed either since, see [`Params::same_list`]), the next
+    /// checkout for that list has nothing to compare.
+    pub in_sync: Option<(Params, Params)>,
     pub target: Arc<ServerTarget>,
     pub created: Instant,
     pub last_used: Instant,
@@ -235,6 +239,7 @@ async fn connect_inner(
                     pid: key.0,
                     key: key.1,
                     params,
+                    in_sync: None,
                     target,
                     created: now,
                     last_used: now,
