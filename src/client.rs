@@ -2,10 +2,10 @@
 //!
 //! # The relay
 //! Four buffers per client: bytes read from the client (`cli_in`) and from the server (`srv_in`), and
-//! bytes owed to each (`to_server`, `to_client`). One `select!` waits on whichever of the four sockets
-//! operations can make progress, so a large result and a large COPY can both be in flight without
-//! deadlock, and reading stops while more than [`HIGH_WATER`] bytes are owed to the other side
-//! (backpressure: a slow reader never makes sluice buffer a whole result).
+//! bytes owed to each (`to_server`, `to_client`). Each round polls the four socket operations in
+//! turn and acts on the first that can make progress, so a large result and a large COPY can both
+//! be in flight without deadlock, and reading stops while more than [`HIGH_WATER`] bytes are owed
+//! to the other side (backpressure: a slow reader never makes sluice buffer a whole result).
 //!
 //! Messages are walked by header. Only the few whose body matters are held whole; all others
 //! (DataRow, CopyData, ...) are passed on as their bytes arrive, whatever their size.
@@ -1102,7 +1102,7 @@ impl Session {
     }
 
     /// Writes what either side is owed right away, as far as its socket takes it, instead of in
-    /// the next select! round; whatever is left waits for that round as before.
+    /// the next round of the relay; whatever is left waits for that round as before.
     fn write_now(&mut self) -> Result<(), Fatal> {
         if let (false, Some(g)) = (self.to_server.is_empty(), self.server.as_mut()) {
             match g.conn_mut().stream.try_write(&self.to_server) {
