@@ -193,13 +193,20 @@ async fn connect_inner(
                 scram = Some(s);
             }
             Message::AuthenticationSaslContinue(body) => {
-                let s = scram
-                    .as_mut()
+                let mut s = scram
+                    .take()
                     .ok_or_else(|| ConnectError::Protocol("unexpected SASL continue".into()))?;
-                s.update(body.data())
+                // This step derives the password's key (PBKDF2, 4096 rounds by default: about a
+                // millisecond or more of CPU). On the blocking pool, not on the event loop that
+                // relays every client's traffic (one thread by default).
+                let data = body.data().to_vec();
+                let s = tokio::task::spawn_blocking(move || s.update(&data).map(|()| s))
+                    .await
+                    .map_err(|e| ConnectError::Protocol(format!("SCRAM: {e}")))?
                     .map_err(|e| ConnectError::Protocol(format!("SCRAM: {e}")))?;
                 frontend::sasl_response(s.message(), &mut out)
                     .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+                scram = Some(s);
             }
             Message::AuthenticationSaslFinal(body) => {
                 let s = scram
