@@ -1047,22 +1047,8 @@ impl Session {
                         Some(Err(e)) => return Err(e.into()),
                     }
                 }
-                Event::ClientWrote(r) => {
-                    let n = r?;
-                    self.pool
-                        .metrics
-                        .sent
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                    self.to_client.advance(n);
-                    if let Some(r) = self.route.as_deref_mut().and_then(|r| r.retry.as_mut()) {
-                        r.hold_from -= n;
-                    }
-                    shrink(&mut self.to_client);
-                }
-                Event::ServerWrote(Ok(n)) => {
-                    self.to_server.advance(n);
-                    shrink(&mut self.to_server);
-                }
+                Event::ClientWrote(r) => self.client_wrote(r?),
+                Event::ServerWrote(Ok(n)) => self.server_wrote(n),
                 Event::ServerWrote(Err(e)) | Event::ServerRead(Err(e)) => {
                     self.server_lost(&e.to_string())
                 }
@@ -1106,10 +1092,7 @@ impl Session {
     fn write_now(&mut self) -> Result<(), Fatal> {
         if let (false, Some(g)) = (self.to_server.is_empty(), self.server.as_mut()) {
             match g.conn_mut().stream.try_write(&self.to_server) {
-                Ok(n) => {
-                    self.to_server.advance(n);
-                    shrink(&mut self.to_server);
-                }
+                Ok(n) => self.server_wrote(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => self.server_lost(&e.to_string()),
             }
@@ -1117,22 +1100,31 @@ impl Session {
         let writable = self.writable();
         if writable > 0 {
             match self.client.try_write(&self.to_client[..writable]) {
-                Ok(n) => {
-                    self.pool
-                        .metrics
-                        .sent
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                    self.to_client.advance(n);
-                    if let Some(r) = self.route.as_deref_mut().and_then(|r| r.retry.as_mut()) {
-                        r.hold_from -= n;
-                    }
-                    shrink(&mut self.to_client);
-                }
+                Ok(n) => self.client_wrote(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e.into()),
             }
         }
         Ok(())
+    }
+
+    /// `n` bytes of `to_client` went out.
+    fn client_wrote(&mut self, n: usize) {
+        self.pool
+            .metrics
+            .sent
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.to_client.advance(n);
+        if let Some(r) = self.route.as_deref_mut().and_then(|r| r.retry.as_mut()) {
+            r.hold_from -= n;
+        }
+        shrink(&mut self.to_client);
+    }
+
+    /// `n` bytes of `to_server` went out.
+    fn server_wrote(&mut self, n: usize) {
+        self.to_server.advance(n);
+        shrink(&mut self.to_server);
     }
 
     /// Walks the client's bytes and forwards them, checking out a server where one is needed.
