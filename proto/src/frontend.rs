@@ -240,9 +240,14 @@ impl<'a> Bind<'a> {
 
     /// Writes a whole Bind message from two names and the `rest` of another Bind.
     pub fn write(portal: &str, statement: &str, rest: &[u8], out: &mut BytesMut) {
+        Self::write_raw(portal.as_bytes(), statement.as_bytes(), rest, out);
+    }
+
+    /// [`Bind::write`] with the names as bytes, as a client sent them (in its encoding).
+    pub fn write_raw(portal: &[u8], statement: &[u8], rest: &[u8], out: &mut BytesMut) {
         write_message(out, b'B', |b| {
-            put_cstr(b, portal.as_bytes());
-            put_cstr(b, statement.as_bytes());
+            put_cstr(b, portal);
+            put_cstr(b, statement);
             b.extend_from_slice(rest);
         });
     }
