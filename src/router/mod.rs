@@ -22,6 +22,7 @@
 pub mod classify;
 pub mod health;
 pub mod ryw;
+pub mod unit;
 
 pub use classify::{Classification, Reason, Route, classify};
 pub use health::{

@@ -1,0 +1,110 @@
+//! Client authentication: the password exchange chosen for a user (trust, md5, SCRAM-SHA-256).
+
+use bytes::BytesMut;
+use sluice_proto::auth::{ScramError, ScramServer, ScramVerifier};
+use sluice_proto::{backend, frontend, sqlstate};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::Fatal;
+use super::login::read_message;
+use crate::config::AuthType;
+use crate::{Shared, UserAuth};
+
+pub(super) fn password_failed(user: &str) -> Fatal {
+    Fatal::new(
+        sqlstate::INVALID_PASSWORD,
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
+/// Runs the chosen password exchange. An unknown user gets the same exchange against a mock secret,
+/// so the answer does not tell which users exist; it fails after the client's proof.
+pub(super) async fn authenticate(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    user: &str,
+    auth: Option<&UserAuth>,
+    auth_type: AuthType,
+) -> Result<(), Fatal> {
+    let max = sluice_proto::MAX_STARTUP_LEN;
+    let expect_password = |m: Option<sluice_proto::RawMessage>| -> Result<bytes::Bytes, Fatal> {
+        match m {
+            Some(m) if m.tag == b'p' => Ok(m.body),
+            Some(m) => Err(Fatal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!(
+                    "expected password response, got message type {}",
+                    m.tag as char
+                ),
+            )),
+            None => Err(Fatal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "connection closed during authentication",
+            )),
+        }
+    };
+    match auth_type {
+        AuthType::Trust => Ok(()),
+        AuthType::Md5 => {
+            let salt: [u8; 4] = rand::random();
+            backend::authentication_md5_password(salt, out);
+            stream.write_all(out).await?;
+            out.clear();
+            let body = expect_password(read_message(stream, buf, max).await?)?;
+            let msg = frontend::PasswordMessage::decode(&body)
+                .map_err(|e| Fatal::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+            let ok = match auth.and_then(|a| a.secret.as_ref()) {
+                Some(secret) => {
+                    sluice_proto::auth::md5::verify_md5_response(user, secret, salt, msg.password)
+                }
+                None => false,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(password_failed(user))
+            }
+        }
+        AuthType::ScramSha256 => {
+            let verifier = match auth.and_then(|a| a.scram.clone()) {
+                Some(v) => v,
+                None => ScramVerifier::mock(user, &shared.mock_secret),
+            };
+            let mut scram = ScramServer::new(verifier);
+            backend::authentication_sasl(scram.mechanisms(), out);
+            stream.write_all(out).await?;
+            out.clear();
+            let scram_err = |e: ScramError| match e {
+                ScramError::InvalidProof => password_failed(user),
+                ScramError::UnsupportedMechanism(_) | ScramError::ChannelBindingUnsupported => {
+                    Fatal::new(sqlstate::FEATURE_NOT_SUPPORTED, e.to_string())
+                }
+                other => Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("malformed SCRAM message: {other}"),
+                ),
+            };
+            let body = expect_password(read_message(stream, buf, max).await?)?;
+            let first = frontend::SaslInitialResponse::decode(&body)
+                .map_err(|e| Fatal::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+            let server_first = scram
+                .client_first(first.mechanism, first.data.unwrap_or(&[]))
+                .map_err(scram_err)?;
+            backend::authentication_sasl_continue(&server_first, out);
+            stream.write_all(out).await?;
+            out.clear();
+            let body = expect_password(read_message(stream, buf, max).await?)?;
+            let fin = frontend::SaslResponse::decode(&body)
+                .map_err(|e| Fatal::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+            let server_final = scram.client_final(fin.data).map_err(scram_err)?;
+            if auth.is_none() {
+                return Err(password_failed(user));
+            }
+            backend::authentication_sasl_final(&server_final, out);
+            Ok(())
+        }
+    }
+}

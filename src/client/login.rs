@@ -1,0 +1,276 @@
+//! Login: the startup packet (and SSLRequest, CancelRequest), authentication, the choice of pool,
+//! the client's startup parameters, and the greeting (ParameterStatus, BackendKeyData,
+//! ReadyForQuery).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use sluice_proto::backend;
+use sluice_proto::sqlstate;
+use sluice_proto::startup::{StartupPacket, split_startup};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::auth::{authenticate, password_failed};
+use super::{Fatal, checkout_error};
+use crate::Shared;
+use crate::cancel::CancelRegistration;
+use crate::config::PoolMode;
+use crate::params::{self, Params};
+use crate::pool::{CheckoutError, Pool, ServerGuard};
+
+/// Read at least this much at a time.
+pub(super) const READ_CHUNK: usize = 8 * 1024;
+
+/// A client that logged in to a pool.
+pub(super) struct LoggedIn {
+    pub pool: Arc<Pool>,
+    pub wanted: Params,
+    pub cancel: CancelRegistration,
+    /// In session mode, the server connection the session keeps.
+    pub server: Option<ServerGuard>,
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<bool, Fatal> {
+    buf.reserve(READ_CHUNK);
+    Ok(stream.read_buf(buf).await? > 0)
+}
+
+/// Reads one whole tagged message during login.
+pub(super) async fn read_message(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<sluice_proto::RawMessage>, Fatal> {
+    loop {
+        match sluice_proto::split_message(buf, max) {
+            Ok(Some(m)) => return Ok(Some(m)),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid message: {e}"),
+                ));
+            }
+        }
+        if !read_more(stream, buf).await? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Startup packet, authentication, pool choice, and the greeting. `Ok(None)`: the connection ended
+/// without a session (a cancel request, or the client left).
+/// A client of the admin console's virtual database gets `Ok(None)` with `admin` set.
+pub(super) async fn login(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    admin: &mut Option<crate::admin::AdminLogin>,
+) -> Result<Option<LoggedIn>, Fatal> {
+    let mut out = BytesMut::with_capacity(512);
+    let (minor, startup) = loop {
+        let packet = match split_startup(buf) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                if !read_more(stream, buf).await? {
+                    return Ok(None);
+                }
+                continue;
+            }
+            Err(e) => {
+                return Err(Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid startup packet: {e}"),
+                ));
+            }
+        };
+        match packet {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                if !buf.is_empty() {
+                    return Err(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "received unencrypted data after SSL request",
+                    ));
+                }
+                stream.write_all(b"N").await?;
+            }
+            StartupPacket::Cancel { pid, key } => {
+                if let Some(t) = shared.cancels.lookup(pid, key) {
+                    crate::server::send_cancel(&t.server, t.pid, t.key, Duration::from_secs(5))
+                        .await;
+                }
+                return Ok(None);
+            }
+            StartupPacket::Startup { minor, params, .. } => break (minor, params),
+        }
+    };
+
+    let get = |name: &str| {
+        startup
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let user = match get("user") {
+        Some(u) if !u.is_empty() => u.to_owned(),
+        _ => {
+            return Err(Fatal::new(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                "no PostgreSQL user name specified in startup packet",
+            ));
+        }
+    };
+    let database = get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .to_owned();
+
+    let unknown_options: Vec<&str> = startup
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if minor > 0 || !unknown_options.is_empty() {
+        sluice_proto::startup::write_negotiate_protocol_version(0, &unknown_options, &mut out);
+    }
+
+    let user_auth = shared.user(&user);
+    let config = shared.config();
+    let db_config = config.databases.get(&database);
+    let auth_type = user_auth
+        .as_ref()
+        .and_then(|u| u.auth_type)
+        .or_else(|| db_config.and_then(|d| d.auth_type))
+        .unwrap_or(config.pooler.auth_type);
+    authenticate(
+        shared,
+        stream,
+        buf,
+        &mut out,
+        &user,
+        user_auth.as_deref(),
+        auth_type,
+    )
+    .await?;
+    let Some(user_auth) = user_auth else {
+        return Err(password_failed(&user));
+    };
+    backend::authentication_ok(&mut out);
+
+    if crate::admin::is_console(&database) {
+        *admin = Some(
+            crate::admin::authorize(shared, &user, &database, get("application_name"))
+                .map_err(Fatal)?,
+        );
+        stream.write_all(&out).await?;
+        return Ok(None);
+    }
+    if db_config.is_none() {
+        return Err(Fatal::new(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("database \"{database}\" does not exist"),
+        ));
+    }
+    if get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off" && r != "no") {
+        return Err(Fatal::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "replication connections are not supported by sluice",
+        ));
+    }
+    let pool = shared
+        .pool_for(&database, &user, &user_auth)
+        .map_err(|why| Fatal::new(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION, why))?;
+    let wait = config.pooler.query_wait_timeout;
+
+    // Parameters the client asked for at startup.
+    let mut requested: Vec<(String, String)> = Vec::new();
+    for (k, v) in &startup {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            "options" => {
+                let opts = params::parse_options(v).map_err(|why| {
+                    Fatal::new(sqlstate::FEATURE_NOT_SUPPORTED, format!("options: {why}"))
+                })?;
+                requested.extend(opts);
+            }
+            k if k.starts_with("_pq_.") => {}
+            _ => requested.push((k.clone(), v.clone())),
+        }
+    }
+
+    let checkout_err = |e: CheckoutError| Fatal(checkout_error(&e, &pool));
+    let mut server = None;
+    if pool.startup_params().is_none() || pool.settings.mode == PoolMode::Session {
+        server = Some(pool.checkout(wait).await.map_err(checkout_err)?);
+    }
+    let defaults = pool.startup_params().expect("a login has been made");
+    let mut wanted = pool.client_defaults().expect("a login has been made");
+    // Values PostgreSQL would normalise (DateStyle=ISO reports "ISO, MDY") or reject are sent to a
+    // server once, so the client sees exactly what PostgreSQL would have said.
+    let needs_server = requested
+        .iter()
+        .any(|(k, v)| defaults.get(k) != Some(v.as_str()));
+    if needs_server {
+        let mut guard = match server.take() {
+            Some(g) => g,
+            None => pool.checkout(wait).await.map_err(checkout_err)?,
+        };
+        let mut target = Params::default();
+        for (k, v) in &requested {
+            if defaults.get(k).is_some() {
+                target.set(k, v);
+            } else {
+                target.set_extra(k, v);
+            }
+        }
+        let conn = guard.conn_mut();
+        if let Some(sql) = conn.params.sync_sql(&target) {
+            conn.dirty = true;
+            match crate::server::run_simple(conn, &sql, pool.settings.max_message_size).await {
+                Ok(Ok(())) => {
+                    conn.dirty = false;
+                    conn.params.note_synced(&target);
+                }
+                Ok(Err((code, message))) => {
+                    conn.dirty = false;
+                    // Put the connection back as it was for the next client.
+                    return Err(Fatal::new(&code, message));
+                }
+                Err(e) => {
+                    return Err(Fatal::new(
+                        sqlstate::CONNECTION_FAILURE,
+                        format!("server connection lost: {e}"),
+                    ));
+                }
+            }
+        }
+        for (k, _) in &requested {
+            match conn.params.get(k) {
+                Some(v) if defaults.get(k).is_some() => wanted.set(k, v),
+                Some(v) => wanted.set_extra(k, v),
+                None => {}
+            }
+        }
+        server = Some(guard);
+    }
+    if pool.settings.mode == PoolMode::Transaction {
+        server = None;
+    }
+
+    for (k, v) in defaults.iter() {
+        backend::parameter_status(k, wanted.get(k).unwrap_or(v), &mut out);
+    }
+    let wanted = pool.shared_params(wanted);
+    let cancel = shared.cancels.register();
+    backend::backend_key_data(cancel.pid, cancel.secret, &mut out);
+    backend::ready_for_query(b'I', &mut out);
+    stream.write_all(&out).await?;
+    Ok(Some(LoggedIn {
+        pool,
+        wanted,
+        cancel,
+        server,
+    }))
+}

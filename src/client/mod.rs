@@ -1,0 +1,166 @@
+//! One client connection: login, then a session relayed to server connections.
+//!
+//! The rooms, in the order a client goes through them (docs/architecture.md walks one query
+//! through them):
+//! - [`login`] (with [`auth`]): startup packet, authentication, pool choice, greeting;
+//! - [`session`]: the logged-in client; owns its buffers, its server connection when it has one,
+//!   and composes the parts below; holds the release rule (`Session::at_clean_point`);
+//! - [`relay`]: the I/O loop: polls the two sockets, walks messages by header, backpressure;
+//! - [`exchange`]: what the client is owed by the server (a state machine without I/O);
+//! - [`statements`]: the client's named prepared statements and their renaming;
+//! - [`routing`]: read/write splitting for one client (only when the pool has replicas).
+
+mod auth;
+pub mod exchange;
+mod login;
+mod relay;
+pub mod routing;
+mod session;
+pub mod statements;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use sluice_proto::backend::ErrorResponse;
+use sluice_proto::sqlstate;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::Shared;
+use crate::pool::{CheckoutError, Pool};
+
+use session::Session;
+
+/// Time allowed from connect to the end of authentication (PostgreSQL's authentication_timeout).
+const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why a session ended early; written to the client as a FATAL error where possible.
+struct Fatal(ErrorResponse);
+
+impl Fatal {
+    fn new(code: &str, message: impl Into<String>) -> Self {
+        Fatal(ErrorResponse::fatal(code, message))
+    }
+}
+
+impl From<std::io::Error> for Fatal {
+    fn from(e: std::io::Error) -> Self {
+        Fatal::new(sqlstate::CONNECTION_FAILURE, e.to_string())
+    }
+}
+
+/// Serves one accepted client connection until it ends.
+pub fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    drain: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send {
+    // A future is as big as the biggest state it can be in, and a client task keeps its future
+    // for as long as the client stays, idle or not. So everything before the relay (login, the
+    // admin console, refusals) runs in a boxed future of its own, the arguments travel boxed
+    // (an async fn would keep room for them in every state), and the session is relayed where
+    // it lies instead of being moved out of an Option (which would keep room for two).
+    let counted = shared.clients.connection();
+    let args = Box::new((shared, stream, peer, drain));
+    async move {
+        let _counted = counted;
+        // Moved out in a scope of its own, so that the box is freed now, not when the client goes.
+        let (shared, stream, peer, drain) = {
+            let args = args;
+            *args
+        };
+        let mut session = Box::pin(start(shared, stream, peer, drain)).await;
+        if let Some(s) = session.as_mut() {
+            s.run().await;
+        }
+    }
+}
+
+/// Logs the client in; the session to relay, or None when it ended there.
+async fn start(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    drain: watch::Receiver<bool>,
+) -> Option<Session> {
+    let _ = stream.set_nodelay(true);
+    let mut inbuf = BytesMut::new();
+    let mut admin = None;
+    // Boxed, like every rarely used big future here, so that what a client task keeps for its
+    // whole life (its future is as big as the biggest state it can be in) stays small.
+    let login = Box::pin(login::login(&shared, &mut stream, &mut inbuf, &mut admin));
+    let login = tokio::time::timeout(LOGIN_TIMEOUT, login).await;
+    match login {
+        Ok(Ok(Some(logged_in))) => {
+            Some(Session::new(&shared, logged_in, stream, inbuf, peer, drain))
+        }
+        Ok(Ok(None)) => {
+            if let Some(admin) = admin {
+                Box::pin(crate::admin::serve(
+                    shared.clone(),
+                    stream,
+                    inbuf,
+                    admin,
+                    peer,
+                    drain,
+                ))
+                .await;
+            }
+            None
+        }
+        Ok(Err(Fatal(err))) => {
+            tracing::debug!(%peer, code = %err.code, message = %err.message, "login refused");
+            let mut out = BytesMut::new();
+            err.write(&mut out);
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+            None
+        }
+        Err(_) => {
+            let mut out = BytesMut::new();
+            ErrorResponse::fatal(
+                sqlstate::CANNOT_CONNECT_NOW,
+                "canceling authentication due to timeout",
+            )
+            .write(&mut out);
+            let _ = stream.write_all(&out).await;
+            None
+        }
+    }
+}
+
+/// What a failed checkout tells the client.
+fn checkout_error(e: &CheckoutError, pool: &Pool) -> ErrorResponse {
+    match e {
+        CheckoutError::Timeout(_) => {
+            ErrorResponse::error(sqlstate::QUERY_CANCELED, format!("canceling statement: {e}"))
+                .detail(format!("pool {} has {} server connections, all in use", pool.key, pool.size()))
+                .hint("raise the pool size or query_wait_timeout, or find what holds the connections (SHOW POOLS)")
+        }
+        CheckoutError::Connect(c) => ErrorResponse::error(c.sqlstate(), c.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every client, idle or not, keeps its task's future for its whole life: a regression here
+    /// multiplies by max_client_conn (bench/README.md, "Idle client connections").
+    #[tokio::test]
+    async fn client_task_future_stays_small() {
+        let shared = Shared::new(crate::Config::from_toml("").expect("empty config"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let (_tx, drain) = watch::channel(false);
+        let task = serve(shared, stream, peer, drain);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("client task future: {size} bytes");
+        assert!(size <= 832, "client task future grew to {size} bytes");
+    }
+}

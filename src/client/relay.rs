@@ -1,0 +1,411 @@
+//! The relay: the I/O loop of a session. It polls the client's and the server's sockets, walks
+//! the bytes by message header, and hands each whole message that matters to the session.
+//!
+//! Four buffers per client: bytes read from the client (`cli_in`) and from the server (`srv_in`),
+//! and bytes owed to each (`to_server`, `to_client`). Each round polls the four socket operations
+//! in turn and acts on the first that can make progress, so a large result and a large COPY can
+//! both be in flight without deadlock, and reading stops while more than [`HIGH_WATER`] bytes are
+//! owed to the other side (backpressure: a slow reader never makes sluice buffer a whole result).
+//!
+//! Messages are walked by header. Only the few whose body matters are held whole; all others
+//! (DataRow, CopyData, ...) are passed on as their bytes arrive, whatever their size. An idle
+//! client (no server, nothing buffered) holds no buffers at all.
+
+use std::pin::Pin;
+
+use bytes::{Buf, BytesMut};
+use sluice_proto::{Header, sqlstate};
+use tokio::io::AsyncReadExt;
+use tokio_util::io::poll_read_buf;
+
+use super::Fatal;
+use super::login::READ_CHUNK;
+use super::session::{Session, Step};
+use crate::registry::{STOP_DRAIN, STOP_KILL};
+
+/// Stop reading from one side while this many bytes are owed to the other.
+const HIGH_WATER: usize = 256 * 1024;
+/// A buffer that grew past this while busy is given back when it empties.
+const SHRINK_ABOVE: usize = 64 * 1024;
+
+enum Event {
+    Drain,
+    Kill,
+    ClientReadable(std::io::Result<()>),
+    ClientRead(std::io::Result<usize>),
+    ClientWrote(std::io::Result<usize>),
+    ServerRead(std::io::Result<usize>),
+    ServerWrote(std::io::Result<usize>),
+}
+
+/// Polls `fut` once: its output if it is ready now, `None` if it would wait.
+async fn now_or_never<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
+fn shrink(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+        *buf = BytesMut::new();
+    }
+}
+
+/// Server messages held whole: the ones that end a request or carry state. (`internal`: the
+/// answer to sluice's own query, whose DataRow is read too.)
+fn held_whole(tag: u8, internal: bool) -> bool {
+    matches!(
+        tag,
+        b'Z' | b'S' | b'G' | b'E' | b'1' | b'2' | b'3' | b'n' | b's' | b'I' | b'C' | b'T'
+    ) || (internal && tag == b'D')
+}
+
+impl Session {
+    pub(super) async fn relay(&mut self) -> Result<(), Fatal> {
+        if *self.drain.borrow() {
+            self.draining = true;
+        }
+        // One stop future (KILL, or the pooler draining) for the whole loop, not one per round.
+        let info = self.stats.client.info.clone();
+        let stop = info.killed();
+        tokio::pin!(stop);
+        // Polling `stop` costs a lock; once it has been polled (it then holds this task's waker,
+        // which stays the same), a round only needs to look at the stop bits, which are set
+        // before the notification. `armed`: polled since (re)made; `handled`: bits acted on.
+        let mut armed = false;
+        let mut handled = 0u8;
+        loop {
+            self.write_now()?;
+            // A failed write to a replica may have put its unit back for the primary.
+            if self.server.is_none() && self.route.as_deref_mut().is_some_and(|r| r.take_blocked())
+            {
+                if self.process_client().await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            if self.draining && self.server.is_none() && self.to_client.is_empty() {
+                return Err(Fatal::new(
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "terminating connection due to administrator command",
+                ));
+            }
+            // An idle client (no server, nothing buffered) holds no buffers: it waits for its
+            // socket to become readable and only then gets a read buffer. Most of a pooler's
+            // clients are idle most of the time.
+            let idle = self.server.is_none()
+                && self.cli_in.is_empty()
+                && self.cli_skip == 0
+                && self.to_client.is_empty()
+                && self.to_server.is_empty();
+            if idle {
+                for buf in [
+                    &mut self.cli_in,
+                    &mut self.srv_in,
+                    &mut self.to_client,
+                    &mut self.to_server,
+                ] {
+                    crate::buffers::give(buf);
+                }
+            } else if self.cli_in.capacity() - self.cli_in.len() < READ_CHUNK / 2 {
+                self.cli_in.reserve(READ_CHUNK);
+            }
+            if self.server.is_some() && self.srv_in.capacity() - self.srv_in.len() < READ_CHUNK / 2
+            {
+                self.srv_in.reserve(READ_CHUNK);
+            }
+            let writable = self.writable();
+            let blocked = self.route.as_deref().is_some_and(|r| r.is_blocked());
+            // The sockets are polled directly, in this order (the first ready one wins), rather
+            // than through a select! over one future per socket: a future per socket is state
+            // that every client's task keeps for its whole life, idle or not.
+            let has_server = self.server.is_some();
+            let write_server = has_server && !self.to_server.is_empty();
+            let read_server = has_server && self.to_client.len() < HIGH_WATER;
+            let read_client = idle
+                || (self.to_server.len() < HIGH_WATER
+                    && !(blocked && self.cli_in.len() >= HIGH_WATER));
+            let event = std::future::poll_fn(|cx| {
+                use std::task::Poll;
+                use tokio::io::AsyncWrite;
+                if !armed || info.stop_requested() & !handled != 0 {
+                    armed = true;
+                    if stop.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(if info.stop_requested() & STOP_KILL != 0 {
+                            Event::Kill
+                        } else {
+                            Event::Drain
+                        });
+                    }
+                }
+                if let (true, Some(g)) = (write_server, self.server.as_mut()) {
+                    let stream = Pin::new(&mut g.conn_mut().stream);
+                    if let Poll::Ready(r) = stream.poll_write(cx, &self.to_server) {
+                        return Poll::Ready(Event::ServerWrote(r));
+                    }
+                }
+                if writable > 0 {
+                    let client = Pin::new(&mut self.client);
+                    if let Poll::Ready(r) = client.poll_write(cx, &self.to_client[..writable]) {
+                        return Poll::Ready(Event::ClientWrote(r));
+                    }
+                }
+                if let (true, Some(g)) = (read_server, self.server.as_mut()) {
+                    let stream = Pin::new(&mut g.conn_mut().stream);
+                    if let Poll::Ready(r) = poll_read_buf(stream, cx, &mut self.srv_in) {
+                        return Poll::Ready(Event::ServerRead(r));
+                    }
+                }
+                if idle {
+                    if let Poll::Ready(r) = self.client.poll_read_ready(cx) {
+                        return Poll::Ready(Event::ClientReadable(r));
+                    }
+                } else if read_client {
+                    let client = Pin::new(&mut self.client);
+                    if let Poll::Ready(r) = poll_read_buf(client, cx, &mut self.cli_in) {
+                        return Poll::Ready(Event::ClientRead(r));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            let from_client = matches!(event, Event::ClientRead(_) | Event::ClientReadable(_));
+            match event {
+                Event::Drain => {
+                    self.draining = true;
+                    handled |= STOP_DRAIN;
+                    stop.set(info.killed());
+                    armed = false;
+                }
+                Event::Kill => {
+                    return Err(Fatal::new(
+                        sqlstate::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command (KILL)",
+                    ));
+                }
+                Event::ClientReadable(r) => {
+                    r?;
+                    for buf in [
+                        &mut self.cli_in,
+                        &mut self.srv_in,
+                        &mut self.to_client,
+                        &mut self.to_server,
+                    ] {
+                        crate::buffers::take(buf);
+                    }
+                    self.cli_in.reserve(READ_CHUNK);
+                    // Not try_read_buf: read_buf takes a short read as "socket drained", so the
+                    // next round does not make a read syscall only to get EAGAIN.
+                    match now_or_never(self.client.read_buf(&mut self.cli_in)).await {
+                        Some(Ok(0)) => return Ok(()),
+                        Some(Ok(n)) => {
+                            self.received(n);
+                            if self.process_client().await? {
+                                return Ok(());
+                            }
+                        }
+                        None => {}
+                        Some(Err(e)) => return Err(e.into()),
+                    }
+                }
+                Event::ClientWrote(r) => self.client_wrote(r?),
+                Event::ServerWrote(Ok(n)) => self.server_wrote(n),
+                Event::ServerWrote(Err(e)) | Event::ServerRead(Err(e)) => {
+                    self.server_lost(&e.to_string())
+                }
+                Event::ServerRead(Ok(0)) => {
+                    self.server_lost("server closed the connection unexpectedly")
+                }
+                Event::ServerRead(Ok(_)) => {
+                    self.process_server();
+                    shrink(&mut self.srv_in);
+                }
+                Event::ClientRead(r) => {
+                    let n = r?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.received(n);
+                    let close = self.process_client().await?;
+                    shrink(&mut self.cli_in);
+                    if close {
+                        return Ok(());
+                    }
+                }
+            }
+            // A unit that waited for the attached server (routing) may be able to go now.
+            if !from_client
+                && self.route.as_deref_mut().is_some_and(|r| r.take_blocked())
+                && self.process_client().await?
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes what either side is owed right away, as far as its socket takes it, instead of in
+    /// the next round of the relay; whatever is left waits for that round as before.
+    fn write_now(&mut self) -> Result<(), Fatal> {
+        if let (false, Some(g)) = (self.to_server.is_empty(), self.server.as_mut()) {
+            match g.conn_mut().stream.try_write(&self.to_server) {
+                Ok(n) => self.server_wrote(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => self.server_lost(&e.to_string()),
+            }
+        }
+        let writable = self.writable();
+        if writable > 0 {
+            match self.client.try_write(&self.to_client[..writable]) {
+                Ok(n) => self.client_wrote(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of `to_client` that may be written now (the rest is a held replica answer).
+    fn writable(&self) -> usize {
+        match self.route.as_deref() {
+            Some(r) => r.writable(self.to_client.len()),
+            None => self.to_client.len(),
+        }
+    }
+
+    /// `n` bytes of `to_client` went out.
+    fn client_wrote(&mut self, n: usize) {
+        self.pool
+            .metrics
+            .sent
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.to_client.advance(n);
+        if let Some(r) = self.route.as_deref_mut() {
+            r.client_wrote(n);
+        }
+        shrink(&mut self.to_client);
+    }
+
+    /// `n` bytes of `to_server` went out.
+    fn server_wrote(&mut self, n: usize) {
+        self.to_server.advance(n);
+        shrink(&mut self.to_server);
+    }
+
+    /// Walks the client's bytes: CopyData streams through, every other message is handed to the
+    /// session whole. Returns true when the client said Terminate.
+    async fn process_client(&mut self) -> Result<bool, Fatal> {
+        loop {
+            if self.cli_skip > 0 {
+                let n = self.cli_skip.min(self.cli_in.len());
+                if n == 0 {
+                    break;
+                }
+                if !self.cli_skip_discard {
+                    self.to_server.extend_from_slice(&self.cli_in[..n]);
+                }
+                self.cli_in.advance(n);
+                self.cli_skip -= n;
+                continue;
+            }
+            let header = match Header::parse(&self.cli_in, self.max) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Fatal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("invalid message: {e}"),
+                    ));
+                }
+            };
+            let len = header.wire_len();
+            if header.tag == b'd' {
+                // CopyData streams through whatever its size; without a server (the COPY failed or
+                // the server was lost) it is dropped, as PostgreSQL drops it after a COPY error.
+                let n = len.min(self.cli_in.len());
+                let discard = self.server.is_none() || self.exchange.discarding();
+                if !discard {
+                    self.to_server.extend_from_slice(&self.cli_in[..n]);
+                }
+                self.cli_in.advance(n);
+                self.cli_skip = len - n;
+                self.cli_skip_discard = discard;
+                continue;
+            }
+            if self.cli_in.len() < len {
+                break;
+            }
+            let msg = self.cli_in.split_to(len).freeze();
+            let mut step = self.on_client_message(msg)?;
+            if let Step::Checkout(tag, msg) = step {
+                // Boxed: a checkout's future is as big as the rest of the relay put together,
+                // and the relay's future lives as long as the client, idle or not. One small
+                // allocation per transaction keeps every idle client that much smaller.
+                let attached = Box::pin(self.checkout_for(&msg)).await;
+                step = self.after_checkout(tag, msg, attached)?;
+            }
+            match step {
+                Step::Next => {}
+                Step::Wait => break,
+                Step::Close => return Ok(true),
+                Step::Checkout(..) => unreachable!("after_checkout sends or fails the message"),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Walks the server's bytes and forwards them; releases the server at a clean point.
+    fn process_server(&mut self) {
+        loop {
+            if self.srv_skip > 0 {
+                let n = self.srv_skip.min(self.srv_in.len());
+                if n == 0 {
+                    break;
+                }
+                if !self.srv_skip_discard {
+                    self.to_client.extend_from_slice(&self.srv_in[..n]);
+                }
+                self.srv_in.advance(n);
+                self.srv_skip -= n;
+                continue;
+            }
+            let header = match Header::parse(&self.srv_in, i32::MAX as usize) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => return self.server_lost(&format!("invalid message from server: {e}")),
+            };
+            let len = header.wire_len();
+            let internal = self.exchange.front_is_internal();
+            // Only messages that end a request or carry state are held whole; DataRow, CopyData,
+            // notices and the like stream through as they arrive.
+            if !held_whole(header.tag, internal) {
+                if !internal {
+                    if let Some(rs) = self.route.as_deref_mut() {
+                        rs.on_reply(header.tag, false);
+                    }
+                }
+                let n = len.min(self.srv_in.len());
+                if !internal {
+                    self.to_client.extend_from_slice(&self.srv_in[..n]);
+                }
+                self.srv_in.advance(n);
+                self.srv_skip = len - n;
+                self.srv_skip_discard = internal;
+                continue;
+            }
+            if header.body_len > self.max {
+                return self.server_lost("server sent an oversized message");
+            }
+            if self.srv_in.len() < len {
+                break;
+            }
+            let msg = self.srv_in.split_to(len);
+            if !self.on_server_message(msg) {
+                return;
+            }
+        }
+        self.release_if_clean();
+    }
+}

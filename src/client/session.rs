@@ -1,0 +1,817 @@
+//! A logged-in client session: what it owns and how its parts fit together.
+//!
+//! The session owns the client's socket and buffers, its server connection while it holds one,
+//! and its parts: the [`Exchange`] (what the client is owed), its [`ClientStatements`] (named
+//! prepared statements) and, when the pool has replicas, its [`Routing`]. The I/O loop that
+//! drives it is in `relay.rs`; this file decides what each whole message means for the session.
+//!
+//! # The release rule
+//! In transaction mode the server connection goes back to its pool at a clean point, and only
+//! there: [`Session::at_clean_point`] states it once. Every request has had its answer, no
+//! extended-protocol message was sent since the last Sync, the last ReadyForQuery said idle (`I`),
+//! no COPY is under way (the exchange's half), and no bytes of a message are in flight either way
+//! (the relay's half).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use sluice_proto::backend::{self, ErrorResponse};
+use sluice_proto::frontend::FrontendTag;
+use sluice_proto::{Header, frontend, split_cstr, sqlstate};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::exchange::{Answer, Exchange, Pending, Verdict};
+use super::login::LoggedIn;
+use super::routing::{Plan, Routing};
+use super::statements::{ClientStatements, LocalParse, PoolStatements};
+use super::{Fatal, checkout_error};
+use crate::Shared;
+use crate::cancel::{CancelRegistration, CancelTarget};
+use crate::config::PoolMode;
+use crate::params::{self, Params};
+use crate::pool::{CheckoutError, Pool, ServerGuard};
+use crate::stats::SessionStats;
+
+/// What the relay does after a client message.
+pub(super) enum Step {
+    /// Go on with the next message.
+    Next,
+    /// Stop walking the client's bytes: this unit waits until the attached server is released.
+    Wait,
+    /// The client said Terminate.
+    Close,
+    /// The message needs a server connection: check one out, then call `after_checkout`.
+    Checkout(FrontendTag, Bytes),
+}
+
+pub(super) struct Session {
+    pub(super) pool: Arc<Pool>,
+    pub(super) mode: PoolMode,
+    pub(super) client: TcpStream,
+    /// Bytes read from the client, not processed yet.
+    pub(super) cli_in: BytesMut,
+    /// Bytes owed to the client.
+    pub(super) to_client: BytesMut,
+    /// Bytes read from the server, not processed yet.
+    pub(super) srv_in: BytesMut,
+    /// Bytes owed to the server.
+    pub(super) to_server: BytesMut,
+    pub(super) server: Option<ServerGuard>,
+    /// The parameter values this client should see.
+    wanted: Params,
+    cancel: CancelRegistration,
+    /// What the client is owed by the server.
+    pub(super) exchange: Exchange,
+    /// Named statements of this client (transaction mode).
+    statements: ClientStatements,
+    /// Rename statements (transaction mode with max_prepared_statements > 0).
+    intercept: bool,
+    /// Bytes of a client CopyData still to pass through (or drop, with `cli_skip_discard`).
+    pub(super) cli_skip: usize,
+    pub(super) cli_skip_discard: bool,
+    /// Bytes of a server message still to pass through (or drop, with `srv_skip_discard`).
+    pub(super) srv_skip: usize,
+    pub(super) srv_skip_discard: bool,
+    /// The server died while the client was idle in a transaction: the next request fails.
+    lost: Option<String>,
+    /// An ErrorResponse the server sent while nothing was asked (it is about to close).
+    held_error: Option<String>,
+    /// Cap on a message held whole.
+    pub(super) max: usize,
+    pub(super) draining: bool,
+    pub(super) drain: watch::Receiver<bool>,
+    /// Counters, timings and this client's registry entry (SHOW CLIENTS, KILL).
+    pub(super) stats: SessionStats,
+    /// Read/write splitting; None unless the pool has replicas (boxed: most pools have none).
+    pub(super) route: Option<Box<Routing>>,
+}
+
+impl Session {
+    pub(super) fn new(
+        shared: &Arc<Shared>,
+        logged_in: LoggedIn,
+        client: TcpStream,
+        cli_in: BytesMut,
+        peer: std::net::SocketAddr,
+        drain: watch::Receiver<bool>,
+    ) -> Session {
+        let LoggedIn {
+            pool,
+            wanted,
+            cancel,
+            server,
+        } = logged_in;
+        let mode = pool.settings.mode;
+        let stats = SessionStats::new(
+            shared,
+            &pool,
+            &client,
+            peer,
+            cancel.pid,
+            wanted.get("application_name"),
+            server.as_ref(),
+        );
+        let route = match mode {
+            PoolMode::Transaction => pool.router.clone().map(|r| Box::new(Routing::new(r))),
+            PoolMode::Session => None,
+        };
+        let mut s = Session {
+            intercept: mode == PoolMode::Transaction && pool.settings.max_prepared_statements > 0,
+            max: shared.config().pooler.max_message_size,
+            pool,
+            mode,
+            client,
+            cli_in,
+            to_client: BytesMut::new(),
+            srv_in: BytesMut::new(),
+            to_server: BytesMut::new(),
+            server: None,
+            wanted,
+            cancel,
+            exchange: Exchange::default(),
+            statements: ClientStatements::default(),
+            cli_skip: 0,
+            cli_skip_discard: false,
+            srv_skip: 0,
+            srv_skip_discard: false,
+            lost: None,
+            held_error: None,
+            draining: false,
+            drain,
+            stats,
+            route,
+        };
+        if let Some(guard) = server {
+            s.attach_guard(guard);
+        }
+        s
+    }
+
+    pub(super) async fn run(&mut self) {
+        let end = self.relay().await;
+        // Boxed: its timer and the error it writes would otherwise add to the state every
+        // client keeps while it relays.
+        Box::pin(self.end(end)).await;
+    }
+
+    /// Tells the client why its session ended (if it can still hear it), then lets go of the
+    /// server connection.
+    async fn end(&mut self, end: Result<(), Fatal>) {
+        if let Err(Fatal(err)) = end {
+            if err.code != sqlstate::CONNECTION_FAILURE {
+                self.pool.metrics.error_code(&err.code);
+            }
+            err.write(&mut self.to_client);
+        }
+        if !self.to_client.is_empty() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                self.client.write_all(&self.to_client),
+            )
+            .await;
+        }
+        self.finish_server().await;
+    }
+
+    fn pool_statements(pool: &Pool) -> PoolStatements<'_> {
+        PoolStatements {
+            registry: &pool.registry,
+            stats: &pool.prepared,
+            cap: pool.settings.max_prepared_statements,
+        }
+    }
+
+    /// One whole client message (not CopyData, which streams): answers it locally or forwards it
+    /// to the attached server; without one, asks the relay for a checkout first
+    /// ([`Step::Checkout`], then [`Session::checkout_for`] and [`Session::after_checkout`]).
+    pub(super) fn on_client_message(&mut self, msg: Bytes) -> Result<Step, Fatal> {
+        let tag = match FrontendTag::from_u8(msg[0]) {
+            Some(FrontendTag::Terminate) => return Ok(Step::Close),
+            Some(FrontendTag::Password) | Some(FrontendTag::CopyData) | None => {
+                return Err(Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid frontend message type {}", msg[0]),
+                ));
+            }
+            Some(tag) => tag,
+        };
+        if !self.exchange.accept_from_client(tag == FrontendTag::Sync) {
+            return Ok(Step::Next);
+        }
+        if self.handle_locally(tag, &msg)? {
+            self.exchange.emit_local(&mut self.to_client);
+            return Ok(Step::Next);
+        }
+        if self.server.is_none() {
+            if let Some(why) = self.lost.take() {
+                let err = ErrorResponse::error(
+                    sqlstate::CONNECTION_FAILURE,
+                    "server connection was lost; the transaction was rolled back",
+                )
+                .detail(why);
+                self.fail_request(tag, err);
+                return Ok(Step::Next);
+            }
+            if self.draining {
+                return Err(Fatal::new(
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "terminating connection due to administrator command",
+                ));
+            }
+            return Ok(Step::Checkout(tag, msg));
+        }
+        if self.route.is_some()
+            && !self.exchange.unsynced()
+            && !self.exchange.in_copy_in()
+            && starts_unit(tag)
+            && !self.may_continue(&msg)
+        {
+            // This unit must not run on the attached server (a replica): wait until the server
+            // is released, then route it afresh.
+            self.unread(&msg);
+            if let Some(rs) = self.route.as_mut() {
+                rs.block();
+            }
+            return Ok(Step::Wait);
+        }
+        self.send(tag, msg)
+    }
+
+    /// Checks out a server for the unit starting with `msg` (routed, when the pool has replicas).
+    pub(super) async fn checkout_for(&mut self, msg: &Bytes) -> Result<(), ErrorResponse> {
+        if self.route.is_some() {
+            self.attach_routed(msg).await
+        } else {
+            self.attach()
+                .await
+                .map_err(|e| checkout_error(&e, &self.pool))
+        }
+    }
+
+    /// After the checkout a message asked for: sends it, or fails it when there is no server.
+    pub(super) fn after_checkout(
+        &mut self,
+        tag: FrontendTag,
+        msg: Bytes,
+        attached: Result<(), ErrorResponse>,
+    ) -> Result<Step, Fatal> {
+        if let Err(err) = attached {
+            self.fail_request(tag, err);
+            return Ok(Step::Next);
+        }
+        self.send(tag, msg)
+    }
+
+    fn send(&mut self, tag: FrontendTag, msg: Bytes) -> Result<Step, Fatal> {
+        self.forward(tag, msg)?;
+        self.stats.request();
+        self.exchange.emit_local(&mut self.to_client);
+        Ok(Step::Next)
+    }
+
+    /// Messages that need no server: returns true when handled.
+    fn handle_locally(&mut self, tag: FrontendTag, msg: &Bytes) -> Result<bool, Fatal> {
+        let body = &msg[Header::LEN..];
+        if self.server.is_some() {
+            // With a server attached, local answers still go through the exchange for their order.
+            if self.intercept && tag == FrontendTag::Query {
+                if let Some(name) = self.statements.deallocate_target(body) {
+                    self.statements.remove(&name);
+                    self.exchange.sent(Pending::LocalCommand("DEALLOCATE"));
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+        match tag {
+            // Nothing to do without a server: a Flush, the end of a COPY that already failed.
+            FrontendTag::Flush | FrontendTag::CopyDone | FrontendTag::CopyFail => Ok(true),
+            // A Sync with nothing before it is answered as PostgreSQL would.
+            FrontendTag::Sync if !self.exchange.unsynced() => {
+                backend::ready_for_query(b'I', &mut self.to_client);
+                Ok(true)
+            }
+            // A named Parse of SQL a server has accepted before, and the Close of a name, need no
+            // server (see ClientStatements::parse_locally).
+            FrontendTag::Parse if self.intercept => {
+                let (name, tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                if name.is_empty() {
+                    return Ok(false);
+                }
+                let pool = Self::pool_statements(&self.pool);
+                let answer = self.statements.parse_locally(
+                    &pool,
+                    name,
+                    tail,
+                    &mut self.exchange,
+                    &mut self.to_client,
+                );
+                Ok(matches!(answer, LocalParse::Answered))
+            }
+            FrontendTag::Close if self.intercept && body.first() == Some(&b'S') => {
+                let (name, _) = split_cstr(&body[1..]).ok_or_else(|| malformed("Close"))?;
+                if name.is_empty() {
+                    return Ok(false);
+                }
+                self.statements.close_locally(name, &mut self.to_client);
+                Ok(true)
+            }
+            FrontendTag::Query if self.intercept => match self.statements.deallocate_target(body) {
+                Some(name) => {
+                    self.statements.remove(&name);
+                    backend::command_complete("DEALLOCATE", &mut self.to_client);
+                    backend::ready_for_query(b'I', &mut self.to_client);
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+            _ => Ok(false),
+        }
+    }
+
+    /// Sends one client message to the attached server, renaming statements when intercepting,
+    /// and books what the server owes for it.
+    fn forward(&mut self, tag: FrontendTag, msg: Bytes) -> Result<(), Fatal> {
+        let body = &msg[Header::LEN..];
+        let pending = match tag {
+            FrontendTag::Query => Pending::Query,
+            FrontendTag::FunctionCall => Pending::Call,
+            FrontendTag::Sync => Pending::Sync,
+            FrontendTag::CopyDone | FrontendTag::CopyFail => Pending::CopyEnd,
+            FrontendTag::Flush => {
+                self.to_server.extend_from_slice(&msg);
+                return Ok(());
+            }
+            FrontendTag::Execute => Pending::Execute,
+            FrontendTag::Parse => {
+                let (name, tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                if self.intercept && !name.is_empty() {
+                    let pool = Self::pool_statements(&self.pool);
+                    let conn = self.server.as_mut().expect("attached").conn_mut();
+                    self.statements.parse(
+                        &pool,
+                        &mut conn.statements,
+                        name,
+                        tail,
+                        &mut self.exchange,
+                        &mut self.to_server,
+                    );
+                    return Ok(());
+                }
+                Pending::Parse {
+                    answer: Answer::Server,
+                    undo: Default::default(),
+                }
+            }
+            FrontendTag::Bind => {
+                let (portal, rest) = split_cstr(body).ok_or_else(|| malformed("Bind"))?;
+                let (name, rest) = split_cstr(rest).ok_or_else(|| malformed("Bind"))?;
+                if self.intercept && !name.is_empty() {
+                    let pool = Self::pool_statements(&self.pool);
+                    let conn = self.server.as_mut().expect("attached").conn_mut();
+                    self.statements.bind(
+                        &pool,
+                        &mut conn.statements,
+                        portal,
+                        name,
+                        rest,
+                        &mut self.exchange,
+                        &mut self.to_server,
+                    );
+                    return Ok(());
+                }
+                Pending::Bind
+            }
+            FrontendTag::Describe => {
+                let (&kind, rest) = body.split_first().ok_or_else(|| malformed("Describe"))?;
+                let (name, _) = split_cstr(rest).ok_or_else(|| malformed("Describe"))?;
+                if self.intercept && kind == b'S' && !name.is_empty() {
+                    let pool = Self::pool_statements(&self.pool);
+                    let conn = self.server.as_mut().expect("attached").conn_mut();
+                    self.statements.describe(
+                        &pool,
+                        &mut conn.statements,
+                        name,
+                        &mut self.exchange,
+                        &mut self.to_server,
+                    );
+                    return Ok(());
+                }
+                Pending::Describe
+            }
+            FrontendTag::Close => {
+                let (&kind, rest) = body.split_first().ok_or_else(|| malformed("Close"))?;
+                let (name, _) = split_cstr(rest).ok_or_else(|| malformed("Close"))?;
+                if self.intercept && kind == b'S' && !name.is_empty() {
+                    self.exchange.sent_extended();
+                    self.statements.close(name, &mut self.exchange);
+                    return Ok(());
+                }
+                Pending::Close {
+                    answer: Answer::Server,
+                    undo: Default::default(),
+                }
+            }
+            FrontendTag::Terminate | FrontendTag::CopyData | FrontendTag::Password => {
+                unreachable!("tags are checked in on_client_message")
+            }
+        };
+        self.exchange.sent(pending);
+        self.to_server.extend_from_slice(&msg);
+        Ok(())
+    }
+
+    /// Answers a request sluice cannot run (no server) with `err`, as PostgreSQL would.
+    fn fail_request(&mut self, tag: FrontendTag, err: ErrorResponse) {
+        self.pool.metrics.error_code(&err.code);
+        let ends_at_ready = matches!(
+            tag,
+            FrontendTag::Query | FrontendTag::Sync | FrontendTag::FunctionCall
+        );
+        self.exchange
+            .fail_request(ends_at_ready, &err, &mut self.to_client);
+    }
+
+    /// Whether the unit starting with `msg` may run on the server attached now.
+    fn may_continue(&mut self, msg: &[u8]) -> bool {
+        let Some(rs) = self.route.as_deref_mut() else {
+            return true;
+        };
+        let (unit, len) = rs.classify(&self.statements, msg, &self.cli_in, self.max);
+        rs.may_continue(unit, len)
+    }
+
+    /// Checks out a server for the unit starting with `msg`: a replica's when the unit is
+    /// read-only and a replica may serve this client, else the primary's.
+    async fn attach_routed(&mut self, msg: &Bytes) -> Result<(), ErrorResponse> {
+        let rs = self.route.as_deref_mut().expect("routed");
+        let (unit, len) = rs.classify(&self.statements, msg, &self.cli_in, self.max);
+        let reason = match rs.plan(unit, len) {
+            Plan::Primary(reason) => reason,
+            Plan::Replica(i) => {
+                let router = rs.router.clone();
+                let pool = router.pools[i].clone();
+                let outstanding = router.replicas.acquire(i);
+                let checkout = pool.checkout(pool.settings.query_wait_timeout);
+                match self.stats.waiting(checkout).await {
+                    Ok(guard) => {
+                        let len = len.unwrap_or(0);
+                        let mut bytes = BytesMut::with_capacity(msg.len() + len);
+                        bytes.extend_from_slice(msg);
+                        bytes.extend_from_slice(&self.cli_in[..len]);
+                        let hold_from = self.to_client.len();
+                        let rs = self.route.as_deref_mut().expect("routed");
+                        rs.on_replica(i, outstanding, unit, bytes.freeze(), hold_from);
+                        self.attach_guard(guard);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::info!(pool = %pool.key, error = %e, "replica unavailable; running on the primary");
+                        Some(crate::router::RouteReason::Retried)
+                    }
+                }
+            }
+        };
+        let rs = self.route.as_deref_mut().expect("routed");
+        rs.to_primary(reason, &self.pool.key.database)?;
+        self.attach()
+            .await
+            .map_err(|e| checkout_error(&e, &self.pool))?;
+        let read = unit.read && len.is_some();
+        self.route.as_deref_mut().expect("routed").on_primary(read);
+        Ok(())
+    }
+
+    /// The held replica unit failed before any of its answer reached the client: run it again on
+    /// the primary. `lost`: the replica connection failed (else it refused with 25006 and has
+    /// sent its ReadyForQuery).
+    pub(super) fn retry_on_primary(&mut self, lost: bool) {
+        let clean = !lost && self.at_clean_point();
+        let Some((bytes, hold_from)) = self.route.as_deref_mut().and_then(|r| r.take_retry())
+        else {
+            return;
+        };
+        tracing::debug!(pool = %self.pool.key, lost, "retrying a replica's unit on the primary");
+        self.to_client.truncate(hold_from);
+        if let Some(mut guard) = self.server.take() {
+            guard.conn_mut().dirty = !clean;
+        }
+        self.cancel.slot.set(None);
+        self.forget_server_exchange();
+        // Names the unit's Parses gave are given again when it runs again.
+        if self.intercept {
+            let mut b = &bytes[..];
+            while let Ok(Some(h)) = Header::parse(b, usize::MAX) {
+                let len = h.wire_len().min(b.len());
+                if h.tag == b'P' {
+                    if let Some((name, _)) = split_cstr(&b[Header::LEN..len]) {
+                        if !name.is_empty() {
+                            self.statements.remove(name);
+                        }
+                    }
+                }
+                b = &b[len..];
+            }
+        }
+        self.unread(&bytes);
+    }
+
+    /// Puts client bytes back in front of what is still to be processed.
+    fn unread(&mut self, bytes: &[u8]) {
+        let mut back = BytesMut::with_capacity(bytes.len() + self.cli_in.len());
+        back.extend_from_slice(bytes);
+        back.extend_from_slice(&self.cli_in);
+        self.cli_in = back;
+    }
+
+    async fn attach(&mut self) -> Result<(), CheckoutError> {
+        let checkout = self.pool.checkout(self.pool.settings.query_wait_timeout);
+        let guard = self.stats.waiting(checkout).await?;
+        self.attach_guard(guard);
+        Ok(())
+    }
+
+    fn attach_guard(&mut self, mut guard: ServerGuard) {
+        let conn = guard.conn_mut();
+        conn.dirty = true;
+        self.cancel.slot.set(Some(CancelTarget {
+            server: conn.target.clone(),
+            pid: conn.pid,
+            key: conn.key,
+        }));
+        // Most checkouts find the connection as the last client with the same parameter list
+        // (shared, see ParamsInterner) left it: two pointer comparisons instead of comparing
+        // every parameter.
+        let unchanged = conn.in_sync.as_ref().is_some_and(|(server, client)| {
+            server.same_list(&conn.params) && client.same_list(&self.wanted)
+        });
+        if !unchanged {
+            if let Some(sql) = conn.params.sync_sql(&self.wanted) {
+                frontend::write_query(&sql, &mut self.to_server);
+                conn.params.note_synced(&self.wanted);
+                self.exchange.sent(Pending::Internal);
+                conn.in_sync = None;
+            } else {
+                conn.in_sync = Some((conn.params.clone(), self.wanted.clone()));
+            }
+        }
+        self.exchange.attached();
+        self.srv_in.clear();
+        self.srv_skip = 0;
+        self.held_error = None;
+        self.server = Some(guard);
+    }
+
+    /// One whole server message. Returns false when the relay must stop walking the server's
+    /// bytes (the server is gone or given up).
+    pub(super) fn on_server_message(&mut self, msg: BytesMut) -> bool {
+        let tag = msg[0];
+        let body = &msg[Header::LEN..];
+        if self.exchange.front_is_internal() {
+            self.on_internal_reply(tag, body);
+            return true;
+        }
+        let fatal = tag == b'E' && params::is_fatal(body);
+        // A FATAL error ends the connection: a held unit is retried like on any failure.
+        if let Some(rs) = self.route.as_deref_mut().filter(|_| !fatal) {
+            let refusal = tag == b'E'
+                && params::error_code_and_message(body).0 == sqlstate::READ_ONLY_SQL_TRANSACTION;
+            rs.on_reply(tag, refusal);
+        }
+        let (statements, server) = (&mut self.statements, &mut self.server);
+        let undo = |u| statements.undo(u, server.as_mut().map(|g| &mut g.conn_mut().statements));
+        match self.exchange.on_reply(tag, body, undo) {
+            Verdict::Forward => {
+                if tag == b'E' {
+                    self.pool.metrics.error_sent(body);
+                }
+                self.to_client.extend_from_slice(&msg);
+            }
+            Verdict::Drop => {}
+            Verdict::Replace(ours) => {
+                self.pool.metrics.error_sent(body);
+                self.to_client.extend_from_slice(&ours);
+            }
+            Verdict::Unasked => {
+                self.held_error = Some(params::error_code_and_message(body).1);
+            }
+        }
+        match tag {
+            b'Z' => {
+                let more = self.exchange.has_pending();
+                self.stats
+                    .ready(&self.pool, self.exchange.tx_status(), more);
+                if self.route.as_deref().is_some_and(|r| r.refused()) {
+                    self.retry_on_primary(false);
+                    return false;
+                }
+            }
+            b'S' => {
+                if let Some((name, value)) = params::parse_status(body) {
+                    if params::is_tracked(name) || self.wanted.get(name).is_some() {
+                        self.wanted.set(name, value);
+                    }
+                    if let Some(g) = self.server.as_mut() {
+                        g.conn_mut().params.set(name, value);
+                    }
+                }
+            }
+            b'C' if body == b"DISCARD ALL\0" || body == b"DEALLOCATE ALL\0" => {
+                // The server forgot every prepared statement, sluice's included.
+                self.statements.clear();
+                if let Some(g) = self.server.as_mut() {
+                    g.conn_mut().statements.clear();
+                }
+            }
+            _ => {}
+        }
+        if fatal {
+            // PostgreSQL closes the connection after a FATAL. Waiting to see the socket close
+            // would let the client's next request go to a dead server.
+            let why = params::error_code_and_message(body).1;
+            self.server_lost(&why);
+            return false;
+        }
+        self.exchange.emit_local(&mut self.to_client);
+        true
+    }
+
+    /// A reply to sluice's own parameter-sync query or write-position probe.
+    fn on_internal_reply(&mut self, tag: u8, body: &[u8]) {
+        if self.exchange.front_is_probe() {
+            if let Some(rs) = self.route.as_deref_mut() {
+                if rs.on_probe_reply(tag, body) {
+                    self.exchange.internal_done();
+                }
+            }
+            return;
+        }
+        let conn = self
+            .server
+            .as_mut()
+            .expect("reading from a server")
+            .conn_mut();
+        match tag {
+            b'S' => conn.params.apply_status(body),
+            b'E' => {
+                let (code, message) = params::error_code_and_message(body);
+                tracing::warn!(pool = %self.pool.key, %code, %message, "setting client parameters on a server failed");
+                // Unknown state: make the next checkout set everything again.
+                conn.params = Params::default();
+            }
+            b'Z' => self.exchange.internal_done(),
+            _ => {}
+        }
+    }
+
+    /// The release rule: the attached server may serve another client now. Nothing is owed in
+    /// either direction, the server is idle outside a transaction, and no message is partly
+    /// relayed.
+    pub(super) fn at_clean_point(&self) -> bool {
+        self.server.is_some()
+            && self.exchange.is_clean()
+            && self.srv_skip == 0
+            && self.cli_skip == 0
+            && self.to_server.is_empty()
+            && self.srv_in.is_empty()
+    }
+
+    /// In transaction mode, releases the server at a clean point (after the read-your-writes
+    /// probe, when routing asks for one).
+    pub(super) fn release_if_clean(&mut self) {
+        if self.mode != PoolMode::Transaction || !self.at_clean_point() {
+            return;
+        }
+        if let Some(rs) = self.route.as_deref_mut() {
+            if rs.at_release(&mut self.to_server) {
+                self.exchange.sent(Pending::LsnProbe);
+                return;
+            }
+            rs.released();
+        }
+        if let Some(mut guard) = self.server.take() {
+            guard.conn_mut().dirty = false;
+            self.cancel.slot.set(None);
+            self.exchange.released();
+            drop(guard);
+        }
+    }
+
+    /// The server connection failed. Whatever the client is owed gets an error; a transaction the
+    /// client believes open fails its next request.
+    pub(super) fn server_lost(&mut self, why: &str) {
+        if self.server.is_none() {
+            return;
+        }
+        if let Some(rs) = self.route.as_deref_mut() {
+            if rs.on_loss(self.exchange.probing()) {
+                tracing::info!(pool = %self.pool.key, reason = why, "replica connection lost before answering; retrying on the primary");
+                return self.retry_on_primary(true);
+            }
+        }
+        let Some(mut guard) = self.server.take() else {
+            return;
+        };
+        guard.conn_mut().dirty = true;
+        self.stats.server_lost(&self.pool, &guard);
+        tracing::info!(pool = %self.pool.key, server = guard.conn().id, reason = why, "server connection lost");
+        drop(guard);
+        self.cancel.slot.set(None);
+        let why = self.held_error.take().unwrap_or_else(|| why.to_owned());
+        if self.cli_skip > 0 {
+            self.cli_skip_discard = true;
+        }
+        let err = ErrorResponse::error(
+            sqlstate::CONNECTION_FAILURE,
+            "server connection lost; the transaction was rolled back",
+        )
+        .detail(why.clone());
+        // The server is gone: only the client's names are taken back.
+        let statements = &mut self.statements;
+        if self
+            .exchange
+            .server_lost(&err, &mut self.to_client, |u| statements.undo(u, None))
+        {
+            self.lost = Some(why);
+        }
+        self.forget_relay_state();
+    }
+
+    /// Drops what was under way with a server that is gone: bytes either way, the requests it
+    /// owed answers to (taking back their effects), and its transaction state.
+    fn forget_server_exchange(&mut self) {
+        let (statements, server) = (&mut self.statements, &mut self.server);
+        self.exchange
+            .forget(|u| statements.undo(u, server.as_mut().map(|g| &mut g.conn_mut().statements)));
+        self.forget_relay_state();
+    }
+
+    fn forget_relay_state(&mut self) {
+        self.srv_in.clear();
+        self.to_server.clear();
+        self.srv_skip = 0;
+        self.held_error = None;
+    }
+
+    /// The session is over: return the server connection if it is clean (after the reset query
+    /// in session mode), close it otherwise.
+    async fn finish_server(&mut self) {
+        let clean = self.at_clean_point();
+        let Some(mut guard) = self.server.take() else {
+            return;
+        };
+        self.cancel.slot.set(None);
+        if !clean {
+            guard.conn_mut().dirty = true;
+            return;
+        }
+        if self.mode == PoolMode::Session && !self.pool.settings.reset_query.is_empty() {
+            let max = self.pool.settings.max_message_size;
+            let sql = self.pool.settings.reset_query.clone();
+            let conn = guard.conn_mut();
+            let reset = tokio::time::timeout(
+                Duration::from_secs(10),
+                crate::server::run_simple(conn, &sql, max),
+            )
+            .await;
+            conn.dirty = !matches!(reset, Ok(Ok(Ok(()))));
+            // DISCARD ALL also drops prepared statements.
+            conn.statements.clear();
+        } else {
+            guard.conn_mut().dirty = false;
+        }
+    }
+
+    /// Counts bytes received from the client.
+    pub(super) fn received(&self, n: usize) {
+        self.pool
+            .metrics
+            .received
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A message that starts a unit of work (routing looks at it).
+fn starts_unit(tag: FrontendTag) -> bool {
+    matches!(
+        tag,
+        FrontendTag::Query
+            | FrontendTag::Parse
+            | FrontendTag::Bind
+            | FrontendTag::Describe
+            | FrontendTag::Execute
+            | FrontendTag::Close
+            | FrontendTag::FunctionCall
+    )
+}
+
+fn malformed(what: &str) -> Fatal {
+    Fatal::new(
+        sqlstate::PROTOCOL_VIOLATION,
+        format!("invalid {what} message"),
+    )
+}

@@ -1,0 +1,585 @@
+//! One client's named prepared statements in transaction mode, and the rewrite that makes them
+//! survive transaction pooling.
+//!
+//! A client's statement name maps to a pool-wide [`Statement`] (see [`crate::prepared`]); on a
+//! server connection it lives as `sluice_<id>`. This type renames the client's Parse, Bind,
+//! Describe and Close into that name, inserts a Parse (and, at `max_prepared_statements`, a Close
+//! of the least recently used statement) where the server connection lacks one, answers what it
+//! can without the server, and books every request with the [`Exchange`] so answers reach the
+//! client in PostgreSQL's order. No I/O: it writes into the session's outgoing buffers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use sluice_proto::backend::{self, ErrorResponse};
+use sluice_proto::frontend;
+use sluice_proto::sqlstate;
+
+use super::exchange::{Answer, Exchange, Pending};
+use crate::prepared::{PreparedStats, Registry, ServerStatements, Statement, server_name};
+
+/// What to take back if a Parse or Close never happens (the server rejects or skips it, or the
+/// server connection is lost before it answers).
+#[derive(Default)]
+pub struct Undo {
+    /// Parse: the client name that was mapped to the statement.
+    client: Option<Bytes>,
+    /// Parse: the statement was recorded as prepared on the server connection.
+    server: bool,
+    /// Parse: the statement.
+    stmt: Option<Arc<Statement>>,
+    /// Close answered locally: the client's name and statement, to restore.
+    restore: Option<(Bytes, Arc<Statement>)>,
+    /// An eviction sluice sent: if the server skips it, the statement stays there.
+    evicted: Option<u64>,
+}
+
+impl Undo {
+    /// The eviction of statement `id` from a server connection.
+    pub fn evicted(id: u64) -> Undo {
+        Undo {
+            evicted: Some(id),
+            ..Undo::default()
+        }
+    }
+
+    /// Nothing to take back.
+    pub fn is_nothing(&self) -> bool {
+        self.client.is_none() && !self.server && self.restore.is_none() && self.evicted.is_none()
+    }
+
+    /// The Parse happened: a server accepted this statement, so later Parses of the same SQL can
+    /// be answered without one.
+    pub fn confirm(self) {
+        if let Some(stmt) = self.stmt {
+            stmt.validated.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the pool contributes to the rewrite: its statements, counters and per-connection cap.
+pub struct PoolStatements<'a> {
+    pub registry: &'a Registry,
+    pub stats: &'a PreparedStats,
+    pub cap: usize,
+}
+
+/// A client's Parse answered without a server.
+pub enum LocalParse {
+    /// Answered (ParseComplete or PostgreSQL's error) into the client's buffer.
+    Answered,
+    /// A server must see it.
+    NeedsServer,
+}
+
+/// One client's statement names (transaction mode with `max_prepared_statements > 0`).
+#[derive(Default)]
+pub struct ClientStatements {
+    names: HashMap<Bytes, Arc<Statement>>,
+}
+
+impl ClientStatements {
+    /// The statement this client calls `name`.
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
+        self.names.get(name)
+    }
+
+    /// Forgets a name (the unit that gave it will run again, DEALLOCATE).
+    pub fn remove(&mut self, name: &[u8]) {
+        self.names.remove(name);
+    }
+
+    /// `DISCARD ALL` / `DEALLOCATE ALL`: every name goes.
+    pub fn clear(&mut self) {
+        self.names.clear();
+    }
+
+    /// `DEALLOCATE name` for one of this client's statements: the name.
+    pub fn deallocate_target(&self, query_body: &[u8]) -> Option<Vec<u8>> {
+        let sql = std::str::from_utf8(query_body.strip_suffix(&[0])?).ok()?;
+        let name = crate::prepared::deallocate_target(sql)?;
+        self.names
+            .contains_key(name.as_bytes())
+            .then(|| name.into_bytes())
+    }
+
+    /// A named Parse without a server: answered at once when a server has accepted the same SQL
+    /// before (or when the name is taken). Answering here keeps a driver that prepares
+    /// synchronously outside a transaction (pgbench -M prepared) from waiting on a pool its own
+    /// other sessions hold.
+    pub fn parse_locally(
+        &mut self,
+        pool: &PoolStatements<'_>,
+        name: &[u8],
+        tail: &[u8],
+        ex: &mut Exchange,
+        to_client: &mut BytesMut,
+    ) -> LocalParse {
+        if self.names.contains_key(name) {
+            ex.fail_request(false, &already_exists(name), to_client);
+            return LocalParse::Answered;
+        }
+        match pool.registry.validated(tail) {
+            Some(stmt) => {
+                pool.stats.hits.fetch_add(1, Ordering::Relaxed);
+                self.names.insert(Bytes::copy_from_slice(name), stmt);
+                backend::parse_complete(to_client);
+                LocalParse::Answered
+            }
+            None => LocalParse::NeedsServer,
+        }
+    }
+
+    /// The Close of a named statement without a server: only the client's name goes.
+    pub fn close_locally(&mut self, name: &[u8], to_client: &mut BytesMut) {
+        self.names.remove(name);
+        backend::close_complete(to_client);
+    }
+
+    /// A named Parse with a server attached.
+    pub fn parse(
+        &mut self,
+        pool: &PoolStatements<'_>,
+        conn: &mut ServerStatements,
+        name: &[u8],
+        tail: &[u8],
+        ex: &mut Exchange,
+        to_server: &mut BytesMut,
+    ) {
+        if self.names.contains_key(name) {
+            return ex.fail_locally(&already_exists(name), to_server);
+        }
+        let stmt = pool.registry.intern(tail);
+        let client = Bytes::copy_from_slice(name);
+        self.names.insert(client.clone(), stmt.clone());
+        if conn.touch(stmt.id) {
+            pool.stats.hits.fetch_add(1, Ordering::Relaxed);
+            let undo = Undo {
+                client: Some(client),
+                stmt: Some(stmt),
+                ..Undo::default()
+            };
+            ex.sent(Pending::Parse {
+                answer: Answer::Local,
+                undo,
+            });
+            return;
+        }
+        prepare_on_server(
+            pool,
+            conn,
+            &stmt,
+            Answer::Server,
+            Some(client),
+            ex,
+            to_server,
+        );
+    }
+
+    /// A Bind of a named statement: renamed, after a Parse if the connection lacks it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind(
+        &mut self,
+        pool: &PoolStatements<'_>,
+        conn: &mut ServerStatements,
+        portal: &[u8],
+        name: &[u8],
+        rest: &[u8],
+        ex: &mut Exchange,
+        to_server: &mut BytesMut,
+    ) {
+        let Some(stmt) = self.on_server(pool, conn, name, ex, to_server) else {
+            return;
+        };
+        frontend::Bind::write_raw(portal, server_name(stmt.id).as_bytes(), rest, to_server);
+        ex.sent(Pending::Bind);
+    }
+
+    /// A Describe of a named statement: renamed, after a Parse if the connection lacks it.
+    pub fn describe(
+        &mut self,
+        pool: &PoolStatements<'_>,
+        conn: &mut ServerStatements,
+        name: &[u8],
+        ex: &mut Exchange,
+        to_server: &mut BytesMut,
+    ) {
+        let Some(stmt) = self.on_server(pool, conn, name, ex, to_server) else {
+            return;
+        };
+        frontend::Describe::write(b'S', &server_name(stmt.id), to_server);
+        ex.sent(Pending::Describe);
+    }
+
+    /// The Close of a named statement with a server attached: the server-side statement is shared
+    /// and stays; only this client's name goes, answered in its turn.
+    pub fn close(&mut self, name: &[u8], ex: &mut Exchange) {
+        let restore = self.names.remove_entry(name);
+        ex.sent(Pending::Close {
+            answer: Answer::Local,
+            undo: Undo {
+                restore,
+                ..Undo::default()
+            },
+        });
+    }
+
+    /// Takes back what a Parse or Close that never happened did. `conn`: the server connection,
+    /// if it is still attached.
+    pub fn undo(&mut self, undo: Undo, conn: Option<&mut ServerStatements>) {
+        let id = undo.stmt.as_ref().map(|s| s.id);
+        if let Some(name) = undo.client {
+            if self.names.get(&name).map(|s| s.id) == id {
+                self.names.remove(&name);
+            }
+        }
+        if let Some((name, stmt)) = undo.restore {
+            self.names.entry(name).or_insert(stmt);
+        }
+        if let Some(conn) = conn {
+            if let (true, Some(id)) = (undo.server, id) {
+                conn.remove(id);
+            }
+            if let Some(id) = undo.evicted {
+                conn.restore(id);
+            }
+        }
+    }
+
+    /// This client's statement `name`, made sure of on the server connection; if the client has
+    /// no such statement, PostgreSQL's error is raised in the batch instead.
+    fn on_server(
+        &mut self,
+        pool: &PoolStatements<'_>,
+        conn: &mut ServerStatements,
+        name: &[u8],
+        ex: &mut Exchange,
+        to_server: &mut BytesMut,
+    ) -> Option<Arc<Statement>> {
+        let Some(stmt) = self.names.get(name).cloned() else {
+            let msg = format!(
+                "prepared statement \"{}\" does not exist",
+                String::from_utf8_lossy(name)
+            );
+            let err = ErrorResponse::error(sqlstate::INVALID_SQL_STATEMENT_NAME, msg);
+            ex.fail_locally(&err, to_server);
+            return None;
+        };
+        if conn.touch(stmt.id) {
+            pool.stats.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            prepare_on_server(pool, conn, &stmt, Answer::Swallow, None, ex, to_server);
+        }
+        Some(stmt)
+    }
+}
+
+/// Sends Parse for `stmt` under its server name, first closing the least recently used statement
+/// when the connection is at `max_prepared_statements`.
+fn prepare_on_server(
+    pool: &PoolStatements<'_>,
+    conn: &mut ServerStatements,
+    stmt: &Arc<Statement>,
+    answer: Answer,
+    client: Option<Bytes>,
+    ex: &mut Exchange,
+    to_server: &mut BytesMut,
+) {
+    pool.stats.misses.fetch_add(1, Ordering::Relaxed);
+    if let Some(old) = conn.insert(stmt.id, pool.cap) {
+        pool.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        frontend::Close::write(b'S', &server_name(old), to_server);
+        ex.sent(Pending::Close {
+            answer: Answer::Swallow,
+            undo: Undo::evicted(old),
+        });
+    }
+    stmt.write_parse(to_server);
+    let undo = Undo {
+        client,
+        server: true,
+        stmt: Some(stmt.clone()),
+        ..Undo::default()
+    };
+    ex.sent(Pending::Parse { answer, undo });
+}
+
+fn already_exists(name: &[u8]) -> ErrorResponse {
+    let msg = format!(
+        "prepared statement \"{}\" already exists",
+        String::from_utf8_lossy(name)
+    );
+    ErrorResponse::error(sqlstate::DUPLICATE_PREPARED_STATEMENT, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::exchange::Verdict;
+    use sluice_proto::split_message;
+
+    struct Fixture {
+        registry: Registry,
+        stats: PreparedStats,
+        cap: usize,
+    }
+
+    impl Fixture {
+        fn new(cap: usize) -> Fixture {
+            Fixture {
+                registry: Registry::default(),
+                stats: PreparedStats::default(),
+                cap,
+            }
+        }
+        fn pool(&self) -> PoolStatements<'_> {
+            PoolStatements {
+                registry: &self.registry,
+                stats: &self.stats,
+                cap: self.cap,
+            }
+        }
+    }
+
+    /// The messages written, as (tag, body).
+    fn messages(buf: &BytesMut) -> Vec<(u8, Vec<u8>)> {
+        let mut b = buf.clone();
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = split_message(&mut b, usize::MAX) {
+            out.push((m.tag, m.body.to_vec()));
+        }
+        out
+    }
+
+    const TAIL: &[u8] = b"select $1\0\0\0";
+
+    /// Parse then Bind of a client name: the server sees sluice's name for it, once.
+    #[test]
+    fn parse_and_bind_are_renamed() {
+        let f = Fixture::new(10);
+        let mut c = ClientStatements::default();
+        let mut conn = ServerStatements::default();
+        let mut ex = Exchange::default();
+        let mut out = BytesMut::new();
+        c.parse(&f.pool(), &mut conn, b"q1", TAIL, &mut ex, &mut out);
+        c.bind(
+            &f.pool(),
+            &mut conn,
+            b"",
+            b"q1",
+            b"\0\0\0\0\0\0",
+            &mut ex,
+            &mut out,
+        );
+        let m = messages(&out);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].0, b'P');
+        assert!(m[0].1.starts_with(b"sluice_1\0select $1\0"));
+        assert_eq!(m[1].0, b'B');
+        assert!(m[1].1.starts_with(b"\0sluice_1\0"));
+        assert_eq!(f.stats.misses.load(Ordering::Relaxed), 1);
+        // The client's ParseComplete is forwarded; the BindComplete too.
+        assert_eq!(ex.on_reply(b'1', b"", drop), Verdict::Forward);
+        assert_eq!(ex.on_reply(b'2', b"", drop), Verdict::Forward);
+        assert!(c.get(b"q1").unwrap().validated.load(Ordering::Relaxed));
+    }
+
+    /// A Bind on a connection that never saw the statement gets a Parse inserted; its answer is
+    /// swallowed.
+    #[test]
+    fn bind_on_a_new_connection_inserts_a_parse() {
+        let f = Fixture::new(10);
+        let mut c = ClientStatements::default();
+        let mut ex = Exchange::default();
+        let mut first = ServerStatements::default();
+        c.parse(
+            &f.pool(),
+            &mut first,
+            b"q",
+            TAIL,
+            &mut ex,
+            &mut BytesMut::new(),
+        );
+        let mut ex = Exchange::default();
+        let mut second = ServerStatements::default();
+        let mut out = BytesMut::new();
+        c.bind(
+            &f.pool(),
+            &mut second,
+            b"",
+            b"q",
+            b"\0\0\0\0\0\0",
+            &mut ex,
+            &mut out,
+        );
+        let tags: Vec<u8> = messages(&out).iter().map(|m| m.0).collect();
+        assert_eq!(tags, b"PB");
+        assert_eq!(
+            ex.on_reply(b'1', b"", drop),
+            Verdict::Drop,
+            "inserted Parse"
+        );
+        assert_eq!(ex.on_reply(b'2', b"", drop), Verdict::Forward);
+        // Again on the same connection: a hit, no Parse.
+        let mut out = BytesMut::new();
+        c.bind(
+            &f.pool(),
+            &mut second,
+            b"",
+            b"q",
+            b"\0\0\0\0\0\0",
+            &mut ex,
+            &mut out,
+        );
+        assert_eq!(messages(&out).len(), 1);
+        assert_eq!(f.stats.hits.load(Ordering::Relaxed), 1);
+    }
+
+    /// At the cap, the least recently used statement is closed first; if the server skips that
+    /// Close (an error earlier in the batch), the statement is still there.
+    #[test]
+    fn eviction_and_its_undo() {
+        let f = Fixture::new(1);
+        let mut c = ClientStatements::default();
+        let mut conn = ServerStatements::default();
+        let mut ex = Exchange::default();
+        let mut out = BytesMut::new();
+        c.parse(
+            &f.pool(),
+            &mut conn,
+            b"a",
+            b"select 1\0\0\0",
+            &mut ex,
+            &mut out,
+        );
+        ex.on_reply(b'1', b"", drop);
+        out.clear();
+        c.parse(
+            &f.pool(),
+            &mut conn,
+            b"b",
+            b"select 2\0\0\0",
+            &mut ex,
+            &mut out,
+        );
+        let tags: Vec<u8> = messages(&out).iter().map(|m| m.0).collect();
+        assert_eq!(tags, b"CP", "Close of the old one, then Parse");
+        assert_eq!(f.stats.evictions.load(Ordering::Relaxed), 1);
+        // The server fails the Close: both it and the Parse are skipped.
+        ex.on_reply(b'E', b"SERROR\0\0", |u| c.undo(u, Some(&mut conn)));
+        assert!(c.get(b"b").is_none(), "the Parse never happened");
+        assert!(c.get(b"a").is_some());
+        let a = c.get(b"a").unwrap().id;
+        assert!(
+            conn.touch(a),
+            "the evicted statement is still on the server"
+        );
+    }
+
+    /// PostgreSQL's errors for a name that exists or does not, raised in order in the batch.
+    #[test]
+    fn duplicate_and_missing_names() {
+        let f = Fixture::new(10);
+        let mut c = ClientStatements::default();
+        let mut conn = ServerStatements::default();
+        let mut ex = Exchange::default();
+        let mut out = BytesMut::new();
+        c.parse(&f.pool(), &mut conn, b"x", TAIL, &mut ex, &mut out);
+        c.parse(&f.pool(), &mut conn, b"x", TAIL, &mut ex, &mut out);
+        assert!(ex.discarding());
+        ex.on_reply(b'1', b"", drop);
+        match ex.on_reply(b'E', b"SERROR\0C26000\0\0", drop) {
+            Verdict::Replace(e) => assert!(
+                e.windows(5).any(|w| w == b"42P05"),
+                "duplicate_prepared_statement"
+            ),
+            v => panic!("{v:?}"),
+        }
+
+        let mut ex = Exchange::default();
+        let mut out = BytesMut::new();
+        c.describe(&f.pool(), &mut conn, b"nope", &mut ex, &mut out);
+        assert_eq!(messages(&out)[0].1, b"Ssluice: failing on purpose\0");
+        match ex.on_reply(b'E', b"", drop) {
+            Verdict::Replace(e) => assert!(e.windows(5).any(|w| w == b"26000")),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    /// A Parse of SQL a server accepted before is answered locally; Close only drops the name.
+    #[test]
+    fn local_parse_and_close() {
+        let f = Fixture::new(10);
+        let mut c = ClientStatements::default();
+        let mut ex = Exchange::default();
+        let mut out = BytesMut::new();
+        assert!(matches!(
+            c.parse_locally(&f.pool(), b"a", TAIL, &mut ex, &mut out),
+            LocalParse::NeedsServer
+        ));
+        let held = f.registry.intern(TAIL);
+        held.validated.store(true, Ordering::Relaxed);
+        assert!(matches!(
+            c.parse_locally(&f.pool(), b"a", TAIL, &mut ex, &mut out),
+            LocalParse::Answered
+        ));
+        assert_eq!(&out[..], b"1\0\0\0\x04");
+        out.clear();
+        assert!(matches!(
+            c.parse_locally(&f.pool(), b"a", TAIL, &mut ex, &mut out),
+            LocalParse::Answered
+        ));
+        assert_eq!(out[0], b'E');
+        assert!(ex.discarding());
+        out.clear();
+        c.close_locally(b"a", &mut out);
+        assert_eq!(&out[..], b"3\0\0\0\x04");
+        assert!(c.get(b"a").is_none());
+    }
+
+    /// A Close with a server attached is answered locally, in order, and taken back if skipped.
+    #[test]
+    fn close_with_server_is_local_and_undoable() {
+        let f = Fixture::new(10);
+        let mut c = ClientStatements::default();
+        let mut conn = ServerStatements::default();
+        let mut ex = Exchange::default();
+        c.parse(
+            &f.pool(),
+            &mut conn,
+            b"a",
+            TAIL,
+            &mut ex,
+            &mut BytesMut::new(),
+        );
+        ex.on_reply(b'1', b"", drop);
+        ex.sent(Pending::Bind);
+        c.close(b"a", &mut ex);
+        assert!(c.get(b"a").is_none());
+        ex.on_reply(b'E', b"SERROR\0\0", |u| c.undo(u, Some(&mut conn)));
+        assert!(c.get(b"a").is_some(), "the skipped Close is taken back");
+    }
+
+    #[test]
+    fn deallocate_of_own_statement() {
+        let f = Fixture::new(10);
+        let mut c = ClientStatements::default();
+        let mut conn = ServerStatements::default();
+        let mut ex = Exchange::default();
+        c.parse(
+            &f.pool(),
+            &mut conn,
+            b"s1",
+            TAIL,
+            &mut ex,
+            &mut BytesMut::new(),
+        );
+        assert_eq!(
+            c.deallocate_target(b"DEALLOCATE s1\0"),
+            Some(b"s1".to_vec())
+        );
+        assert_eq!(c.deallocate_target(b"DEALLOCATE s2\0"), None);
+    }
+}
