@@ -409,7 +409,7 @@ def cmd_hold(args):
 # report
 
 
-TARGETS = ["direct", "pgbouncer", "sluice"]
+TARGETS = ["direct", "pgbouncer"]  # then the sluice binaries: meta["sluices"], default ["sluice"]
 MODE_ORDER = ["ping", "simple", "extended", "prepared"]
 
 
@@ -472,22 +472,33 @@ def cmd_report(args):
         p("")
     summary = summarize(records)
     modes = sorted({k[0] for k in summary}, key=lambda m: MODE_ORDER.index(m) if m in MODE_ORDER else 99)
-    p("| mode | clients | target | tps | lat avg ms | lat p50 ms | lat p99 ms | pooler CPU ms/1k tx "
-      "| of which user | tps spread % | sluice/pgbouncer tps | sluice/direct tps | sluice/pgbouncer p99 "
-      "| sluice/pgbouncer CPU | sluice/pgbouncer user CPU |")
-    p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    # Several sluice binaries (compare.sh --sluice): each gets its rows, and the ones after the
+    # first also their ratios to the first ("vs FIRST"), e.g. a branch against main.
+    sluices = list(meta.get("sluices") or ["sluice"])
+    sluices += sorted({k[2] for k in summary} - set(TARGETS) - set(sluices))
+    base = sluices[0] if len(sluices) > 1 else None
+    targets = TARGETS + sluices
+    extra = 4 if base else 0
+    head = ("| mode | clients | target | tps | lat avg ms | lat p50 ms | lat p99 ms | pooler CPU ms/1k tx "
+            "| of which user | tps spread % | sluice/pgbouncer tps | sluice/direct tps | sluice/pgbouncer p99 "
+            "| sluice/pgbouncer CPU | sluice/pgbouncer user CPU |")
+    if base:
+        head += f" vs {base} tps | vs {base} p99 | vs {base} CPU | vs {base} user CPU |"
+    p(head)
+    p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * extra)
+    empty = " |" * (11 + extra)
     notes = []
     for mode in modes:
         for clients in sorted({k[1] for k in summary if k[0] == mode}):
-            for target in TARGETS:
+            for target in targets:
                 s = summary.get((mode, clients, target))
                 if s is None:
                     if target == "pgbouncer" and mode == "prepared":
-                        p(f"| {mode} | {clients} | {target} | n/a¹ | | | | | | | | | | | |")
+                        p(f"| {mode} | {clients} | {target} | n/a¹ |" + empty)
                     continue
                 if s["ok"] == 0:
                     notes.append(f"{mode}/{clients}/{target}: {s['errors'][0]}")
-                    p(f"| {mode} | {clients} | {target} | FAILED ({s['runs']}/{s['runs']} runs)² | | | | | | | | | | | |")
+                    p(f"| {mode} | {clients} | {target} | FAILED ({s['runs']}/{s['runs']} runs)² |" + empty)
                     continue
                 tps = fmt(s["tps"], 0)
                 if s["ok"] < s["runs"]:
@@ -496,7 +507,7 @@ def cmd_report(args):
                 cells = [mode, str(clients), target, tps, fmt(s["lat_avg_ms"], 3), fmt(s["lat_p50_ms"], 3),
                          fmt(s["lat_p99_ms"], 3), fmt(s["cpu_ms_per_1k_tx"], 1),
                          fmt(s["user_cpu_ms_per_1k_tx"], 1), fmt(s["spread"], 1)]
-                if target == "sluice":
+                if target in sluices:
                     b = summary.get((mode, clients, "pgbouncer")) or {}
                     d = summary.get((mode, clients, "direct")) or {}
                     cells += [ratio(s["tps"], b.get("tps")), ratio(s["tps"], d.get("tps")),
@@ -505,6 +516,13 @@ def cmd_report(args):
                               ratio(s["user_cpu_ms_per_1k_tx"], b.get("user_cpu_ms_per_1k_tx"))]
                 else:
                     cells += ["", "", "", "", ""]
+                if base and target in sluices and target != base:
+                    f = summary.get((mode, clients, base)) or {}
+                    cells += [ratio(s["tps"], f.get("tps")), ratio(s["lat_p99_ms"], f.get("lat_p99_ms")),
+                              ratio(s["cpu_ms_per_1k_tx"], f.get("cpu_ms_per_1k_tx")),
+                              ratio(s["user_cpu_ms_per_1k_tx"], f.get("user_cpu_ms_per_1k_tx"))]
+                elif base:
+                    cells += [""] * extra
                 p("| " + " | ".join(cells) + " |")
     p("")
     if any(k[0] == "prepared" for k in summary) and not any(
