@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Helpers for bench/compare.sh. Standard library only, so a fresh machine needs nothing from pip.
+"""Helpers for bench/compare.sh and bench/callgrind.sh. Standard library only, so a fresh machine
+needs nothing from pip.
 
 Subcommands
   freeport                      print a free TCP port on 127.0.0.1
@@ -9,6 +10,8 @@ Subcommands
                                 write --ready-file once all are up, hold them until SIGTERM/SIGINT
   rss PID                       print VmRSS of PID in KiB
   report [options]              print the result tables (Markdown) from the JSONL files
+  cgtotal FILE                  print the instructions (Ir) a callgrind output file counted
+  cgreport [options]            print instructions per transaction (Markdown) from callgrind.sh's JSONL
 """
 
 import argparse
@@ -409,7 +412,7 @@ def cmd_hold(args):
 # report
 
 
-TARGETS = ["direct", "pgbouncer", "sluice"]
+TARGETS = ["direct", "pgbouncer"]  # then the sluice binaries: meta["sluices"], default ["sluice"]
 MODE_ORDER = ["ping", "simple", "extended", "prepared"]
 
 
@@ -472,22 +475,33 @@ def cmd_report(args):
         p("")
     summary = summarize(records)
     modes = sorted({k[0] for k in summary}, key=lambda m: MODE_ORDER.index(m) if m in MODE_ORDER else 99)
-    p("| mode | clients | target | tps | lat avg ms | lat p50 ms | lat p99 ms | pooler CPU ms/1k tx "
-      "| of which user | tps spread % | sluice/pgbouncer tps | sluice/direct tps | sluice/pgbouncer p99 "
-      "| sluice/pgbouncer CPU | sluice/pgbouncer user CPU |")
-    p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    # Several sluice binaries (compare.sh --sluice): each gets its rows, and the ones after the
+    # first also their ratios to the first ("vs FIRST"), e.g. a branch against main.
+    sluices = list(meta.get("sluices") or ["sluice"])
+    sluices += sorted({k[2] for k in summary} - set(TARGETS) - set(sluices))
+    base = sluices[0] if len(sluices) > 1 else None
+    targets = TARGETS + sluices
+    extra = 4 if base else 0
+    head = ("| mode | clients | target | tps | lat avg ms | lat p50 ms | lat p99 ms | pooler CPU ms/1k tx "
+            "| of which user | tps spread % | sluice/pgbouncer tps | sluice/direct tps | sluice/pgbouncer p99 "
+            "| sluice/pgbouncer CPU | sluice/pgbouncer user CPU |")
+    if base:
+        head += f" vs {base} tps | vs {base} p99 | vs {base} CPU | vs {base} user CPU |"
+    p(head)
+    p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * extra)
+    empty = " |" * (11 + extra)
     notes = []
     for mode in modes:
         for clients in sorted({k[1] for k in summary if k[0] == mode}):
-            for target in TARGETS:
+            for target in targets:
                 s = summary.get((mode, clients, target))
                 if s is None:
                     if target == "pgbouncer" and mode == "prepared":
-                        p(f"| {mode} | {clients} | {target} | n/a¹ | | | | | | | | | | | |")
+                        p(f"| {mode} | {clients} | {target} | n/a¹ |" + empty)
                     continue
                 if s["ok"] == 0:
                     notes.append(f"{mode}/{clients}/{target}: {s['errors'][0]}")
-                    p(f"| {mode} | {clients} | {target} | FAILED ({s['runs']}/{s['runs']} runs)² | | | | | | | | | | | |")
+                    p(f"| {mode} | {clients} | {target} | FAILED ({s['runs']}/{s['runs']} runs)² |" + empty)
                     continue
                 tps = fmt(s["tps"], 0)
                 if s["ok"] < s["runs"]:
@@ -496,7 +510,7 @@ def cmd_report(args):
                 cells = [mode, str(clients), target, tps, fmt(s["lat_avg_ms"], 3), fmt(s["lat_p50_ms"], 3),
                          fmt(s["lat_p99_ms"], 3), fmt(s["cpu_ms_per_1k_tx"], 1),
                          fmt(s["user_cpu_ms_per_1k_tx"], 1), fmt(s["spread"], 1)]
-                if target == "sluice":
+                if target in sluices:
                     b = summary.get((mode, clients, "pgbouncer")) or {}
                     d = summary.get((mode, clients, "direct")) or {}
                     cells += [ratio(s["tps"], b.get("tps")), ratio(s["tps"], d.get("tps")),
@@ -505,6 +519,13 @@ def cmd_report(args):
                               ratio(s["user_cpu_ms_per_1k_tx"], b.get("user_cpu_ms_per_1k_tx"))]
                 else:
                     cells += ["", "", "", "", ""]
+                if base and target in sluices and target != base:
+                    f = summary.get((mode, clients, base)) or {}
+                    cells += [ratio(s["tps"], f.get("tps")), ratio(s["lat_p99_ms"], f.get("lat_p99_ms")),
+                              ratio(s["cpu_ms_per_1k_tx"], f.get("cpu_ms_per_1k_tx")),
+                              ratio(s["user_cpu_ms_per_1k_tx"], f.get("user_cpu_ms_per_1k_tx"))]
+                elif base:
+                    cells += [""] * extra
                 p("| " + " | ".join(cells) + " |")
     p("")
     if any(k[0] == "prepared" for k in summary) and not any(
@@ -530,6 +551,74 @@ def cmd_report(args):
         for m in mem:
             if m.get("first_errors"):
                 p(f"- {m['target']} {m['clients']}: {m['first_errors'][0]}")
+    print("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# callgrind.sh: instructions per transaction
+
+
+def callgrind_total(path):
+    """Instructions executed (event Ir) over a whole callgrind run, all threads: the `totals:`
+    line (`summary:` in older formats) of its output file."""
+    found = {}
+    with open(path) as f:
+        for line in f:
+            for key in ("totals:", "summary:"):
+                if line.startswith(key):
+                    found[key] = int(line.split()[1])
+    if not found:
+        raise RuntimeError(f"no totals in {path}")
+    return found.get("totals:", found.get("summary:"))
+
+
+def cmd_cgreport(args):
+    """One row per (mode, clients), one column per binary: (Ir of the run with more transactions -
+    Ir of the run with fewer) / (the difference in transactions). Start-up, the clients' logins and
+    shutdown are the same in both runs and cancel out. With --repeat, the median over the pairs
+    and their spread."""
+    records = load_jsonl(args.results)
+    meta = json.load(open(args.meta)) if args.meta and os.path.exists(args.meta) else {}
+    sluices = list(meta.get("sluices") or [])
+    sluices += sorted({r["sluice"] for r in records} - set(sluices))
+    pairs = {}  # (mode, clients, sluice) -> [Ir per tx of each repetition]
+    runs = {}
+    for r in records:
+        runs.setdefault((r["mode"], r["clients"], r["sluice"], r["rep"]), []).append(r)
+    for (mode, clients, name, _rep), rs in sorted(runs.items(), key=lambda kv: kv[0][3]):
+        rs = sorted(rs, key=lambda r: r["tx"])
+        if len(rs) < 2 or rs[-1]["tx"] == rs[0]["tx"]:
+            continue
+        per_tx = (rs[-1]["ir"] - rs[0]["ir"]) / (rs[-1]["tx"] - rs[0]["tx"])
+        pairs.setdefault((mode, clients, name), []).append(per_tx)
+    lines = []
+    p = lines.append
+    if meta:
+        p(f"Instructions per transaction (callgrind) — {meta.get('date', '')}")
+        p("")
+        for k in ("postgres", "sluice", "settings"):
+            if k in meta:
+                p(f"- {k}: {meta[k]}")
+        p("")
+    base = sluices[0] if sluices else None
+    reps = max((len(v) for v in pairs.values()), default=0)
+    head = "| mode | clients |" + "".join(f" {n} |" for n in sluices)
+    head += "".join(f" {n}/{base} |" for n in sluices[1:])
+    if reps > 1:
+        head += "".join(f" {n} spread % |" for n in sluices)
+    p(head)
+    p("|---|---:|" + "---:|" * (head.count("|") - 3))
+    keys = sorted({(k[0], k[1]) for k in pairs},
+                  key=lambda k: (MODE_ORDER.index(k[0]) if k[0] in MODE_ORDER else 99, k[1]))
+    for mode, clients in keys:
+        vals = {n: med(pairs.get((mode, clients, n), [])) for n in sluices}
+        cells = [mode, str(clients)] + [f"{vals[n]:,.0f}" if vals[n] is not None else "-" for n in sluices]
+        cells += [f"{vals[n] / vals[base]:.3f}" if vals[n] and vals[base] else "-" for n in sluices[1:]]
+        if reps > 1:
+            for n in sluices:
+                v = pairs.get((mode, clients, n), [])
+                cells.append(f"{(max(v) - min(v)) / med(v) * 100:.1f}" if len(v) > 1 and med(v) else "-")
+        p("| " + " | ".join(cells) + " |")
     print("\n".join(lines))
 
 
@@ -571,6 +660,13 @@ def main():
     rep.add_argument("--memory")
     rep.add_argument("--meta")
 
+    cg = sub.add_parser("cgtotal")
+    cg.add_argument("file")
+
+    cgr = sub.add_parser("cgreport")
+    cgr.add_argument("--results", required=True)
+    cgr.add_argument("--meta")
+
     args = ap.parse_args()
     if args.cmd == "freeport":
         with socket.socket() as s_:
@@ -586,6 +682,10 @@ def main():
         print(rss_kib(args.pid))
     elif args.cmd == "report":
         cmd_report(args)
+    elif args.cmd == "cgtotal":
+        print(callgrind_total(args.file))
+    elif args.cmd == "cgreport":
+        cmd_cgreport(args)
 
 
 if __name__ == "__main__":

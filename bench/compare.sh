@@ -3,8 +3,10 @@
 #
 #   bench/compare.sh [--quick] [--rounds N] [--duration SECS] [--clients "1 16 64"]
 #                    [--modes "simple extended prepared"] [--idle "1000 10000"] [--no-build]
-#                    [--ping SECS] [--keep] [--out DIR]
+#                    [--ping SECS] [--keep] [--out DIR] [--sluice NAME[=PATH]]...
 #
+# --sluice (repeatable) benchmarks several sluice binaries in the same run, each as its own target
+# alternating with the others; NAME alone is this tree's release build. Ratios against the first.
 # Everything it starts (PostgreSQL, PgBouncer, sluice, load generators) is stopped on exit and its
 # temporary directory removed (unless --keep).
 set -euo pipefail
@@ -12,6 +14,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
 PY=${PYTHON:-python3}
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 
 QUICK=0
 ROUNDS=3
@@ -27,7 +31,7 @@ SCALE=10
 POOL_SIZE=20
 PASSWORD="bench-$(date +%s)-pw"
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 # --quick sets the defaults below; options given with it still win, wherever they stand.
 for arg in "$@"; do
     if [ "$arg" = --quick ]; then
@@ -47,151 +51,38 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
         --out) OUT=$2; shift ;;
+        --sluice) sluice_spec "$2"; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 64 ;;
     esac
     shift
 done
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # ---------------------------------------------------------------------------------------------
 # Tools: install what is missing.
 
-apt_install() {
-    [ "$(id -u)" = 0 ] || die "missing $*; install it (apt-get install $*) or run as root"
-    log "installing $*"
-    if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq >&2; APT_UPDATED=1; fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
-}
-
-find_pg_bin() {
-    local d
-    for d in ${PG_BIN:-} $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-        [ -x "$d/postgres" ] && [ -x "$d/initdb" ] && { echo "$d"; return; }
-    done
-}
-PGB=$(find_pg_bin)
-if [ -z "$PGB" ]; then apt_install postgresql postgresql-contrib; PGB=$(find_pg_bin); fi
-[ -n "$PGB" ] || die "no PostgreSQL server binaries found"
-PGBENCH=$PGB/pgbench; [ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench || true)
-PSQL=$PGB/psql; [ -x "$PSQL" ] || PSQL=$(command -v psql || true)
-if [ -z "$PGBENCH" ] || [ -z "$PSQL" ]; then
-    apt_install postgresql-client postgresql-contrib
-    PGBENCH=$(command -v pgbench); PSQL=$(command -v psql)
-fi
-command -v pgbouncer >/dev/null || apt_install pgbouncer
-command -v "$PY" >/dev/null || apt_install python3
-command -v setpriv >/dev/null || apt_install util-linux
-
-PGBOUNCER_VERSION=$(pgbouncer --version | sed -n 's/^PgBouncer \([0-9.]*\).*/\1/p' | head -1)
-version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
+bench_tools
+find_pgbouncer
 PGBOUNCER_PREPARED=0
 version_ge "$PGBOUNCER_VERSION" 1.21 && PGBOUNCER_PREPARED=1
+log "PgBouncer $PGBOUNCER_VERSION ($PGBOUNCER)"
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-SLUICE=${SLUICE_BIN:-$TARGET_DIR/release/sluice}
-if [ "$BUILD" = 1 ] && [ -z "${SLUICE_BIN:-}" ]; then
-    command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup) first"
-    log "building sluice (release) into $TARGET_DIR"
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --bin sluice >&2)
-fi
-[ -x "$SLUICE" ] || die "no sluice binary at $SLUICE"
-
-# Many clients need many descriptors: pgbench, the poolers and the idle-connection holder inherit this.
-HARD=$(ulimit -Hn)
-if [ "$HARD" = unlimited ] || [ "$HARD" -gt 65536 ]; then ulimit -n 65536; else ulimit -n "$HARD"; fi
-NOFILE=$(ulimit -n)
+sluice_binaries
+raise_nofile
 
 # ---------------------------------------------------------------------------------------------
-# Work dir, run-as user, cleanup.
+# Work dir, run-as user, cleanup (bench/lib.sh).
 
-WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
-chmod 755 "$WORK"
-OUT=${OUT:-$WORK/out}
-mkdir -p "$OUT" "$WORK/pgbench-logs"
+bench_workdir sluice-bench
+mkdir -p "$WORK/pgbench-logs"
 RESULTS=$OUT/results.jsonl MEMORY=$OUT/memory.jsonl META=$OUT/meta.json
 : >"$RESULTS"; : >"$MEMORY"
-
-# PostgreSQL and PgBouncer refuse to run as root: as root, run them as nobody.
-if [ "$(id -u)" = 0 ]; then
-    RUN_AS=(setpriv --reuid="$(id -u nobody)" --regid="$(id -g nobody)" --clear-groups --)
-    OWNER="$(id -u nobody):$(id -g nobody)"
-else
-    RUN_AS=()
-    OWNER="$(id -u):$(id -g)"
-fi
-
-PG_PID="" BOUNCER_PID="" SLUICE_PID="" HOLD_PID=""
-stop_pid() { # pid signal
-    local pid=$1 sig=$2 i
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -"$sig" "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local rc=$?
-    set +e
-    stop_pid "$HOLD_PID" TERM
-    stop_pid "$SLUICE_PID" TERM
-    stop_pid "$BOUNCER_PID" TERM
-    stop_pid "$PG_PID" INT
-    wait 2>/dev/null
-    if [ "$KEEP" = 1 ]; then
-        log "kept $WORK"
-    else
-        case "$OUT" in "$WORK"/*) ;; *) log "results kept in $OUT" ;; esac
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-freeport() { "$PY" "$BENCH/benchlib.py" freeport; }
 
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL
 
-PGPORT=$(freeport)
-PGDATA=$WORK/pg/data
-mkdir -p "$WORK/pg/sock"
-chown -R "$OWNER" "$WORK/pg"
-log "initdb ($PGB), PostgreSQL on 127.0.0.1:$PGPORT"
-(cd "$WORK" && "${RUN_AS[@]}" "$PGB/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --no-locale >"$WORK/pg/initdb.log" 2>&1) \
-    || { cat "$WORK/pg/initdb.log" >&2; die "initdb failed"; }
-cat >>"$PGDATA/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $PGPORT
-unix_socket_directories = '$WORK/pg/sock'
-max_connections = 1100
-shared_buffers = 256MB
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-password_encryption = 'scram-sha-256'
-logging_collector = off
-log_min_messages = warning
-EOF
-cat >"$PGDATA/pg_hba.conf" <<EOF
-local all postgres trust
-host  all all 127.0.0.1/32 scram-sha-256
-EOF
-(cd "$WORK" && exec "${RUN_AS[@]}" "$PGB/postgres" -D "$PGDATA" >"$WORK/pg/postgres.log" 2>&1) &
-PG_PID=$!
-for i in $(seq 1 100); do
-    "$PGB/pg_isready" -q -h "$WORK/pg/sock" -p "$PGPORT" && break
-    kill -0 "$PG_PID" 2>/dev/null || { cat "$WORK/pg/postgres.log" >&2; die "postgres did not start"; }
-    sleep 0.2
-done
-SUPER=("$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$WORK/pg/sock" -p "$PGPORT" -U postgres)
-"${SUPER[@]}" -d postgres -c "CREATE ROLE bench LOGIN PASSWORD '$PASSWORD'" -c "CREATE DATABASE bench OWNER bench"
-export PGPASSWORD=$PASSWORD PGUSER=bench PGDATABASE=bench PGHOST=127.0.0.1
-log "pgbench -i -s $SCALE"
-"$PGBENCH" -i -s "$SCALE" -q -p "$PGPORT" bench >"$WORK/pg/init.log" 2>&1 || { cat "$WORK/pg/init.log" >&2; die "pgbench -i failed"; }
-PG_VERSION=$("${SUPER[@]}" -d postgres -At -c "SHOW server_version")
+pg_start scram-sha-256
+pg_bench_db "$SCALE" "$PASSWORD"
 
 # ---------------------------------------------------------------------------------------------
 # PgBouncer and sluice
@@ -229,16 +120,12 @@ chown -R "$OWNER" "$B"
 chmod 600 "$B/userlist.txt"
 
 start_pgbouncer() {
-    (cd "$WORK" && exec "${RUN_AS[@]}" pgbouncer "$B/pgbouncer.ini" >>"$B/stdout.log" 2>&1) &
+    (cd "$WORK" && exec "${RUN_AS[@]}" "$PGBOUNCER" "$B/pgbouncer.ini" >>"$B/stdout.log" 2>&1) &
     BOUNCER_PID=$!
 }
 
-SLUICE_PORT=$(freeport)
-S=$WORK/sluice
-mkdir -p "$S"
-cat >"$S/sluice.toml" <<EOF
-[pooler]
-listen = "127.0.0.1:$SLUICE_PORT"
+# Every sluice under test gets the same config (bench/lib.sh adds its own listen line).
+SLUICE_TOML=$(cat <<EOF
 pool_mode = "transaction"
 default_pool_size = $POOL_SIZE
 max_client_conn = 20000
@@ -251,51 +138,57 @@ password = "$PASSWORD"
 host = "127.0.0.1"
 port = $PGPORT
 EOF
-start_sluice() {
-    (cd "$WORK" && SLUICE_LOG=${SLUICE_LOG:-warn} exec "$SLUICE" --config "$S/sluice.toml" >>"$S/sluice.log" 2>&1) &
-    SLUICE_PID=$!
-}
+)
+for name in "${SLUICE_NAMES[@]}"; do sluice_prepare "$name"; done
 
-wait_ready() { # name port pid-var
-    local i
-    for i in $(seq 1 100); do
-        "$PSQL" -X -q -At -h 127.0.0.1 -p "$2" -c "SELECT 1" >/dev/null 2>&1 && return 0
-        kill -0 "${!3}" 2>/dev/null || break
-        sleep 0.2
-    done
-    log "$1 did not come up; its log:"; tail -20 "$WORK/$1"/*.log >&2 || true
-    die "$1 not ready"
-}
-
-log "PgBouncer $PGBOUNCER_VERSION on 127.0.0.1:$BOUNCER_PORT, sluice on 127.0.0.1:$SLUICE_PORT"
-start_pgbouncer; wait_ready pgbouncer "$BOUNCER_PORT" BOUNCER_PID
-start_sluice; wait_ready sluice "$SLUICE_PORT" SLUICE_PID
+log "PgBouncer $PGBOUNCER_VERSION on 127.0.0.1:$BOUNCER_PORT"
+start_pgbouncer; wait_ready pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$B"
+for name in "${SLUICE_NAMES[@]}"; do
+    log "sluice '$name' (${SL_DESC[$name]}) on 127.0.0.1:${SL_PORT[$name]}"
+    start_sluice "$name"; wait_ready "$name" "${SL_PORT[$name]}" "${SL_PID[$name]}" "${SL_DIR[$name]}"
+done
 
 # A pooler that died during a run is reported (the run fails) and started again for the next one.
 ensure_alive() {
+    local name
     if ! kill -0 "$BOUNCER_PID" 2>/dev/null; then
-        log "PgBouncer died; restarting (see $B/pgbouncer.log)"; start_pgbouncer; wait_ready pgbouncer "$BOUNCER_PORT" BOUNCER_PID
+        log "PgBouncer died; restarting (see $B/pgbouncer.log)"; start_pgbouncer; wait_ready pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$B"
     fi
-    if ! kill -0 "$SLUICE_PID" 2>/dev/null; then
-        log "sluice died; restarting. Last log lines:"; tail -5 "$S/sluice.log" >&2
-        echo "--- restarted after a crash ---" >>"$S/sluice.log"
-        start_sluice; wait_ready sluice "$SLUICE_PORT" SLUICE_PID
-    fi
+    for name in "${SLUICE_NAMES[@]}"; do
+        if ! kill -0 "${SL_PID[$name]}" 2>/dev/null; then
+            log "sluice '$name' died; restarting. Last log lines:"; tail -5 "${SL_DIR[$name]}/sluice.log" >&2
+            echo "--- restarted after a crash ---" >>"${SL_DIR[$name]}/sluice.log"
+            start_sluice "$name"; wait_ready "$name" "${SL_PORT[$name]}" "${SL_PID[$name]}" "${SL_DIR[$name]}"
+        fi
+    done
 }
 
-port_of() { case $1 in direct) echo "$PGPORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;; sluice) echo "$SLUICE_PORT" ;; esac; }
-pid_of() { case $1 in direct) echo 0 ;; pgbouncer) echo "$BOUNCER_PID" ;; sluice) echo "$SLUICE_PID" ;; esac; }
+port_of() { case $1 in direct) echo "$PGPORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;; *) echo "${SL_PORT[$1]}" ;; esac; }
+pid_of() { case $1 in direct) echo 0 ;; pgbouncer) echo "$BOUNCER_PID" ;; *) echo "${SL_PID[$1]}" ;; esac; }
 
-SLUICE_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(cd "$ROOT" && git status --porcelain -- src proto Cargo.toml 2>/dev/null)" ]; then SLUICE_REV="$SLUICE_REV+dirty"; fi
+# The sluice targets of one round, in turn; with several, the order rotates by one each round so
+# that none always runs right after PgBouncer (or right after another sluice).
+sluices_in_round() { # round
+    local n=${#SLUICE_NAMES[@]} i
+    for ((i = 0; i < n; i++)); do printf '%s ' "${SLUICE_NAMES[$(((i + $1 - 1) % n))]}"; done
+}
+
+if [ ${#SLUICE_NAMES[@]} = 1 ] && [ "${SLUICE_NAMES[0]}" = sluice ]; then
+    SLUICE_META="${SL_DESC[sluice]}"
+else
+    SLUICE_META=""
+    for name in "${SLUICE_NAMES[@]}"; do SLUICE_META+="${SLUICE_META:+; }$name = ${SL_DESC[$name]}"; done
+fi
+SLUICE_JSON=$(printf '"%s", ' "${SLUICE_NAMES[@]}"); SLUICE_JSON="[${SLUICE_JSON%, }]"
 cat >"$META" <<EOF
 {"date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
  "machine": "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//;s/"//g')), $(free -h | awk '/^Mem:/{print $2}') RAM, kernel $(uname -r), open files $NOFILE",
  "postgres": "$PG_VERSION (fsync=off, max_connections=1100, shared_buffers=256MB, pgbench scale $SCALE)",
- "pgbouncer": "$PGBOUNCER_VERSION (transaction mode, pool size $POOL_SIZE, SCRAM)",
+ "pgbouncer": "$PGBOUNCER_VERSION, $PGBOUNCER (transaction mode, pool size $POOL_SIZE, SCRAM$([ "$PGBOUNCER_PREPARED" = 1 ] && echo ", max_prepared_statements 200"))",
  "pgbouncer_version": "$PGBOUNCER_VERSION",
- "sluice": "$SLUICE_REV (release build; transaction mode, pool size $POOL_SIZE, SCRAM)",
- "settings": "$([ "$QUICK" = 1 ] && echo "--quick: ")pgbench -S -j 2 (-j 1 for 1 client), about $DURATION s measured per run after the connection phase, $ROUNDS round(s) alternating direct/PgBouncer/sluice, medians; SELECT 1 ping-pong $PING_SECS s"}
+ "sluice": "$SLUICE_META (transaction mode, pool size $POOL_SIZE, SCRAM)",
+ "sluices": $SLUICE_JSON,
+ "settings": "$([ "$QUICK" = 1 ] && echo "--quick: ")pgbench -S -j 2 (-j 1 for 1 client), about $DURATION s measured per run after the connection phase, $ROUNDS round(s) alternating direct/PgBouncer/$(IFS=/; echo "${SLUICE_NAMES[*]}"), medians; SELECT 1 ping-pong $PING_SECS s"}
 EOF
 
 # ---------------------------------------------------------------------------------------------
@@ -320,8 +213,9 @@ run_one() { # mode clients target round secs
     ensure_alive
 }
 
-targets_for() { # mode
-    if [ "$1" = prepared ] && [ "$PGBOUNCER_PREPARED" = 0 ]; then echo "direct sluice"; else echo "direct pgbouncer sluice"; fi
+targets_for() { # mode round
+    if [ "$1" = prepared ] && [ "$PGBOUNCER_PREPARED" = 0 ]; then echo "direct $(sluices_in_round "$2")"
+    else echo "direct pgbouncer $(sluices_in_round "$2")"; fi
 }
 
 log "warm-up (not recorded)"
@@ -330,15 +224,15 @@ log "warm-up (not recorded)"
 if [ "$PING_SECS" -gt 0 ]; then
     log "single-client SELECT 1 ping-pong, $PING_SECS s per run"
     for round in $(seq 1 "$ROUNDS"); do
-        for target in direct pgbouncer sluice; do run_one ping 1 "$target" "$round" "$PING_SECS"; done
+        for target in direct pgbouncer $(sluices_in_round "$round"); do run_one ping 1 "$target" "$round" "$PING_SECS"; done
     done
 fi
 
 for mode in $MODES; do
     for clients in $CLIENTS; do
-        log "pgbench -S -M $mode -c $clients: $ROUNDS round(s) of $(targets_for "$mode")"
+        log "pgbench -S -M $mode -c $clients: $ROUNDS round(s) of $(targets_for "$mode" 1)"
         for round in $(seq 1 "$ROUNDS"); do
-            for target in $(targets_for "$mode"); do run_one "$mode" "$clients" "$target" "$round" "$DURATION"; done
+            for target in $(targets_for "$mode" "$round"); do run_one "$mode" "$clients" "$target" "$round" "$DURATION"; done
         done
     done
 done
@@ -393,16 +287,16 @@ restart_pooler() { # target
     case $1 in
     pgbouncer)
         stop_pid "$BOUNCER_PID" TERM; wait "$BOUNCER_PID" 2>/dev/null || true
-        start_pgbouncer; wait_ready pgbouncer "$BOUNCER_PORT" BOUNCER_PID ;;
-    sluice)
-        stop_pid "$SLUICE_PID" TERM; wait "$SLUICE_PID" 2>/dev/null || true
-        start_sluice; wait_ready sluice "$SLUICE_PORT" SLUICE_PID ;;
+        start_pgbouncer; wait_ready pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$B" ;;
+    *)
+        stop_sluice "$1"
+        start_sluice "$1"; wait_ready "$1" "${SL_PORT[$1]}" "${SL_PID[$1]}" "${SL_DIR[$1]}" ;;
     esac
 }
 
 for n in $IDLE; do
     log "idle connections: $n clients"
-    for target in pgbouncer sluice; do restart_pooler "$target"; hold_idle "$target" "$n"; done
+    for target in pgbouncer "${SLUICE_NAMES[@]}"; do restart_pooler "$target"; hold_idle "$target" "$n"; done
 done
 
 # ---------------------------------------------------------------------------------------------
