@@ -1,4 +1,5 @@
-//! The integration-test harness: a real PostgreSQL per test ([`PgCluster`]), the pooler in
+//! The integration-test harness: a real PostgreSQL per test ([`PgCluster`]; a primary with a
+//! streaming replica, [`ReplicaCluster`]), the pooler in
 //! process ([`Sluice`]), real clients (tokio-postgres, psql, pgbench) and a raw wire-protocol
 //! client ([`RawConn`]) for what the real clients never send.
 //!
@@ -12,6 +13,7 @@ mod metrics;
 mod pg;
 mod pooler;
 mod raw;
+mod replica;
 
 #[allow(unused_imports)]
 pub use metrics::*;
@@ -19,6 +21,8 @@ pub use pg::*;
 pub use pooler::*;
 #[allow(unused_imports)]
 pub use raw::*;
+#[allow(unused_imports)]
+pub use replica::*;
 
 use std::future::{Future, poll_fn};
 use std::process::Output;
