@@ -10,230 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 use common::*;
 use futures_util::future;
-use postgres_protocol::IsNull;
-use postgres_protocol::message::frontend;
 use sluice::config::PoolMode;
 use tokio_postgres::Client;
 
 fn pooler_with(pg: &PgCluster, pool_size: usize) -> Sluice {
     Sluice::start(config_for(pg, pool_size, PoolMode::Transaction))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw protocol: batches of frontend messages, and backend messages as comparable text.
-
-/// Frontend messages to send in one write. Counts the ReadyForQuery they will be answered with.
-#[derive(Clone, Default)]
-struct Batch {
-    buf: BytesMut,
-    ready: usize,
-}
-
-impl Batch {
-    fn new() -> Batch {
-        Batch::default()
-    }
-
-    /// Parse with no parameter types given (the server infers them).
-    fn parse(mut self, name: &str, sql: &str) -> Batch {
-        frontend::parse(name, sql, std::iter::empty(), &mut self.buf).expect("Parse");
-        self
-    }
-
-    /// Bind of `statement` to the unnamed portal, parameters and results in text format.
-    fn bind(mut self, statement: &str, params: &[&str]) -> Batch {
-        let bound = frontend::bind(
-            "",
-            statement,
-            std::iter::empty(),
-            params.iter(),
-            |p, buf| {
-                buf.put_slice(p.as_bytes());
-                Ok(IsNull::No)
-            },
-            std::iter::empty(),
-            &mut self.buf,
-        );
-        assert!(bound.is_ok(), "Bind could not be written");
-        self
-    }
-
-    /// Execute of the unnamed portal, all rows.
-    fn execute(mut self) -> Batch {
-        frontend::execute("", 0, &mut self.buf).expect("Execute");
-        self
-    }
-
-    /// Bind then Execute.
-    fn run(self, statement: &str, params: &[&str]) -> Batch {
-        self.bind(statement, params).execute()
-    }
-
-    fn describe_statement(mut self, name: &str) -> Batch {
-        frontend::describe(b'S', name, &mut self.buf).expect("Describe");
-        self
-    }
-
-    fn close_statement(mut self, name: &str) -> Batch {
-        frontend::close(b'S', name, &mut self.buf).expect("Close");
-        self
-    }
-
-    fn sync(mut self) -> Batch {
-        frontend::sync(&mut self.buf);
-        self.ready += 1;
-        self
-    }
-
-    /// A simple Query.
-    fn query(mut self, sql: &str) -> Batch {
-        frontend::query(sql, &mut self.buf).expect("Query");
-        self.ready += 1;
-        self
-    }
-}
-
-fn i16_at(b: &[u8], at: usize) -> i16 {
-    i16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn i32_at(b: &[u8], at: usize) -> i32 {
-    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn cstr_at(b: &[u8], at: usize) -> (String, usize) {
-    let end = at + b[at..].iter().position(|&c| c == 0).expect("NUL");
-    (String::from_utf8_lossy(&b[at..end]).into_owned(), end + 1)
-}
-
-/// One backend message as text: "ParseComplete", "DataRow 42", "Error 42601 <message>",
-/// "ReadyForQuery I", ...
-fn render((tag, body): &RawMessage) -> String {
-    let b = &body[..];
-    match tag {
-        b'1' => "ParseComplete".into(),
-        b'2' => "BindComplete".into(),
-        b'3' => "CloseComplete".into(),
-        b'n' => "NoData".into(),
-        b'I' => "EmptyQueryResponse".into(),
-        b's' => "PortalSuspended".into(),
-        b'Z' => format!("ReadyForQuery {}", b[0] as char),
-        b'C' => format!("CommandComplete {}", cstr_at(b, 0).0),
-        b'E' | b'N' => {
-            let f = ErrorFields::parse(b);
-            let kind = if *tag == b'E' { "Error" } else { "Notice" };
-            format!(
-                "{kind} {} {}",
-                f.code().unwrap_or("?"),
-                f.message().unwrap_or("?")
-            )
-        }
-        b't' => {
-            let n = i16_at(b, 0) as usize;
-            let oids: Vec<i32> = (0..n).map(|i| i32_at(b, 2 + 4 * i)).collect();
-            format!("ParameterDescription {oids:?}")
-        }
-        b'T' => {
-            let n = i16_at(b, 0) as usize;
-            let mut at = 2;
-            let mut names = Vec::new();
-            for _ in 0..n {
-                let (name, next) = cstr_at(b, at);
-                names.push(name);
-                at = next + 18;
-            }
-            format!("RowDescription {}", names.join(","))
-        }
-        b'D' => {
-            let n = i16_at(b, 0) as usize;
-            let mut at = 2;
-            let mut values = Vec::new();
-            for _ in 0..n {
-                let len = i32_at(b, at);
-                at += 4;
-                if len < 0 {
-                    values.push("NULL".to_owned());
-                } else {
-                    let len = len as usize;
-                    values.push(String::from_utf8_lossy(&b[at..at + len]).into_owned());
-                    at += len;
-                }
-            }
-            format!("DataRow {}", values.join(","))
-        }
-        b'S' => {
-            let (k, next) = cstr_at(b, 0);
-            format!("ParameterStatus {k}={}", cstr_at(b, next).0)
-        }
-        other => format!("{:?} ({} bytes)", *other as char, b.len()),
-    }
-}
-
-/// The answers as text. ParameterStatus is left out: a pooler may report parameters where
-/// PostgreSQL would not (and vice versa) without the client being told anything different.
-fn transcript(msgs: &[RawMessage]) -> Vec<String> {
-    msgs.iter().filter(|m| m.0 != b'S').map(render).collect()
-}
-
-/// Sends `batch` in one write and returns everything up to its last ReadyForQuery, as text.
-async fn exchange(conn: &mut RawConn, batch: &Batch) -> Vec<String> {
-    assert!(
-        batch.ready > 0,
-        "a batch without Sync or Query gets no ReadyForQuery"
-    );
-    conn.send(&batch.buf).await.expect("send a batch");
-    let msgs = conn
-        .recv_until_ready(batch.ready)
-        .await
-        .unwrap_or_else(|e| panic!("reading the answers to a batch: {e:?}"));
-    transcript(&msgs)
-}
-
-async fn raw_connect(addr: SocketAddr) -> RawConn {
-    RawConn::connect(addr, APP_USER, APP_DB, Some(APP_PASSWORD), &[])
-        .await
-        .unwrap_or_else(|e| panic!("raw connection to {addr}: {e:?}"))
-}
-
-async fn raw_through(pooler: &Sluice) -> RawConn {
-    raw_connect(pooler.addr()).await
-}
-
-/// A raw session straight to PostgreSQL: the oracle for what a client should see.
-async fn raw_direct(pg: &PgCluster) -> RawConn {
-    raw_connect(SocketAddr::from(([127, 0, 0, 1], pg.port()))).await
-}
-
-/// One step of a script: a label, the batch, and the answers PostgreSQL gives (checked against
-/// PostgreSQL too, so the expectation itself is never wrong).
-type Step = (&'static str, Batch, Vec<String>);
-
-fn step(label: &'static str, batch: Batch, expected: &[&str]) -> Step {
-    (
-        label,
-        batch,
-        expected.iter().map(|s| (*s).to_owned()).collect(),
-    )
-}
-
-/// Runs `steps` on a direct PostgreSQL session and through sluice; both must answer exactly
-/// `expected`, message by message.
-async fn check_script(direct: &mut RawConn, pooled: &mut RawConn, steps: &[Step]) {
-    for (label, batch, expected) in steps {
-        let from_pg = exchange(direct, batch).await;
-        assert_eq!(
-            &from_pg, expected,
-            "PostgreSQL itself answers step {label:?} differently (test bug)"
-        );
-        let through = exchange(pooled, batch).await;
-        assert_eq!(
-            &through, expected,
-            "step {label:?}: sluice's answer differs from PostgreSQL's"
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -498,8 +281,8 @@ async fn pgbench_prepared_64_clients_through_a_pool_of_8() {
 /// Two raw clients both call their statement "s0", with different SQL (and parameter types), and
 /// run it in turns as fast as they can on `pool_size` server connections.
 async fn same_name_two_clients(pooler: &Sluice, rounds: i32) {
-    let mut a = raw_through(pooler).await;
-    let mut b = raw_through(pooler).await;
+    let mut a = RawConn::connect_app(pooler.addr()).await;
+    let mut b = RawConn::connect_app(pooler.addr()).await;
     let prep_a = Batch::new()
         .parse("s0", "SELECT 1::int + $1")
         .describe_statement("s0")
@@ -650,8 +433,8 @@ async fn two_pgbench_processes_use_one_statement_name_for_different_sql() {
 async fn close_and_reparse_one_name_and_the_errors_postgresql_gives() {
     let pg = PgCluster::start();
     let pooler = pooler_with(&pg, 1);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
     // A second client uses the same (only) server connection between this client's steps, with a
     // statement of its own that must keep working whatever this client closes and re-parses.
     let other = pooler.connect_app().await;
@@ -776,8 +559,8 @@ async fn statement_name_errors_inside_a_transaction_abort_it() {
     // A pool of 1 and no other client: this client's transactions all run on one backend, so
     // "rows this backend wrote" means "rows this client wrote", as on the direct session.
     let pooler = pooler_with(&pg, 1);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
     check_script(
         &mut direct,
         &mut pooled,
@@ -851,8 +634,8 @@ async fn statement_name_errors_roll_back_the_pipelines_implicit_transaction() {
         .unwrap();
     // As above: pool of 1, one client, so pg_backend_pid() stands for this client.
     let pooler = pooler_with(&pg, 1);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
     let count = || {
         step(
             "nothing was committed",
@@ -912,8 +695,8 @@ async fn parse_error_inside_a_pipeline() {
     let pg = PgCluster::start();
     let su = pg.superuser(APP_DB).await;
     let pooler = pooler_with(&pg, 2);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
 
     check_script(
         &mut direct,
@@ -1304,8 +1087,8 @@ async fn cache_counters_in_the_pool_stats() {
 async fn discard_all_and_deallocate_clear_a_clients_names() {
     let pg = PgCluster::start();
     let pooler = pooler_with(&pg, 1);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
     // Another client on the same (only) server connection: whatever this client discards, its
     // statement must keep working.
     let other = pooler.connect_app().await;
@@ -1584,8 +1367,8 @@ async fn eviction_inside_a_batch_that_fails_before_it() {
         2,
     );
     let pooler = Sluice::start(config);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
     check_script(
         &mut direct,
         &mut pooled,

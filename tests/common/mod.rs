@@ -1,7 +1,8 @@
 //! The integration-test harness: a real PostgreSQL per test ([`PgCluster`]; a primary with a
 //! streaming replica, [`ReplicaCluster`]), the pooler in
 //! process ([`Sluice`]), real clients (tokio-postgres, psql, pgbench) and a raw wire-protocol
-//! client ([`RawConn`]) for what the real clients never send.
+//! client ([`RawConn`]) for what the real clients never send, with wire scripts ([`Batch`],
+//! [`check_script`]) that hold the pooler's answers to PostgreSQL's own.
 //!
 //! Every wait here has a deadline: a pooler that never answers fails the test instead of hanging
 //! the run. Nothing sleeps to synchronise; [`poll_until`] re-checks a condition until a deadline.
@@ -14,6 +15,7 @@ mod pg;
 mod pooler;
 mod raw;
 mod replica;
+mod script;
 
 #[allow(unused_imports)]
 pub use metrics::*;
@@ -23,6 +25,8 @@ pub use pooler::*;
 pub use raw::*;
 #[allow(unused_imports)]
 pub use replica::*;
+#[allow(unused_imports)]
+pub use script::*;
 
 use std::future::{Future, poll_fn};
 use std::process::Output;
