@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -938,84 +936,17 @@ async fn prepared_statement_survives_its_server_connection_being_terminated() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 7. Cache counters, read from the pool in process.
+// 7. Cache counters, read from the pool through the harness's handle on sluice's state.
 
-/// sluice's client sessions served in this test's runtime from a [`sluice::Shared`] the test
-/// keeps, so that it can read the pools' counters (`sluice::run` keeps its `Shared` to itself).
-struct InProcess {
-    addr: SocketAddr,
-    shared: Arc<sluice::Shared>,
-    accept: tokio::task::JoinHandle<()>,
-    /// Kept: a dropped sender reads as "drain" to every session.
-    _drain: tokio::sync::watch::Sender<bool>,
-}
-
-impl InProcess {
-    async fn start(config_toml: &str) -> InProcess {
-        let config = sluice::Config::from_toml(config_toml)
-            .unwrap_or_else(|e| panic!("sluice rejected the test config: {e}"));
-        let shared = sluice::Shared::new(config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-        let accept = {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                while let Ok((stream, peer)) = listener.accept().await {
-                    tokio::spawn(sluice::client::serve(
-                        shared.clone(),
-                        stream,
-                        peer,
-                        drain_rx.clone(),
-                    ));
-                }
-            })
-        };
-        InProcess {
-            addr,
-            shared,
-            accept,
-            _drain: drain_tx,
-        }
-    }
-
-    async fn connect_app(&self) -> Client {
-        connect_config(&client_config(
-            self.addr.port(),
-            APP_DB,
-            APP_USER,
-            APP_PASSWORD,
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("connect to the in-process pooler: {}", describe_error(&e)))
-        .0
-    }
-
-    fn pool(&self) -> Arc<sluice::pool::Pool> {
-        let key = sluice::pool::PoolKey::primary(APP_DB, APP_USER);
-        self.shared
-            .pools
-            .get(&key)
-            .expect("the app/app pool exists once a client logged in")
-            .clone()
-    }
-
-    /// (hits, misses, evictions).
-    fn counters(&self) -> (u64, u64, u64) {
-        let pool = self.pool();
-        let p = &pool.prepared;
-        (
-            p.hits.load(Ordering::Relaxed),
-            p.misses.load(Ordering::Relaxed),
-            p.evictions.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
+/// The prepared-statement counters of app's pool: (hits, misses, evictions).
+fn counters(pooler: &Sluice) -> (u64, u64, u64) {
+    let pool = pooler.pool(APP_DB, APP_USER);
+    let p = &pool.prepared;
+    (
+        p.hits.load(Ordering::Relaxed),
+        p.misses.load(Ordering::Relaxed),
+        p.evictions.load(Ordering::Relaxed),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1026,7 +957,7 @@ async fn cache_counters_in_the_pool_stats() {
         "pooler.max_prepared_statements",
         2,
     );
-    let pooler = InProcess::start(&config).await;
+    let pooler = Sluice::start(config);
 
     // One statement, prepared once on the pool's one server connection, then found there.
     let c1 = pooler.connect_app().await;
@@ -1037,10 +968,10 @@ async fn cache_counters_in_the_pool_stats() {
             i * 2
         );
     }
-    let (hits, misses, evictions) = pooler.counters();
+    let (hits, misses, evictions) = counters(&pooler);
     assert_eq!((misses, evictions), (1, 0), "hits {hits}");
     assert!(hits >= 10, "10 executions found the statement: hits {hits}");
-    assert_eq!(pooler.pool().registry.len(), 1);
+    assert_eq!(pooler.pool(APP_DB, APP_USER).registry.len(), 1);
 
     // Another client preparing the same SQL shares the statement: no new miss.
     let c2 = pooler.connect_app().await;
@@ -1054,10 +985,10 @@ async fn cache_counters_in_the_pool_stats() {
             i * 2
         );
     }
-    let (hits2, misses2, evictions2) = pooler.counters();
+    let (hits2, misses2, evictions2) = counters(&pooler);
     assert_eq!((misses2, evictions2), (1, 0));
     assert!(hits2 >= hits + 6, "hits {hits} -> {hits2}");
-    assert_eq!(pooler.pool().registry.len(), 1);
+    assert_eq!(pooler.pool(APP_DB, APP_USER).registry.len(), 1);
 
     // Three statements round-robin on a connection that keeps two: every execution evicts.
     let triple = c1.prepare("SELECT $1::int * 3").await.unwrap();
@@ -1070,14 +1001,14 @@ async fn cache_counters_in_the_pool_stats() {
             );
         }
     }
-    let (_, misses3, evictions3) = pooler.counters();
+    let (_, misses3, evictions3) = counters(&pooler);
     assert!(evictions3 >= 20, "evictions {evictions3}");
     assert_eq!(
         misses3 - evictions3,
         2,
         "prepared minus closed on the one connection = the two it keeps (misses {misses3}, evictions {evictions3})"
     );
-    assert_eq!(pooler.pool().registry.len(), 3);
+    assert_eq!(pooler.pool(APP_DB, APP_USER).registry.len(), 3);
 }
 
 // ---------------------------------------------------------------------------------------------
