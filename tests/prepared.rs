@@ -20,36 +20,6 @@ fn pooler_with(pg: &PgCluster, pool_size: usize) -> Sluice {
 // ---------------------------------------------------------------------------------------------
 // Helpers for tokio-postgres and the server side.
 
-async fn pid_of(c: &Client) -> i32 {
-    simple_scalar(c, "SELECT pg_backend_pid()")
-        .await
-        .expect("a pid")
-        .parse()
-        .expect("pid is a number")
-}
-
-/// Terminates backend `pid` and waits until PostgreSQL no longer lists it.
-async fn terminate_backend(su: &Client, pid: i32) {
-    let killed: bool = su
-        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .expect("pg_terminate_backend")
-        .get(0);
-    assert!(killed, "backend {pid} was not there to terminate");
-    poll_until(STEP, "the terminated backend to exit", || async {
-        let n: i64 = su
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .expect("look for the backend")
-            .get(0);
-        n == 0
-    })
-    .await;
-}
-
 /// Pids of app's backends in database app.
 async fn app_backend_pids(su: &Client) -> Vec<i32> {
     su.query(
@@ -61,46 +31,6 @@ async fn app_backend_pids(su: &Client) -> Vec<i32> {
     .iter()
     .map(|r| r.get(0))
     .collect()
-}
-
-/// A number from a pgbench summary line such as "number of failed transactions: 0 (0.000%)".
-fn pgbench_count(stdout: &str, prefix: &str) -> u64 {
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("pgbench printed no {prefix:?}:\n{stdout}"));
-    let digits: String = line[prefix.len()..]
-        .trim_start_matches(':')
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no number in {line:?}"))
-}
-
-/// Checks a finished pgbench run: success, no failed transactions, `expected` processed.
-fn assert_pgbench_ok(what: &str, out: &std::process::Output, expected: u64) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{what}: {}", describe_output(out));
-    assert_eq!(
-        pgbench_count(&stdout, "number of failed transactions"),
-        0,
-        "{what}: {}",
-        describe_output(out)
-    );
-    assert_eq!(
-        pgbench_count(&stdout, "number of transactions actually processed"),
-        expected,
-        "{what}: {}",
-        describe_output(out)
-    );
-    let tps = stdout
-        .lines()
-        .find(|l| l.starts_with("tps"))
-        .unwrap_or("no tps line");
-    eprintln!("{what}: {tps}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -225,19 +155,7 @@ async fn hundred_tokio_postgres_clients_share_prepared_statements_on_a_pool_of_4
 #[tokio::test]
 async fn pgbench_prepared_64_clients_through_a_pool_of_8() {
     let pg = PgCluster::start();
-    let init = pgbench_at(
-        pg.port(),
-        APP_DB,
-        APP_USER,
-        APP_PASSWORD,
-        &["-i", "-s", "1", "-q"],
-    )
-    .await;
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        describe_output(&init)
-    );
+    pg.pgbench_init().await;
     let su = pg.superuser(APP_DB).await;
     let pooler = pooler_with(&pg, 8);
 
@@ -793,7 +711,7 @@ async fn parse_error_inside_a_pipeline() {
     assert_eq!(before.len(), 1, "sluice's server connections: {before:?}");
     let holder = pooler.connect_app().await;
     holder.batch_execute("BEGIN").await.unwrap();
-    let held_pid = pid_of(&holder).await;
+    let held_pid = backend_pid(&holder).await;
     let got = exchange(
         &mut pooled,
         &Batch::new()
@@ -848,8 +766,9 @@ async fn prepared_statement_survives_its_server_connection_being_terminated() {
             c.query_one(&stmt, &[&5i32]).await.unwrap().get::<_, i32>(0),
             15
         );
-        let pid = pid_of(&c).await;
+        let pid = backend_pid(&c).await;
         terminate_backend(&su, pid).await;
+        wait_backend_gone(&su, pid).await;
         let row = within(STEP, "execute after the kill", c.query_one(&stmt, &[&7i32]))
             .await
             .unwrap_or_else(|e| {
@@ -859,7 +778,7 @@ async fn prepared_statement_survives_its_server_connection_being_terminated() {
                 )
             });
         assert_eq!(row.get::<_, i32>(0), 21);
-        assert_ne!(pid_of(&c).await, pid, "a new server connection");
+        assert_ne!(backend_pid(&c).await, pid, "a new server connection");
     }
 
     // Pool of 2, two clients: both server connections have statements, both are terminated,
@@ -908,6 +827,7 @@ async fn prepared_statement_survives_its_server_connection_being_terminated() {
     );
     for pid in &pids {
         terminate_backend(&su, *pid).await;
+        wait_backend_gone(&su, *pid).await;
     }
     let run = |c: Client,
                m: tokio_postgres::Statement,

@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    APP_DB, APP_PASSWORD, APP_USER, ReplicaCluster, STEP, Sluice, poll_until, sample, scrape,
-    simple_scalar, with_metrics, within,
+    APP_DB, APP_PASSWORD, APP_USER, ReplicaCluster, STEP, Sluice, assert_pgbench_ok,
+    describe_output, poll_until, sample, scrape, simple_scalar, with_metrics, within,
 };
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -510,57 +510,26 @@ async fn a_lagging_replica_leaves_rotation_and_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_and_psql_through_a_routed_pool() {
     let c = ReplicaCluster::start().await;
-    let init = common::pgbench_at(
-        c.primary_port(),
-        APP_DB,
-        APP_USER,
-        APP_PASSWORD,
-        &["-i", "-s", "1", "-q"],
-    )
-    .await;
-    assert!(init.status.success(), "{}", common::describe_output(&init));
+    c.primary.pgbench_init().await;
     let (cfg, metrics) = with_metrics(config(&c, ""));
     let s = Sluice::start(cfg);
     let probe = through(&s).await;
     wait_routed_to_replica(&probe).await;
     for mode in ["simple", "extended", "prepared"] {
-        let out = common::pgbench_at(
-            s.port(),
-            APP_DB,
-            APP_USER,
-            APP_PASSWORD,
-            &["-S", "-n", "-c", "8", "-t", "200", "-M", mode],
-        )
-        .await;
-        assert!(
-            out.status.success(),
-            "{mode}: {}",
-            common::describe_output(&out)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.contains("number of failed transactions: 0"),
-            "{mode}: {text}"
-        );
+        let out = s
+            .pgbench(&["-S", "-n", "-c", "8", "-t", "200", "-M", mode])
+            .await;
+        assert_pgbench_ok(mode, &out, 1600);
     }
     let text = scrape(metrics).await;
     assert!(routed(&text, "read_only") >= 3.0 * 1600.0, "{text}");
     // TPC-B writes (and their reads) through the same pool: all on the primary, none failing.
-    let out = common::pgbench_at(
-        s.port(),
-        APP_DB,
-        APP_USER,
-        APP_PASSWORD,
-        &["-n", "-c", "4", "-t", "50", "-M", "prepared"],
-    )
-    .await;
-    assert!(out.status.success(), "{}", common::describe_output(&out));
-    let psql = common::psql_at(
-        s.port(),
-        APP_DB,
-        APP_USER,
-        APP_PASSWORD,
-        &[
+    let out = s
+        .pgbench(&["-n", "-c", "4", "-t", "50", "-M", "prepared"])
+        .await;
+    assert_pgbench_ok("TPC-B", &out, 200);
+    let psql = s
+        .psql(&[
             "-At",
             "-c",
             "SELECT pg_is_in_recovery()",
@@ -572,10 +541,9 @@ async fn pgbench_and_psql_through_a_routed_pool() {
             "COMMIT",
             "-c",
             "UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = 1 RETURNING pg_is_in_recovery()",
-        ],
-    )
-    .await;
-    assert!(psql.status.success(), "{}", common::describe_output(&psql));
+        ])
+        .await;
+    assert!(psql.status.success(), "{}", describe_output(&psql));
     let lines: Vec<String> = String::from_utf8_lossy(&psql.stdout)
         .lines()
         .map(str::to_owned)

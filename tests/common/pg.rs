@@ -439,7 +439,12 @@ impl PgCluster {
             as_postgres("cp").arg("-a").arg(template).arg(&data),
             "copy template data directory",
         );
-        let port = start_postmaster(&data, &dir.path().join("postgres.log"));
+        PgCluster::launch(dir, started)
+    }
+
+    /// Starts the postmaster on `dir`/data, logging to `dir`/postgres.log.
+    fn launch(dir: tempfile::TempDir, started: Instant) -> PgCluster {
+        let port = start_postmaster(&dir.path().join("data"), &dir.path().join("postgres.log"));
         PgCluster {
             dir,
             port,
@@ -521,14 +526,8 @@ impl PgCluster {
                 self.port
             ),
         );
-        // The copy carries the primary's port file: start_postmaster writes the standby's own.
-        let port = start_postmaster(&data, &dir.path().join("postgres.log"));
-        PgCluster {
-            dir,
-            port,
-            running: true,
-            start_time: started.elapsed(),
-        }
+        // The copy carries the primary's port file: launching writes the standby's own.
+        PgCluster::launch(dir, started)
     }
 
     /// A tokio-postgres config for a direct connection (no pooler).
@@ -558,6 +557,23 @@ impl PgCluster {
     /// Runs psql straight against PostgreSQL (`-X -v ON_ERROR_STOP=1` first, then `args`).
     pub async fn psql_direct(&self, db: &str, user: &str, password: &str, args: &[&str]) -> Output {
         super::psql_at(self.port, db, user, password, args).await
+    }
+
+    /// `pgbench -i -s 1 -q` straight against PostgreSQL as `app` to `app`: the TPC-B tables.
+    pub async fn pgbench_init(&self) {
+        let out = super::pgbench_at(
+            self.port,
+            APP_DB,
+            APP_USER,
+            APP_PASSWORD,
+            &["-i", "-s", "1", "-q"],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "pgbench -i: {}",
+            super::describe_output(&out)
+        );
     }
 
     /// Backends of `user` connected to database `app`, as PostgreSQL sees them.
