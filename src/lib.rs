@@ -414,7 +414,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let shared = Shared::new(config);
+    run_shared(Shared::new(config), listener, shutdown).await
+}
+
+/// [`run`] on a [`Shared`] the caller made from the config and may keep, to look at the pools
+/// while the pooler runs (the integration tests read the prepared-statement counters this way).
+pub async fn run_shared(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
     let (drain_tx, drain_rx) = watch::channel(false);
     let limit = Arc::new(Semaphore::new(shared.config().pooler.max_client_conn));
     let mut clients = JoinSet::new();

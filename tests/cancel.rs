@@ -126,9 +126,7 @@ async fn cancel_with_a_wrong_key_does_nothing() {
     let pg = PgCluster::start();
     let su = pg.superuser(APP_DB).await;
     let pooler = Sluice::start(config_for(&pg, 2, PoolMode::Transaction));
-    let mut raw = RawConn::connect(pooler.addr(), APP_USER, APP_DB, Some(APP_PASSWORD), &[])
-        .await
-        .expect("raw login");
+    let mut raw = RawConn::connect_app(pooler.addr()).await;
     let (pid, key) = raw.backend_key.expect("the pooler sends BackendKeyData");
 
     let query = "SELECT pg_sleep(1.5), 'wrong key'";

@@ -5,19 +5,6 @@ mod common;
 use common::*;
 use sluice::config::PoolMode;
 
-/// A number from a pgbench summary line such as "number of failed transactions: 0 (0.000%)".
-fn pgbench_number(output: &str, prefix: &str) -> u64 {
-    let line = output
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{output}"));
-    let rest = line[prefix.len()..].trim_start_matches(':').trim();
-    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("cannot read a number in {line:?}"))
-}
-
 #[tokio::test]
 async fn psql_runs_a_script() {
     let pg = PgCluster::start();
@@ -72,30 +59,7 @@ async fn pgbench_through_sluice(pg: &PgCluster, pooler: &Sluice, mode: &str) {
     let out = pooler
         .pgbench(&["-n", "-M", mode, "-c", "8", "-j", "2", "-t", "200"])
         .await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "pgbench -M {mode}: {}",
-        describe_output(&out)
-    );
-    assert_eq!(
-        pgbench_number(&stdout, "number of failed transactions"),
-        0,
-        "{stdout}"
-    );
-    assert_eq!(
-        pgbench_number(&stdout, "number of transactions actually processed"),
-        1600,
-        "{stdout}"
-    );
-    eprintln!(
-        "pgbench -M {mode}: {}",
-        stdout
-            .lines()
-            .filter(|l| l.starts_with("tps") || l.starts_with("latency"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+    assert_pgbench_ok(&format!("pgbench -M {mode}"), &out, 1600);
 
     // TPC-B bookkeeping holds: no update was lost or applied twice.
     let history_after: i64 = su
@@ -122,19 +86,7 @@ async fn pgbench_through_sluice(pg: &PgCluster, pooler: &Sluice, mode: &str) {
 #[tokio::test]
 async fn pgbench_simple_and_extended_through_a_pool_of_4() {
     let pg = PgCluster::start();
-    let init = pgbench_at(
-        pg.port(),
-        APP_DB,
-        APP_USER,
-        APP_PASSWORD,
-        &["-i", "-s", "1", "-q"],
-    )
-    .await;
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        describe_output(&init)
-    );
+    pg.pgbench_init().await;
 
     let pooler = Sluice::start(config_for(&pg, 4, PoolMode::Transaction));
     pgbench_through_sluice(&pg, &pooler, "simple").await;

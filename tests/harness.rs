@@ -1,6 +1,7 @@
 //! Self-test of the harness, against PostgreSQL directly (no pooler involved except the
 //! start/shutdown plumbing of `Sluice`): the cluster starts whether we are root or not, each role
-//! authenticates the way the pooler tests rely on, and the cluster cleans up after itself.
+//! authenticates the way the pooler tests rely on, a replica streams from its primary, and the
+//! clusters clean up after themselves.
 
 mod common;
 
@@ -248,4 +249,60 @@ fn sluice_starts_and_shuts_down_on_request() {
         std::net::TcpStream::connect(addr).is_err(),
         "the listener outlived sluice::run"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_streams_from_its_primary_and_both_clean_up() {
+    let c = ReplicaCluster::start().await;
+    for pg in [&c.primary, &c.replica] {
+        let euid = euid_of(postmaster_pid(pg));
+        assert_ne!(euid, 0, "a postmaster must never run as root");
+        assert_eq!(euid, postgres_uid());
+    }
+    assert_ne!(c.primary_port(), c.replica_port());
+    let primary = c.connect_primary_app().await;
+    let replica = c.connect_replica_app().await;
+    assert_eq!(
+        simple_scalar(&primary, "SELECT pg_is_in_recovery()::text")
+            .await
+            .as_deref(),
+        Some("false")
+    );
+    assert_eq!(
+        simple_scalar(&replica, "SELECT pg_is_in_recovery()::text")
+            .await
+            .as_deref(),
+        Some("true")
+    );
+    // The replica listens on its own port (not the primary's, which its copied files name).
+    assert_eq!(
+        simple_scalar(&replica, "SHOW port").await,
+        Some(c.replica_port().to_string())
+    );
+    primary
+        .batch_execute("CREATE TABLE streamed AS SELECT 7 AS x")
+        .await
+        .unwrap();
+    poll_until(STEP, "the table on the replica", || async {
+        replica.simple_query("SELECT x FROM streamed").await.is_ok()
+    })
+    .await;
+    assert_eq!(
+        simple_scalar(&replica, "SELECT x FROM streamed")
+            .await
+            .as_deref(),
+        Some("7")
+    );
+
+    let dirs = [c.primary.data_dir(), c.replica.data_dir()];
+    let ports = [c.primary_port(), c.replica_port()];
+    drop((primary, replica));
+    drop(c);
+    for (dir, port) in dirs.iter().zip(ports) {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} still open"
+        );
+    }
 }

@@ -581,11 +581,7 @@ async fn gauges_stay_exact_when_clients_leave_mid_transaction_or_while_waiting()
     for round in 0..ROUNDS {
         let mut conns = Vec::new();
         for _ in 0..CLIENTS {
-            conns.push(
-                RawConn::connect(pooler.addr(), APP_USER, APP_DB, Some(APP_PASSWORD), &[])
-                    .await
-                    .unwrap_or_else(|e| panic!("raw connect: {e:?}")),
-            );
+            conns.push(RawConn::connect_app(pooler.addr()).await);
         }
         // A third open a transaction and keep it; the rest ask for a slow query, so most of them
         // queue behind the two server connections.
@@ -619,11 +615,7 @@ async fn gauges_stay_exact_when_clients_leave_mid_transaction_or_while_waiting()
     }
     // Plus clients that log in and go without a word, and some that go while logging in.
     for _ in 0..5 {
-        drop(
-            RawConn::connect(pooler.addr(), APP_USER, APP_DB, Some(APP_PASSWORD), &[])
-                .await
-                .unwrap(),
-        );
+        drop(RawConn::connect_app(pooler.addr()).await);
         drop(tokio::net::TcpStream::connect(pooler.addr()).await.unwrap());
     }
     poll_until(

@@ -5,16 +5,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 use common::*;
 use futures_util::future;
-use postgres_protocol::IsNull;
-use postgres_protocol::message::frontend;
 use sluice::config::PoolMode;
 use tokio_postgres::Client;
 
@@ -23,251 +18,7 @@ fn pooler_with(pg: &PgCluster, pool_size: usize) -> Sluice {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Raw protocol: batches of frontend messages, and backend messages as comparable text.
-
-/// Frontend messages to send in one write. Counts the ReadyForQuery they will be answered with.
-#[derive(Clone, Default)]
-struct Batch {
-    buf: BytesMut,
-    ready: usize,
-}
-
-impl Batch {
-    fn new() -> Batch {
-        Batch::default()
-    }
-
-    /// Parse with no parameter types given (the server infers them).
-    fn parse(mut self, name: &str, sql: &str) -> Batch {
-        frontend::parse(name, sql, std::iter::empty(), &mut self.buf).expect("Parse");
-        self
-    }
-
-    /// Bind of `statement` to the unnamed portal, parameters and results in text format.
-    fn bind(mut self, statement: &str, params: &[&str]) -> Batch {
-        let bound = frontend::bind(
-            "",
-            statement,
-            std::iter::empty(),
-            params.iter(),
-            |p, buf| {
-                buf.put_slice(p.as_bytes());
-                Ok(IsNull::No)
-            },
-            std::iter::empty(),
-            &mut self.buf,
-        );
-        assert!(bound.is_ok(), "Bind could not be written");
-        self
-    }
-
-    /// Execute of the unnamed portal, all rows.
-    fn execute(mut self) -> Batch {
-        frontend::execute("", 0, &mut self.buf).expect("Execute");
-        self
-    }
-
-    /// Bind then Execute.
-    fn run(self, statement: &str, params: &[&str]) -> Batch {
-        self.bind(statement, params).execute()
-    }
-
-    fn describe_statement(mut self, name: &str) -> Batch {
-        frontend::describe(b'S', name, &mut self.buf).expect("Describe");
-        self
-    }
-
-    fn close_statement(mut self, name: &str) -> Batch {
-        frontend::close(b'S', name, &mut self.buf).expect("Close");
-        self
-    }
-
-    fn sync(mut self) -> Batch {
-        frontend::sync(&mut self.buf);
-        self.ready += 1;
-        self
-    }
-
-    /// A simple Query.
-    fn query(mut self, sql: &str) -> Batch {
-        frontend::query(sql, &mut self.buf).expect("Query");
-        self.ready += 1;
-        self
-    }
-}
-
-fn i16_at(b: &[u8], at: usize) -> i16 {
-    i16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn i32_at(b: &[u8], at: usize) -> i32 {
-    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn cstr_at(b: &[u8], at: usize) -> (String, usize) {
-    let end = at + b[at..].iter().position(|&c| c == 0).expect("NUL");
-    (String::from_utf8_lossy(&b[at..end]).into_owned(), end + 1)
-}
-
-/// One backend message as text: "ParseComplete", "DataRow 42", "Error 42601 <message>",
-/// "ReadyForQuery I", ...
-fn render((tag, body): &RawMessage) -> String {
-    let b = &body[..];
-    match tag {
-        b'1' => "ParseComplete".into(),
-        b'2' => "BindComplete".into(),
-        b'3' => "CloseComplete".into(),
-        b'n' => "NoData".into(),
-        b'I' => "EmptyQueryResponse".into(),
-        b's' => "PortalSuspended".into(),
-        b'Z' => format!("ReadyForQuery {}", b[0] as char),
-        b'C' => format!("CommandComplete {}", cstr_at(b, 0).0),
-        b'E' | b'N' => {
-            let f = ErrorFields::parse(b);
-            let kind = if *tag == b'E' { "Error" } else { "Notice" };
-            format!(
-                "{kind} {} {}",
-                f.code().unwrap_or("?"),
-                f.message().unwrap_or("?")
-            )
-        }
-        b't' => {
-            let n = i16_at(b, 0) as usize;
-            let oids: Vec<i32> = (0..n).map(|i| i32_at(b, 2 + 4 * i)).collect();
-            format!("ParameterDescription {oids:?}")
-        }
-        b'T' => {
-            let n = i16_at(b, 0) as usize;
-            let mut at = 2;
-            let mut names = Vec::new();
-            for _ in 0..n {
-                let (name, next) = cstr_at(b, at);
-                names.push(name);
-                at = next + 18;
-            }
-            format!("RowDescription {}", names.join(","))
-        }
-        b'D' => {
-            let n = i16_at(b, 0) as usize;
-            let mut at = 2;
-            let mut values = Vec::new();
-            for _ in 0..n {
-                let len = i32_at(b, at);
-                at += 4;
-                if len < 0 {
-                    values.push("NULL".to_owned());
-                } else {
-                    let len = len as usize;
-                    values.push(String::from_utf8_lossy(&b[at..at + len]).into_owned());
-                    at += len;
-                }
-            }
-            format!("DataRow {}", values.join(","))
-        }
-        b'S' => {
-            let (k, next) = cstr_at(b, 0);
-            format!("ParameterStatus {k}={}", cstr_at(b, next).0)
-        }
-        other => format!("{:?} ({} bytes)", *other as char, b.len()),
-    }
-}
-
-/// The answers as text. ParameterStatus is left out: a pooler may report parameters where
-/// PostgreSQL would not (and vice versa) without the client being told anything different.
-fn transcript(msgs: &[RawMessage]) -> Vec<String> {
-    msgs.iter().filter(|m| m.0 != b'S').map(render).collect()
-}
-
-/// Sends `batch` in one write and returns everything up to its last ReadyForQuery, as text.
-async fn exchange(conn: &mut RawConn, batch: &Batch) -> Vec<String> {
-    assert!(
-        batch.ready > 0,
-        "a batch without Sync or Query gets no ReadyForQuery"
-    );
-    conn.send(&batch.buf).await.expect("send a batch");
-    let msgs = conn
-        .recv_until_ready(batch.ready)
-        .await
-        .unwrap_or_else(|e| panic!("reading the answers to a batch: {e:?}"));
-    transcript(&msgs)
-}
-
-async fn raw_connect(addr: SocketAddr) -> RawConn {
-    RawConn::connect(addr, APP_USER, APP_DB, Some(APP_PASSWORD), &[])
-        .await
-        .unwrap_or_else(|e| panic!("raw connection to {addr}: {e:?}"))
-}
-
-async fn raw_through(pooler: &Sluice) -> RawConn {
-    raw_connect(pooler.addr()).await
-}
-
-/// A raw session straight to PostgreSQL: the oracle for what a client should see.
-async fn raw_direct(pg: &PgCluster) -> RawConn {
-    raw_connect(SocketAddr::from(([127, 0, 0, 1], pg.port()))).await
-}
-
-/// One step of a script: a label, the batch, and the answers PostgreSQL gives (checked against
-/// PostgreSQL too, so the expectation itself is never wrong).
-type Step = (&'static str, Batch, Vec<String>);
-
-fn step(label: &'static str, batch: Batch, expected: &[&str]) -> Step {
-    (
-        label,
-        batch,
-        expected.iter().map(|s| (*s).to_owned()).collect(),
-    )
-}
-
-/// Runs `steps` on a direct PostgreSQL session and through sluice; both must answer exactly
-/// `expected`, message by message.
-async fn check_script(direct: &mut RawConn, pooled: &mut RawConn, steps: &[Step]) {
-    for (label, batch, expected) in steps {
-        let from_pg = exchange(direct, batch).await;
-        assert_eq!(
-            &from_pg, expected,
-            "PostgreSQL itself answers step {label:?} differently (test bug)"
-        );
-        let through = exchange(pooled, batch).await;
-        assert_eq!(
-            &through, expected,
-            "step {label:?}: sluice's answer differs from PostgreSQL's"
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Helpers for tokio-postgres and the server side.
-
-async fn pid_of(c: &Client) -> i32 {
-    simple_scalar(c, "SELECT pg_backend_pid()")
-        .await
-        .expect("a pid")
-        .parse()
-        .expect("pid is a number")
-}
-
-/// Terminates backend `pid` and waits until PostgreSQL no longer lists it.
-async fn terminate_backend(su: &Client, pid: i32) {
-    let killed: bool = su
-        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .expect("pg_terminate_backend")
-        .get(0);
-    assert!(killed, "backend {pid} was not there to terminate");
-    poll_until(STEP, "the terminated backend to exit", || async {
-        let n: i64 = su
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .expect("look for the backend")
-            .get(0);
-        n == 0
-    })
-    .await;
-}
 
 /// Pids of app's backends in database app.
 async fn app_backend_pids(su: &Client) -> Vec<i32> {
@@ -280,46 +31,6 @@ async fn app_backend_pids(su: &Client) -> Vec<i32> {
     .iter()
     .map(|r| r.get(0))
     .collect()
-}
-
-/// A number from a pgbench summary line such as "number of failed transactions: 0 (0.000%)".
-fn pgbench_count(stdout: &str, prefix: &str) -> u64 {
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("pgbench printed no {prefix:?}:\n{stdout}"));
-    let digits: String = line[prefix.len()..]
-        .trim_start_matches(':')
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no number in {line:?}"))
-}
-
-/// Checks a finished pgbench run: success, no failed transactions, `expected` processed.
-fn assert_pgbench_ok(what: &str, out: &std::process::Output, expected: u64) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{what}: {}", describe_output(out));
-    assert_eq!(
-        pgbench_count(&stdout, "number of failed transactions"),
-        0,
-        "{what}: {}",
-        describe_output(out)
-    );
-    assert_eq!(
-        pgbench_count(&stdout, "number of transactions actually processed"),
-        expected,
-        "{what}: {}",
-        describe_output(out)
-    );
-    let tps = stdout
-        .lines()
-        .find(|l| l.starts_with("tps"))
-        .unwrap_or("no tps line");
-    eprintln!("{what}: {tps}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,19 +155,7 @@ async fn hundred_tokio_postgres_clients_share_prepared_statements_on_a_pool_of_4
 #[tokio::test]
 async fn pgbench_prepared_64_clients_through_a_pool_of_8() {
     let pg = PgCluster::start();
-    let init = pgbench_at(
-        pg.port(),
-        APP_DB,
-        APP_USER,
-        APP_PASSWORD,
-        &["-i", "-s", "1", "-q"],
-    )
-    .await;
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        describe_output(&init)
-    );
+    pg.pgbench_init().await;
     let su = pg.superuser(APP_DB).await;
     let pooler = pooler_with(&pg, 8);
 
@@ -498,8 +197,8 @@ async fn pgbench_prepared_64_clients_through_a_pool_of_8() {
 /// Two raw clients both call their statement "s0", with different SQL (and parameter types), and
 /// run it in turns as fast as they can on `pool_size` server connections.
 async fn same_name_two_clients(pooler: &Sluice, rounds: i32) {
-    let mut a = raw_through(pooler).await;
-    let mut b = raw_through(pooler).await;
+    let mut a = RawConn::connect_app(pooler.addr()).await;
+    let mut b = RawConn::connect_app(pooler.addr()).await;
     let prep_a = Batch::new()
         .parse("s0", "SELECT 1::int + $1")
         .describe_statement("s0")
@@ -650,8 +349,8 @@ async fn two_pgbench_processes_use_one_statement_name_for_different_sql() {
 async fn close_and_reparse_one_name_and_the_errors_postgresql_gives() {
     let pg = PgCluster::start();
     let pooler = pooler_with(&pg, 1);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
     // A second client uses the same (only) server connection between this client's steps, with a
     // statement of its own that must keep working whatever this client closes and re-parses.
     let other = pooler.connect_app().await;
@@ -776,8 +475,8 @@ async fn statement_name_errors_inside_a_transaction_abort_it() {
     // A pool of 1 and no other client: this client's transactions all run on one backend, so
     // "rows this backend wrote" means "rows this client wrote", as on the direct session.
     let pooler = pooler_with(&pg, 1);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
     check_script(
         &mut direct,
         &mut pooled,
@@ -851,8 +550,8 @@ async fn statement_name_errors_roll_back_the_pipelines_implicit_transaction() {
         .unwrap();
     // As above: pool of 1, one client, so pg_backend_pid() stands for this client.
     let pooler = pooler_with(&pg, 1);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
     let count = || {
         step(
             "nothing was committed",
@@ -912,8 +611,8 @@ async fn parse_error_inside_a_pipeline() {
     let pg = PgCluster::start();
     let su = pg.superuser(APP_DB).await;
     let pooler = pooler_with(&pg, 2);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
 
     check_script(
         &mut direct,
@@ -1012,7 +711,7 @@ async fn parse_error_inside_a_pipeline() {
     assert_eq!(before.len(), 1, "sluice's server connections: {before:?}");
     let holder = pooler.connect_app().await;
     holder.batch_execute("BEGIN").await.unwrap();
-    let held_pid = pid_of(&holder).await;
+    let held_pid = backend_pid(&holder).await;
     let got = exchange(
         &mut pooled,
         &Batch::new()
@@ -1067,8 +766,9 @@ async fn prepared_statement_survives_its_server_connection_being_terminated() {
             c.query_one(&stmt, &[&5i32]).await.unwrap().get::<_, i32>(0),
             15
         );
-        let pid = pid_of(&c).await;
+        let pid = backend_pid(&c).await;
         terminate_backend(&su, pid).await;
+        wait_backend_gone(&su, pid).await;
         let row = within(STEP, "execute after the kill", c.query_one(&stmt, &[&7i32]))
             .await
             .unwrap_or_else(|e| {
@@ -1078,7 +778,7 @@ async fn prepared_statement_survives_its_server_connection_being_terminated() {
                 )
             });
         assert_eq!(row.get::<_, i32>(0), 21);
-        assert_ne!(pid_of(&c).await, pid, "a new server connection");
+        assert_ne!(backend_pid(&c).await, pid, "a new server connection");
     }
 
     // Pool of 2, two clients: both server connections have statements, both are terminated,
@@ -1127,6 +827,7 @@ async fn prepared_statement_survives_its_server_connection_being_terminated() {
     );
     for pid in &pids {
         terminate_backend(&su, *pid).await;
+        wait_backend_gone(&su, *pid).await;
     }
     let run = |c: Client,
                m: tokio_postgres::Statement,
@@ -1155,84 +856,17 @@ async fn prepared_statement_survives_its_server_connection_being_terminated() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 7. Cache counters, read from the pool in process.
+// 7. Cache counters, read from the pool through the harness's handle on sluice's state.
 
-/// sluice's client sessions served in this test's runtime from a [`sluice::Shared`] the test
-/// keeps, so that it can read the pools' counters (`sluice::run` keeps its `Shared` to itself).
-struct InProcess {
-    addr: SocketAddr,
-    shared: Arc<sluice::Shared>,
-    accept: tokio::task::JoinHandle<()>,
-    /// Kept: a dropped sender reads as "drain" to every session.
-    _drain: tokio::sync::watch::Sender<bool>,
-}
-
-impl InProcess {
-    async fn start(config_toml: &str) -> InProcess {
-        let config = sluice::Config::from_toml(config_toml)
-            .unwrap_or_else(|e| panic!("sluice rejected the test config: {e}"));
-        let shared = sluice::Shared::new(config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-        let accept = {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                while let Ok((stream, peer)) = listener.accept().await {
-                    tokio::spawn(sluice::client::serve(
-                        shared.clone(),
-                        stream,
-                        peer,
-                        drain_rx.clone(),
-                    ));
-                }
-            })
-        };
-        InProcess {
-            addr,
-            shared,
-            accept,
-            _drain: drain_tx,
-        }
-    }
-
-    async fn connect_app(&self) -> Client {
-        connect_config(&client_config(
-            self.addr.port(),
-            APP_DB,
-            APP_USER,
-            APP_PASSWORD,
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("connect to the in-process pooler: {}", describe_error(&e)))
-        .0
-    }
-
-    fn pool(&self) -> Arc<sluice::pool::Pool> {
-        let key = sluice::pool::PoolKey::primary(APP_DB, APP_USER);
-        self.shared
-            .pools
-            .get(&key)
-            .expect("the app/app pool exists once a client logged in")
-            .clone()
-    }
-
-    /// (hits, misses, evictions).
-    fn counters(&self) -> (u64, u64, u64) {
-        let pool = self.pool();
-        let p = &pool.prepared;
-        (
-            p.hits.load(Ordering::Relaxed),
-            p.misses.load(Ordering::Relaxed),
-            p.evictions.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
+/// The prepared-statement counters of app's pool: (hits, misses, evictions).
+fn counters(pooler: &Sluice) -> (u64, u64, u64) {
+    let pool = pooler.pool(APP_DB, APP_USER);
+    let p = &pool.prepared;
+    (
+        p.hits.load(Ordering::Relaxed),
+        p.misses.load(Ordering::Relaxed),
+        p.evictions.load(Ordering::Relaxed),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1243,7 +877,7 @@ async fn cache_counters_in_the_pool_stats() {
         "pooler.max_prepared_statements",
         2,
     );
-    let pooler = InProcess::start(&config).await;
+    let pooler = Sluice::start(config);
 
     // One statement, prepared once on the pool's one server connection, then found there.
     let c1 = pooler.connect_app().await;
@@ -1254,10 +888,10 @@ async fn cache_counters_in_the_pool_stats() {
             i * 2
         );
     }
-    let (hits, misses, evictions) = pooler.counters();
+    let (hits, misses, evictions) = counters(&pooler);
     assert_eq!((misses, evictions), (1, 0), "hits {hits}");
     assert!(hits >= 10, "10 executions found the statement: hits {hits}");
-    assert_eq!(pooler.pool().registry.len(), 1);
+    assert_eq!(pooler.pool(APP_DB, APP_USER).registry.len(), 1);
 
     // Another client preparing the same SQL shares the statement: no new miss.
     let c2 = pooler.connect_app().await;
@@ -1271,10 +905,10 @@ async fn cache_counters_in_the_pool_stats() {
             i * 2
         );
     }
-    let (hits2, misses2, evictions2) = pooler.counters();
+    let (hits2, misses2, evictions2) = counters(&pooler);
     assert_eq!((misses2, evictions2), (1, 0));
     assert!(hits2 >= hits + 6, "hits {hits} -> {hits2}");
-    assert_eq!(pooler.pool().registry.len(), 1);
+    assert_eq!(pooler.pool(APP_DB, APP_USER).registry.len(), 1);
 
     // Three statements round-robin on a connection that keeps two: every execution evicts.
     let triple = c1.prepare("SELECT $1::int * 3").await.unwrap();
@@ -1287,14 +921,14 @@ async fn cache_counters_in_the_pool_stats() {
             );
         }
     }
-    let (_, misses3, evictions3) = pooler.counters();
+    let (_, misses3, evictions3) = counters(&pooler);
     assert!(evictions3 >= 20, "evictions {evictions3}");
     assert_eq!(
         misses3 - evictions3,
         2,
         "prepared minus closed on the one connection = the two it keeps (misses {misses3}, evictions {evictions3})"
     );
-    assert_eq!(pooler.pool().registry.len(), 3);
+    assert_eq!(pooler.pool(APP_DB, APP_USER).registry.len(), 3);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1304,8 +938,8 @@ async fn cache_counters_in_the_pool_stats() {
 async fn discard_all_and_deallocate_clear_a_clients_names() {
     let pg = PgCluster::start();
     let pooler = pooler_with(&pg, 1);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
     // Another client on the same (only) server connection: whatever this client discards, its
     // statement must keep working.
     let other = pooler.connect_app().await;
@@ -1584,8 +1218,8 @@ async fn eviction_inside_a_batch_that_fails_before_it() {
         2,
     );
     let pooler = Sluice::start(config);
-    let mut direct = raw_direct(&pg).await;
-    let mut pooled = raw_through(&pooler).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let mut pooled = RawConn::connect_app(pooler.addr()).await;
     check_script(
         &mut direct,
         &mut pooled,

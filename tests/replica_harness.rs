@@ -1,13 +1,13 @@
 //! The replica health checker against a real primary and a real streaming replica.
 //!
-//! Each test starts its own cluster (see `common_replica`). Readings are awaited with deadlines;
+//! Each test starts its own cluster (see `common/replica.rs`). Readings are awaited with deadlines;
 //! every assertion is on what the checker published, so a broken checker fails here.
 
-mod common_replica;
+mod common;
 
 use std::time::{Duration, Instant};
 
-use common_replica::*;
+use common::*;
 use sluice::router::health::{
     HealthPolicy, ReplicaHealth, parse_lsn, ryw_fence_lsn, spawn_checker, wal_insert_lsn,
 };
@@ -62,13 +62,13 @@ async fn replica_in_recovery_is_healthy_and_a_primary_is_not() {
     // The replica reports what the servers say.
     let replica = c.connect_replica().await;
     assert_eq!(
-        scalar(&replica, "SELECT pg_is_in_recovery()::text")
+        simple_scalar(&replica, "SELECT pg_is_in_recovery()::text")
             .await
             .as_deref(),
         Some("true")
     );
     let replayed = parse_lsn(
-        &scalar(&replica, "SELECT pg_last_wal_replay_lsn()::text")
+        &simple_scalar(&replica, "SELECT pg_last_wal_replay_lsn()::text")
             .await
             .unwrap(),
     )
@@ -219,7 +219,7 @@ async fn paused_replay_lags_in_time_until_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_replica_leaves_rotation_and_returns() {
-    let c = ReplicaCluster::start().await;
+    let mut c = ReplicaCluster::start().await;
     let mut h = spawn_checker(
         c.primary_target(),
         c.replica_target(),
@@ -287,12 +287,12 @@ async fn read_your_writes_waits_for_the_replica() {
     )
     .await
     .unwrap();
-    let block: u64 = scalar(&app, "SHOW wal_block_size")
+    let block: u64 = simple_scalar(&app, "SHOW wal_block_size")
         .await
         .unwrap()
         .parse()
         .unwrap();
-    let segment = scalar(
+    let segment = simple_scalar(
         &app,
         "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'",
     )
@@ -325,7 +325,7 @@ async fn read_your_writes_waits_for_the_replica() {
         "without the fence it would be used"
     );
     assert_eq!(
-        scalar(&replica_app, "SELECT count(*) FROM ryw")
+        simple_scalar(&replica_app, "SELECT count(*) FROM ryw")
             .await
             .as_deref(),
         Some("0"),
@@ -339,7 +339,7 @@ async fn read_your_writes_waits_for_the_replica() {
     .await;
     assert_eq!(set.pick(Some(min)), Some(0));
     assert_eq!(
-        scalar(&replica_app, "SELECT count(*) FROM ryw")
+        simple_scalar(&replica_app, "SELECT count(*) FROM ryw")
             .await
             .as_deref(),
         Some("1"),

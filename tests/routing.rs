@@ -1,17 +1,16 @@
 //! Read/write splitting end to end: a real primary, a real streaming replica (`pg_basebackup -R`,
-//! see `common_replica`), sluice in process, and tokio-postgres, psql and pgbench as clients.
+//! see `common/replica.rs`), sluice in process, and tokio-postgres, psql and pgbench as clients.
 //!
 //! Where a statement ran is read from the statement itself: `pg_is_in_recovery()` is true only on
 //! the replica. Waits are deadlines on observable conditions, never fixed sleeps.
 
 mod common;
-mod common_replica;
 
 use std::time::Duration;
 
-use common::{Sluice, sample, scrape, with_metrics};
-use common_replica::{
-    APP_DB, APP_PASSWORD, APP_USER, ReplicaCluster, STEP, connect, poll_until, scalar, within,
+use common::{
+    APP_DB, APP_PASSWORD, APP_USER, ReplicaCluster, STEP, Sluice, assert_pgbench_ok,
+    describe_output, poll_until, sample, scrape, simple_scalar, with_metrics, within,
 };
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -60,12 +59,12 @@ fn routed(text: &str, reason: &str) -> f64 {
 }
 
 async fn through(s: &Sluice) -> Client {
-    connect(s.port(), APP_DB, APP_USER, APP_PASSWORD).await
+    s.connect_app().await
 }
 
 /// Where `sql` (which must return `pg_is_in_recovery()` as its only value) ran: true = replica.
 async fn on_replica(c: &Client, sql: &str) -> bool {
-    match scalar(c, sql).await.as_deref() {
+    match simple_scalar(c, sql).await.as_deref() {
         Some("t") => true,
         Some("f") => false,
         other => panic!("{sql}: unexpected {other:?}"),
@@ -100,7 +99,7 @@ async fn schema(c: &ReplicaCluster) {
     .expect("schema on the primary");
     let replica = c.connect_replica_app().await;
     poll_until(NOTICE, "schema replayed", || async {
-        scalar(
+        simple_scalar(
             &replica,
             "SELECT count(*) FROM pg_proc WHERE proname = 'sneaky'",
         )
@@ -129,7 +128,11 @@ async fn reads_go_to_the_replica_and_writes_to_the_primary() {
         "SHOW transaction_read_only",
     ] {
         if sql.starts_with("SHOW") {
-            assert_eq!(scalar(&client, sql).await.as_deref(), Some("on"), "{sql}");
+            assert_eq!(
+                simple_scalar(&client, sql).await.as_deref(),
+                Some("on"),
+                "{sql}"
+            );
             continue;
         }
         assert!(
@@ -269,7 +272,7 @@ async fn a_client_reads_its_own_writes_while_replay_is_paused() {
     // which does not have the rows.
     assert!(on_replica(&bystander, "SELECT pg_is_in_recovery()").await);
     assert_eq!(
-        scalar(&bystander, "SELECT count(*) FROM items WHERE id >= 1000")
+        simple_scalar(&bystander, "SELECT count(*) FROM items WHERE id >= 1000")
             .await
             .as_deref(),
         Some("0"),
@@ -279,7 +282,7 @@ async fn a_client_reads_its_own_writes_while_replay_is_paused() {
     c.resume_replay().await;
     wait_routed_to_replica(&writer).await;
     assert_eq!(
-        scalar(&writer, "SELECT count(*) FROM items WHERE id >= 1000")
+        simple_scalar(&writer, "SELECT count(*) FROM items WHERE id >= 1000")
             .await
             .as_deref(),
         Some("1000")
@@ -304,7 +307,7 @@ async fn without_read_your_writes_the_paused_replica_is_stale() {
         .await
         .expect("insert");
     assert_eq!(
-        scalar(&writer, "SELECT count(*) FROM items WHERE id = 5000")
+        simple_scalar(&writer, "SELECT count(*) FROM items WHERE id = 5000")
             .await
             .as_deref(),
         Some("0")
@@ -323,7 +326,7 @@ async fn a_write_the_classifier_cannot_see_is_retried_on_the_primary() {
     // sneaky() writes, but is not listed in writing_functions: the replica refuses it with
     // 25006 and sluice runs it on the primary, unseen by the client.
     assert_eq!(
-        scalar(&client, "SELECT sneaky()").await.as_deref(),
+        simple_scalar(&client, "SELECT sneaky()").await.as_deref(),
         Some("1")
     );
     let row = client
@@ -333,7 +336,7 @@ async fn a_write_the_classifier_cannot_see_is_retried_on_the_primary() {
     assert_eq!(row.get::<_, i32>(0), 1);
     let primary = c.connect_primary_app().await;
     assert_eq!(
-        scalar(&primary, "SELECT count(*) FROM audit")
+        simple_scalar(&primary, "SELECT count(*) FROM audit")
             .await
             .as_deref(),
         Some("2")
@@ -368,7 +371,7 @@ async fn a_write_the_classifier_cannot_see_is_retried_on_the_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_replica_costs_no_read_and_rejoins() {
-    let c = ReplicaCluster::start().await;
+    let mut c = ReplicaCluster::start().await;
     let s = Sluice::start(config(&c, ""));
     let probe = through(&s).await;
     wait_routed_to_replica(&probe).await;
@@ -470,7 +473,7 @@ async fn a_lagging_replica_leaves_rotation_and_returns() {
     );
     assert!(routed(&text, "no_replica") >= 1.0, "{text}");
     // The admin console says the same.
-    let console = connect(s.port(), "sluice", APP_USER, APP_PASSWORD).await;
+    let console = s.connect("sluice", APP_USER, APP_PASSWORD).await;
     let rows: Vec<_> = console
         .simple_query("SHOW REPLICAS")
         .await
@@ -507,57 +510,26 @@ async fn a_lagging_replica_leaves_rotation_and_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_and_psql_through_a_routed_pool() {
     let c = ReplicaCluster::start().await;
-    let init = common::pgbench_at(
-        c.primary_port(),
-        APP_DB,
-        APP_USER,
-        APP_PASSWORD,
-        &["-i", "-s", "1", "-q"],
-    )
-    .await;
-    assert!(init.status.success(), "{}", common::describe_output(&init));
+    c.primary.pgbench_init().await;
     let (cfg, metrics) = with_metrics(config(&c, ""));
     let s = Sluice::start(cfg);
     let probe = through(&s).await;
     wait_routed_to_replica(&probe).await;
     for mode in ["simple", "extended", "prepared"] {
-        let out = common::pgbench_at(
-            s.port(),
-            APP_DB,
-            APP_USER,
-            APP_PASSWORD,
-            &["-S", "-n", "-c", "8", "-t", "200", "-M", mode],
-        )
-        .await;
-        assert!(
-            out.status.success(),
-            "{mode}: {}",
-            common::describe_output(&out)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.contains("number of failed transactions: 0"),
-            "{mode}: {text}"
-        );
+        let out = s
+            .pgbench(&["-S", "-n", "-c", "8", "-t", "200", "-M", mode])
+            .await;
+        assert_pgbench_ok(mode, &out, 1600);
     }
     let text = scrape(metrics).await;
     assert!(routed(&text, "read_only") >= 3.0 * 1600.0, "{text}");
     // TPC-B writes (and their reads) through the same pool: all on the primary, none failing.
-    let out = common::pgbench_at(
-        s.port(),
-        APP_DB,
-        APP_USER,
-        APP_PASSWORD,
-        &["-n", "-c", "4", "-t", "50", "-M", "prepared"],
-    )
-    .await;
-    assert!(out.status.success(), "{}", common::describe_output(&out));
-    let psql = common::psql_at(
-        s.port(),
-        APP_DB,
-        APP_USER,
-        APP_PASSWORD,
-        &[
+    let out = s
+        .pgbench(&["-n", "-c", "4", "-t", "50", "-M", "prepared"])
+        .await;
+    assert_pgbench_ok("TPC-B", &out, 200);
+    let psql = s
+        .psql(&[
             "-At",
             "-c",
             "SELECT pg_is_in_recovery()",
@@ -569,10 +541,9 @@ async fn pgbench_and_psql_through_a_routed_pool() {
             "COMMIT",
             "-c",
             "UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = 1 RETURNING pg_is_in_recovery()",
-        ],
-    )
-    .await;
-    assert!(psql.status.success(), "{}", common::describe_output(&psql));
+        ])
+        .await;
+    assert!(psql.status.success(), "{}", describe_output(&psql));
     let lines: Vec<String> = String::from_utf8_lossy(&psql.stdout)
         .lines()
         .map(str::to_owned)
@@ -586,7 +557,7 @@ async fn pgbench_and_psql_through_a_routed_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_fallback_error_a_read_without_a_replica_fails_and_writes_go_on() {
-    let c = ReplicaCluster::start().await;
+    let mut c = ReplicaCluster::start().await;
     schema(&c).await;
     let s = Sluice::start(config(&c, "replica_fallback = \"error\""));
     let client = through(&s).await;

@@ -7,30 +7,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use sluice::config::PoolMode;
 
-/// Waits until PostgreSQL no longer lists backend `pid`.
-async fn wait_backend_gone(su: &tokio_postgres::Client, pid: i32) {
-    poll_until(STEP, "the backend to exit", || async {
-        let n: i64 = su
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        n == 0
-    })
-    .await;
-}
-
-async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
-    simple_scalar(c, "SELECT pg_backend_pid()")
-        .await
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn terminated_backend_fails_only_the_current_transaction() {
     backend_terminated_mid_transaction(false).await;
@@ -55,12 +31,7 @@ async fn backend_terminated_mid_transaction(wait_for_exit: bool) {
         .await
         .unwrap();
     let pid = backend_pid(&c).await;
-    let killed: bool = su
-        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(killed);
+    terminate_backend(&su, pid).await;
     if wait_for_exit {
         wait_backend_gone(&su, pid).await;
     }
@@ -109,9 +80,7 @@ async fn terminated_idle_server_connection_is_not_handed_out() {
     let pooler = Sluice::start(config_for(&pg, 1, PoolMode::Transaction));
     let c = pooler.connect_app().await;
     let pid = backend_pid(&c).await;
-    su.query_one("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .unwrap();
+    terminate_backend(&su, pid).await;
     wait_backend_gone(&su, pid).await;
     let new_pid: i32 = within(
         STEP,

@@ -1,6 +1,8 @@
-//! The integration-test harness: a real PostgreSQL per test ([`PgCluster`]), the pooler in
+//! The integration-test harness: a real PostgreSQL per test ([`PgCluster`]; a primary with a
+//! streaming replica, [`ReplicaCluster`]), the pooler in
 //! process ([`Sluice`]), real clients (tokio-postgres, psql, pgbench) and a raw wire-protocol
-//! client ([`RawConn`]) for what the real clients never send.
+//! client ([`RawConn`]) for what the real clients never send, with wire scripts ([`Batch`],
+//! [`check_script`]) that hold the pooler's answers to PostgreSQL's own.
 //!
 //! Every wait here has a deadline: a pooler that never answers fails the test instead of hanging
 //! the run. Nothing sleeps to synchronise; [`poll_until`] re-checks a condition until a deadline.
@@ -12,6 +14,8 @@ mod metrics;
 mod pg;
 mod pooler;
 mod raw;
+mod replica;
+mod script;
 
 #[allow(unused_imports)]
 pub use metrics::*;
@@ -19,6 +23,10 @@ pub use pg::*;
 pub use pooler::*;
 #[allow(unused_imports)]
 pub use raw::*;
+#[allow(unused_imports)]
+pub use replica::*;
+#[allow(unused_imports)]
+pub use script::*;
 
 use std::future::{Future, poll_fn};
 use std::process::Output;
@@ -128,6 +136,43 @@ pub async fn simple_scalar(client: &Client, sql: &str) -> Option<String> {
     rows[0].get(0).map(str::to_owned)
 }
 
+/// The process id of the server backend behind `client` (through a pooler: the server connection
+/// its statement ran on).
+pub async fn backend_pid(client: &Client) -> i32 {
+    simple_scalar(client, "SELECT pg_backend_pid()")
+        .await
+        .expect("a pid")
+        .parse()
+        .expect("pid is a number")
+}
+
+/// Has superuser connection `su` terminate backend `pid`; panics if it was not there. Does not
+/// wait for it to exit: see [`wait_backend_gone`].
+pub async fn terminate_backend(su: &Client, pid: i32) {
+    let killed: bool = su
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("pg_terminate_backend")
+        .get(0);
+    assert!(killed, "backend {pid} was not there to terminate");
+}
+
+/// Waits until PostgreSQL no longer lists backend `pid`.
+pub async fn wait_backend_gone(su: &Client, pid: i32) {
+    poll_until(STEP, "the terminated backend to exit", || async {
+        let n: i64 = su
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .expect("look for the backend")
+            .get(0);
+        n == 0
+    })
+    .await;
+}
+
 /// Runs `cmd` with a deadline (killing it after `limit`), collecting its output.
 pub async fn run_command(cmd: &mut tokio::process::Command, limit: Duration) -> Output {
     cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
@@ -170,6 +215,47 @@ pub async fn pgbench_at(port: u16, db: &str, user: &str, password: &str, args: &
     let mut cmd = libpq_command("pgbench", port, db, user, password);
     cmd.args(args);
     run_command(&mut cmd, Duration::from_secs(240)).await
+}
+
+/// A number from a pgbench summary line such as "number of failed transactions: 0 (0.000%)".
+pub fn pgbench_number(stdout: &str, prefix: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("pgbench printed no {prefix:?}:\n{stdout}"));
+    let digits: String = line[prefix.len()..]
+        .trim_start_matches(':')
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number in {line:?}"))
+}
+
+/// Checks a finished pgbench run: success, no failed transactions, `expected` processed. Prints
+/// its throughput and latency lines.
+pub fn assert_pgbench_ok(what: &str, out: &Output, expected: u64) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{what}: {}", describe_output(out));
+    assert_eq!(
+        pgbench_number(&stdout, "number of failed transactions"),
+        0,
+        "{what}: {}",
+        describe_output(out)
+    );
+    assert_eq!(
+        pgbench_number(&stdout, "number of transactions actually processed"),
+        expected,
+        "{what}: {}",
+        describe_output(out)
+    );
+    let figures: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("tps") || l.starts_with("latency"))
+        .collect();
+    eprintln!("{what}: {}", figures.join("; "));
 }
 
 /// stdout and stderr of a finished command, for assertion messages.

@@ -10,6 +10,10 @@
 //! It is built in a private directory and renamed into place, so parallel test processes never
 //! see half a template. Each cluster is a `cp -a` of it plus its own port file.
 //!
+//! Replication: every cluster can serve as a primary (`wal_level = replica`, a `repl` role with
+//! REPLICATION, pg_hba allowing it from 127.0.0.1); [`PgCluster::start_replica`] clones one with
+//! `pg_basebackup` into a streaming hot standby. `replica.rs` pairs the two for the routing tests.
+//!
 //! Root: PostgreSQL refuses to run as root, and CI runs as root. When the effective uid is 0
 //! every PostgreSQL program (initdb, pg_ctl, postgres, cp of the data directory) runs as an
 //! unprivileged user, `nobody` unless `SLUICE_TEST_PG_USER` names another, through
@@ -38,6 +42,9 @@ pub const MD5_PASSWORD: &str = "md5-secret";
 /// own client authentication).
 pub const TRUST_USER: &str = "trustuser";
 pub const TRUST_PASSWORD: &str = "trust-secret";
+/// REPLICATION: what a standby streams WAL as (SCRAM).
+pub const REPL_USER: &str = "repl";
+pub const REPL_PASSWORD: &str = "repl-secret";
 
 /// Bump when the template's construction changes in a way the key below does not see.
 const TEMPLATE_REVISION: u32 = 2;
@@ -56,10 +63,16 @@ max_connections = 200
 log_connections = on
 log_disconnections = on
 log_min_error_statement = error
+# What a streaming standby needs (PostgreSQL 15's defaults, spelled out: replica.rs relies on them).
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
 include_if_exists = 'sluice_port.conf'
 ";
 
 const PG_HBA: &str = "
+host replication repl 127.0.0.1/32 scram-sha-256
 host all md5user   127.0.0.1/32 md5
 host all trustuser 127.0.0.1/32 trust
 host all all       127.0.0.1/32 scram-sha-256
@@ -74,6 +87,7 @@ SET password_encryption = 'scram-sha-256';
 CREATE ROLE trustuser LOGIN PASSWORD 'trust-secret';
 -- md5user and trustuser act on app's tables through membership.
 GRANT app TO md5user, trustuser;
+CREATE ROLE repl LOGIN REPLICATION PASSWORD 'repl-secret';
 ";
 
 /// Where the PostgreSQL 15 programs are (`SLUICE_PG_BIN` overrides).
@@ -154,10 +168,13 @@ fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
         // std drops supplementary groups (setgroups(0)) before setuid when it runs as root.
         cmd.uid(ra.uid).gid(ra.gid);
     }
-    cmd.current_dir("/")
-        .stdin(Stdio::null())
-        .env_remove("PGDATA")
-        .env("LC_ALL", "C");
+    // No PGDATA, PGHOST, PGSSLMODE... of the caller's: every program is told what to use.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.current_dir("/").stdin(Stdio::null()).env("LC_ALL", "C");
     cmd
 }
 
@@ -422,7 +439,12 @@ impl PgCluster {
             as_postgres("cp").arg("-a").arg(template).arg(&data),
             "copy template data directory",
         );
-        let port = start_postmaster(&data, &dir.path().join("postgres.log"));
+        PgCluster::launch(dir, started)
+    }
+
+    /// Starts the postmaster on `dir`/data, logging to `dir`/postgres.log.
+    fn launch(dir: tempfile::TempDir, started: Instant) -> PgCluster {
+        let port = start_postmaster(&dir.path().join("data"), &dir.path().join("postgres.log"));
         PgCluster {
             dir,
             port,
@@ -433,6 +455,11 @@ impl PgCluster {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `127.0.0.1:port`, for [`super::RawConn`].
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -468,6 +495,41 @@ impl PgCluster {
         self.running = true;
     }
 
+    /// A hot standby of this cluster on a port of its own: `pg_basebackup -R` as `repl` through
+    /// the physical replication slot `slot` (created here; it keeps the WAL a stopped standby has
+    /// yet to replay), streaming as `application_name = slot`. Returns once the standby accepts
+    /// read-only connections; [`super::ReplicaCluster`] also waits until it streams.
+    pub fn start_replica(&self, slot: &str) -> PgCluster {
+        let started = Instant::now();
+        let dir = owned_temp_dir("sluice-pg-replica-");
+        let data = dir.path().join("data");
+        run(
+            as_postgres(pg_bin("pg_basebackup"))
+                .env("PGPASSWORD", REPL_PASSWORD)
+                .env("PGCONNECT_TIMEOUT", "10")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-U", REPL_USER, "-D"])
+                .arg(&data)
+                .args(["-R", "-X", "stream", "-C", "-S", slot])
+                .args(["-c", "fast", "--no-sync"]),
+            "pg_basebackup",
+        );
+        // Spelled out rather than left to what -R wrote; replies every second so that the
+        // primary's view of the standby (pg_stat_replication) stays fresh.
+        append(
+            &data.join("postgresql.auto.conf"),
+            &format!(
+                "primary_conninfo = 'host=127.0.0.1 port={} user={REPL_USER} \
+                 password={REPL_PASSWORD} application_name={slot}'\n\
+                 primary_slot_name = '{slot}'\n\
+                 wal_receiver_status_interval = '1s'\n",
+                self.port
+            ),
+        );
+        // The copy carries the primary's port file: launching writes the standby's own.
+        PgCluster::launch(dir, started)
+    }
+
     /// A tokio-postgres config for a direct connection (no pooler).
     pub fn pg_config(&self, db: &str, user: &str, password: &str) -> tokio_postgres::Config {
         super::client_config(self.port, db, user, password)
@@ -495,6 +557,23 @@ impl PgCluster {
     /// Runs psql straight against PostgreSQL (`-X -v ON_ERROR_STOP=1` first, then `args`).
     pub async fn psql_direct(&self, db: &str, user: &str, password: &str, args: &[&str]) -> Output {
         super::psql_at(self.port, db, user, password, args).await
+    }
+
+    /// `pgbench -i -s 1 -q` straight against PostgreSQL as `app` to `app`: the TPC-B tables.
+    pub async fn pgbench_init(&self) {
+        let out = super::pgbench_at(
+            self.port,
+            APP_DB,
+            APP_USER,
+            APP_PASSWORD,
+            &["-i", "-s", "1", "-q"],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "pgbench -i: {}",
+            super::describe_output(&out)
+        );
     }
 
     /// Backends of `user` connected to database `app`, as PostgreSQL sees them.

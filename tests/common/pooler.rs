@@ -1,12 +1,14 @@
-//! The pooler in process: `sluice::run` on its own thread and tokio runtime, listening on a
+//! The pooler in process: `sluice::run_shared` on its own thread and tokio runtime, listening on a
 //! loopback port the kernel picks.
 //!
-//! Owns: that thread and runtime, and the shutdown signal. Does not own PostgreSQL: the
-//! [`super::PgCluster`] a config points at must outlive the `Sluice` (declare it first).
+//! Owns: that thread and runtime, the shutdown signal, and a handle on the pooler's
+//! [`sluice::Shared`] (its pools and their counters, for tests that look inside). Does not own
+//! PostgreSQL: the [`super::PgCluster`] a config points at must outlive the `Sluice` (declare it
+//! first).
 
 use std::net::SocketAddr;
 use std::process::Output;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use sluice::config::PoolMode;
@@ -95,6 +97,7 @@ fn init_logging() {
 /// A running pooler. Dropping it signals shutdown and waits (bounded) for `sluice::run` to return.
 pub struct Sluice {
     addr: SocketAddr,
+    shared: Arc<sluice::Shared>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     done: mpsc::Receiver<std::io::Result<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -102,7 +105,7 @@ pub struct Sluice {
 
 impl Sluice {
     /// Validates `config_toml` with `sluice::Config::from_toml` (panicking on errors), binds
-    /// `127.0.0.1:0` and starts `sluice::run` on a thread of its own, on the runtime the config asks
+    /// `127.0.0.1:0` and starts `sluice::run_shared` on a thread of its own, on the runtime the config asks
     /// for (`pooler.workers`, default one thread).
     pub fn start(config_toml: String) -> Sluice {
         let config = sluice::Config::from_toml(&config_toml)
@@ -120,7 +123,8 @@ impl Sluice {
     fn start_config(config: sluice::Config) -> Sluice {
         init_logging();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = mpsc::channel::<std::io::Result<SocketAddr>>();
+        type Started = std::io::Result<(SocketAddr, Arc<sluice::Shared>)>;
+        let (started_tx, started_rx) = mpsc::channel::<Started>();
         let (done_tx, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sluice".into())
@@ -133,15 +137,19 @@ impl Sluice {
                         s.bind("127.0.0.1:0".parse().expect("loopback"))?;
                         s.listen(1024)
                     });
-                    let listener = match bound {
+                    let listener = match bound.and_then(|l| l.local_addr().map(|a| (l, a))) {
                         Ok(l) => l,
                         Err(e) => {
-                            let _ = addr_tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                            let copy = std::io::Error::new(e.kind(), e.to_string());
+                            let _ = started_tx.send(Err(copy));
                             return Err(e);
                         }
                     };
-                    let _ = addr_tx.send(listener.local_addr());
-                    sluice::run(config, listener, async {
+                    let (listener, addr) = listener;
+                    // What `sluice::run` does, keeping a handle on the state it serves from.
+                    let shared = sluice::Shared::new(config);
+                    let _ = started_tx.send(Ok((addr, shared.clone())));
+                    sluice::run_shared(shared, listener, async {
                         let _ = shutdown_rx.await;
                     })
                     .await
@@ -150,12 +158,13 @@ impl Sluice {
                 let _ = done_tx.send(result);
             })
             .expect("spawn the pooler thread");
-        let addr = addr_rx
+        let (addr, shared) = started_rx
             .recv_timeout(STEP)
             .expect("pooler thread did not report its address")
             .unwrap_or_else(|e| panic!("bind 127.0.0.1:0 for the pooler: {e}"));
         Sluice {
             addr,
+            shared,
             shutdown: Some(shutdown_tx),
             done,
             thread: Some(thread),
@@ -168,6 +177,22 @@ impl Sluice {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The state the pooler serves from: its pools, clients and configuration.
+    pub fn shared(&self) -> &Arc<sluice::Shared> {
+        &self.shared
+    }
+
+    /// The primary pool of `user` to `db`; panics if no client has made it yet (pools are made
+    /// on first login).
+    pub fn pool(&self, db: &str, user: &str) -> Arc<sluice::pool::Pool> {
+        let key = sluice::pool::PoolKey::primary(db, user);
+        self.shared
+            .pools
+            .get(&key)
+            .unwrap_or_else(|| panic!("no pool for {user} to {db}: has a client logged in?"))
+            .clone()
     }
 
     /// A tokio-postgres config for a connection through the pooler.

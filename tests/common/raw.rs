@@ -2,7 +2,8 @@
 //! request came first, the BackendKeyData, hand-made CancelRequests and malformed packets.
 //!
 //! Messages are written with postgres-protocol's frontend writers (the oracle) and read with a
-//! few lines of framing here.
+//! few lines of framing here. Scripts of whole batches, compared as text with what PostgreSQL
+//! answers, are in `script.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{STEP, within};
+use super::{APP_DB, APP_PASSWORD, APP_USER, STEP, within};
 
 /// The first authentication request the server (or pooler) sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,8 +119,23 @@ pub async fn read_message(
     }
 }
 
-fn i32_at(body: &[u8], at: usize) -> i32 {
+/// The big-endian i16 at `at` of a message body.
+pub(super) fn i16_at(body: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes(body[at..at + 2].try_into().expect("2 bytes"))
+}
+
+/// The big-endian i32 at `at` of a message body.
+pub(super) fn i32_at(body: &[u8], at: usize) -> i32 {
     i32::from_be_bytes(body[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// The NUL-terminated string at `at` of a message body, and where the next field starts.
+pub(super) fn cstr_at(body: &[u8], at: usize) -> (String, usize) {
+    let end = at + body[at..].iter().position(|&c| c == 0).expect("NUL");
+    (
+        String::from_utf8_lossy(&body[at..end]).into_owned(),
+        end + 1,
+    )
 }
 
 impl RawConn {
@@ -138,6 +154,13 @@ impl RawConn {
             Self::connect_inner(addr, user, database, password, extra),
         )
         .await
+    }
+
+    /// `app` to database `app` with its password; panics on failure.
+    pub async fn connect_app(addr: SocketAddr) -> RawConn {
+        RawConn::connect(addr, APP_USER, APP_DB, Some(APP_PASSWORD), &[])
+            .await
+            .unwrap_or_else(|e| panic!("raw connection to {addr} as {APP_USER}: {e:?}"))
     }
 
     async fn connect_inner(
@@ -239,12 +262,8 @@ impl RawConn {
                 b'E' => return Err(RawError::Server(ErrorFields::parse(&body))),
                 b'K' => backend_key = Some((i32_at(&body, 0), i32_at(&body, 4))),
                 b'S' => {
-                    let mut parts = body[..]
-                        .split(|&b| b == 0)
-                        .map(|s| String::from_utf8_lossy(s).into_owned());
-                    if let (Some(k), Some(v)) = (parts.next(), parts.next()) {
-                        server_params.insert(k, v);
-                    }
+                    let (k, next) = cstr_at(&body, 0);
+                    server_params.insert(k, cstr_at(&body, next).0);
                 }
                 b'N' => {}
                 b'Z' => {
@@ -284,10 +303,7 @@ impl RawConn {
                 return Err(RawError::Unexpected("EOF before ReadyForQuery".into()));
             };
             match tag {
-                b'C' => tags.push(
-                    String::from_utf8_lossy(body[..].split(|&b| b == 0).next().unwrap_or(&[]))
-                        .into_owned(),
-                ),
+                b'C' => tags.push(cstr_at(&body, 0).0),
                 b'E' => {
                     error.get_or_insert(ErrorFields::parse(&body));
                 }
