@@ -134,6 +134,7 @@ impl Default for Exchange {
 
 impl Exchange {
     /// A request went (or, for local answers, was queued) to the server.
+    #[inline]
     pub fn sent(&mut self, p: Pending) {
         match p {
             Pending::Sync => {

@@ -18,9 +18,9 @@ use sluice_proto::{Header, sqlstate};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::poll_read_buf;
 
-use super::Fatal;
 use super::login::READ_CHUNK;
 use super::session::{Session, Step};
+use super::{Fatal, checkout_error};
 use crate::registry::{STOP_DRAIN, STOP_KILL};
 
 /// Stop reading from one side while this many bytes are owed to the other.
@@ -343,7 +343,13 @@ impl Session {
                 // Boxed: a checkout's future is as big as the rest of the relay put together,
                 // and the relay's future lives as long as the client, idle or not. One small
                 // allocation per transaction keeps every idle client that much smaller.
-                let attached = Box::pin(self.checkout_for(&msg)).await;
+                let attached = if self.route.is_some() {
+                    Box::pin(self.attach_routed(&msg)).await
+                } else {
+                    Box::pin(self.attach())
+                        .await
+                        .map_err(|e| checkout_error(&e, &self.pool))
+                };
                 step = self.after_checkout(tag, msg, attached)?;
             }
             match step {
@@ -402,7 +408,7 @@ impl Session {
                 break;
             }
             let msg = self.srv_in.split_to(len);
-            if !self.on_server_message(msg) {
+            if !self.on_server_message(msg, internal) {
                 return;
             }
         }

@@ -187,7 +187,7 @@ impl Session {
 
     /// One whole client message (not CopyData, which streams): answers it locally or forwards it
     /// to the attached server; without one, asks the relay for a checkout first
-    /// ([`Step::Checkout`], then [`Session::checkout_for`] and [`Session::after_checkout`]).
+    /// ([`Step::Checkout`]; the relay checks one out, then calls [`Session::after_checkout`]).
     pub(super) fn on_client_message(&mut self, msg: Bytes) -> Result<Step, Fatal> {
         let tag = match FrontendTag::from_u8(msg[0]) {
             Some(FrontendTag::Terminate) => return Ok(Step::Close),
@@ -239,17 +239,6 @@ impl Session {
             return Ok(Step::Wait);
         }
         self.send(tag, msg)
-    }
-
-    /// Checks out a server for the unit starting with `msg` (routed, when the pool has replicas).
-    pub(super) async fn checkout_for(&mut self, msg: &Bytes) -> Result<(), ErrorResponse> {
-        if self.route.is_some() {
-            self.attach_routed(msg).await
-        } else {
-            self.attach()
-                .await
-                .map_err(|e| checkout_error(&e, &self.pool))
-        }
     }
 
     /// After the checkout a message asked for: sends it, or fails it when there is no server.
@@ -447,7 +436,7 @@ impl Session {
 
     /// Checks out a server for the unit starting with `msg`: a replica's when the unit is
     /// read-only and a replica may serve this client, else the primary's.
-    async fn attach_routed(&mut self, msg: &Bytes) -> Result<(), ErrorResponse> {
+    pub(super) async fn attach_routed(&mut self, msg: &Bytes) -> Result<(), ErrorResponse> {
         let rs = self.route.as_deref_mut().expect("routed");
         let (unit, len) = rs.classify(&self.statements, msg, &self.cli_in, self.max);
         let reason = match rs.plan(unit, len) {
@@ -528,7 +517,7 @@ impl Session {
         self.cli_in = back;
     }
 
-    async fn attach(&mut self) -> Result<(), CheckoutError> {
+    pub(super) async fn attach(&mut self) -> Result<(), CheckoutError> {
         let checkout = self.pool.checkout(self.pool.settings.query_wait_timeout);
         let guard = self.stats.waiting(checkout).await?;
         self.attach_guard(guard);
@@ -568,10 +557,11 @@ impl Session {
 
     /// One whole server message. Returns false when the relay must stop walking the server's
     /// bytes (the server is gone or given up).
-    pub(super) fn on_server_message(&mut self, msg: BytesMut) -> bool {
+    /// `internal`: it answers sluice's own request at the front of the exchange.
+    pub(super) fn on_server_message(&mut self, msg: BytesMut, internal: bool) -> bool {
         let tag = msg[0];
         let body = &msg[Header::LEN..];
-        if self.exchange.front_is_internal() {
+        if internal {
             self.on_internal_reply(tag, body);
             return true;
         }

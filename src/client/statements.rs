@@ -21,39 +21,42 @@ use super::exchange::{Answer, Exchange, Pending};
 use crate::prepared::{PreparedStats, Registry, ServerStatements, Statement, server_name};
 
 /// What to take back if a Parse or Close never happens (the server rejects or skips it, or the
-/// server connection is lost before it answers).
+/// server connection is lost before it answers). An enum, not a struct of options: it travels in
+/// every Parse and Close the exchange queues, and a smaller queue entry is cheaper to move.
 #[derive(Default)]
-pub struct Undo {
-    /// Parse: the client name that was mapped to the statement.
-    client: Option<Bytes>,
-    /// Parse: the statement was recorded as prepared on the server connection.
-    server: bool,
-    /// Parse: the statement.
-    stmt: Option<Arc<Statement>>,
-    /// Close answered locally: the client's name and statement, to restore.
-    restore: Option<(Bytes, Arc<Statement>)>,
+pub enum Undo {
+    #[default]
+    Nothing,
+    /// A Parse: the client name that was mapped to the statement (if any), and whether the
+    /// statement was recorded as prepared on the server connection.
+    Parse {
+        client: Option<Bytes>,
+        server: bool,
+        stmt: Arc<Statement>,
+    },
+    /// A client's Close answered locally: its name and statement, to restore.
+    Close(Bytes, Arc<Statement>),
     /// An eviction sluice sent: if the server skips it, the statement stays there.
-    evicted: Option<u64>,
+    Evicted(u64),
 }
 
 impl Undo {
     /// The eviction of statement `id` from a server connection.
     pub fn evicted(id: u64) -> Undo {
-        Undo {
-            evicted: Some(id),
-            ..Undo::default()
-        }
+        Undo::Evicted(id)
     }
 
     /// Nothing to take back.
+    #[inline]
     pub fn is_nothing(&self) -> bool {
-        self.client.is_none() && !self.server && self.restore.is_none() && self.evicted.is_none()
+        matches!(self, Undo::Nothing)
     }
 
     /// The Parse happened: a server accepted this statement, so later Parses of the same SQL can
     /// be answered without one.
+    #[inline]
     pub fn confirm(self) {
-        if let Some(stmt) = self.stmt {
+        if let Undo::Parse { stmt, .. } = self {
             stmt.validated.store(true, Ordering::Relaxed);
         }
     }
@@ -156,10 +159,10 @@ impl ClientStatements {
         self.names.insert(client.clone(), stmt.clone());
         if conn.touch(stmt.id) {
             pool.stats.hits.fetch_add(1, Ordering::Relaxed);
-            let undo = Undo {
+            let undo = Undo::Parse {
                 client: Some(client),
-                stmt: Some(stmt),
-                ..Undo::default()
+                server: false,
+                stmt,
             };
             ex.sent(Pending::Parse {
                 answer: Answer::Local,
@@ -216,34 +219,42 @@ impl ClientStatements {
     /// The Close of a named statement with a server attached: the server-side statement is shared
     /// and stays; only this client's name goes, answered in its turn.
     pub fn close(&mut self, name: &[u8], ex: &mut Exchange) {
-        let restore = self.names.remove_entry(name);
+        let undo = match self.names.remove_entry(name) {
+            Some((name, stmt)) => Undo::Close(name, stmt),
+            None => Undo::Nothing,
+        };
         ex.sent(Pending::Close {
             answer: Answer::Local,
-            undo: Undo {
-                restore,
-                ..Undo::default()
-            },
+            undo,
         });
     }
 
     /// Takes back what a Parse or Close that never happened did. `conn`: the server connection,
     /// if it is still attached.
     pub fn undo(&mut self, undo: Undo, conn: Option<&mut ServerStatements>) {
-        let id = undo.stmt.as_ref().map(|s| s.id);
-        if let Some(name) = undo.client {
-            if self.names.get(&name).map(|s| s.id) == id {
-                self.names.remove(&name);
+        match undo {
+            Undo::Nothing => {}
+            Undo::Parse {
+                client,
+                server,
+                stmt,
+            } => {
+                if let Some(name) = client {
+                    if self.names.get(&name).map(|s| s.id) == Some(stmt.id) {
+                        self.names.remove(&name);
+                    }
+                }
+                if let (true, Some(conn)) = (server, conn) {
+                    conn.remove(stmt.id);
+                }
             }
-        }
-        if let Some((name, stmt)) = undo.restore {
-            self.names.entry(name).or_insert(stmt);
-        }
-        if let Some(conn) = conn {
-            if let (true, Some(id)) = (undo.server, id) {
-                conn.remove(id);
+            Undo::Close(name, stmt) => {
+                self.names.entry(name).or_insert(stmt);
             }
-            if let Some(id) = undo.evicted {
-                conn.restore(id);
+            Undo::Evicted(id) => {
+                if let Some(conn) = conn {
+                    conn.restore(id);
+                }
             }
         }
     }
@@ -297,11 +308,10 @@ fn prepare_on_server(
         });
     }
     stmt.write_parse(to_server);
-    let undo = Undo {
+    let undo = Undo::Parse {
         client,
         server: true,
-        stmt: Some(stmt.clone()),
-        ..Undo::default()
+        stmt: stmt.clone(),
     };
     ex.sent(Pending::Parse { answer, undo });
 }
