@@ -79,6 +79,15 @@ pub fn split_message(buf: &mut BytesMut, max: usize) -> Result<Option<RawMessage
     }))
 }
 
+/// Splits a C string off the front of `b`: (its bytes without the NUL, what follows the NUL).
+/// `None` when there is no NUL. For walking a message body one name at a time without the
+/// checks a typed view makes (a relay renaming a statement keeps the rest as it is).
+#[inline]
+pub fn split_cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = memchr::memchr(0, b)?;
+    Some((&b[..end], &b[end + 1..]))
+}
+
 /// Scans `buf` from the start and returns how many bytes form whole messages, ending right after
 /// the first message whose tag is `stop` (for a server batch: `b'Z'`, ReadyForQuery), or after the
 /// last whole message when there is none. Lets a relay forward a whole batch in one write, as
@@ -139,6 +148,15 @@ mod tests {
             split_message(&mut buf, 1024),
             Err(ProtocolError::BadLength { len: -1 })
         );
+    }
+
+    #[test]
+    fn cstr_split() {
+        assert_eq!(split_cstr(b"s1\0rest"), Some((&b"s1"[..], &b"rest"[..])));
+        assert_eq!(split_cstr(b"\0"), Some((&b""[..], &b""[..])));
+        assert_eq!(split_cstr(b"a\0b\0"), Some((&b"a"[..], &b"b\0"[..])));
+        assert_eq!(split_cstr(b"no nul"), None);
+        assert_eq!(split_cstr(b""), None);
     }
 
     #[test]
