@@ -35,6 +35,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use sluice_proto::auth::{ScramError, ScramServer, ScramVerifier};
 use sluice_proto::backend::{self, ErrorResponse};
+use sluice_proto::backend_view::{self, ParameterStatus};
 use sluice_proto::startup::{StartupPacket, split_startup};
 use sluice_proto::{Header, frontend, sqlstate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1940,9 +1941,9 @@ impl Session {
                 continue;
             }
             // A FATAL error ends the connection: a held unit is retried like on any failure.
-            if self.route.is_some() && !(header.tag == b'E' && params::is_fatal(body)) {
+            if self.route.is_some() && !(header.tag == b'E' && backend_view::is_fatal(body)) {
                 let refusal = header.tag == b'E'
-                    && params::error_code_and_message(body).0
+                    && backend_view::error_code_and_message(body).0
                         == sqlstate::READ_ONLY_SQL_TRANSACTION;
                 self.hold_check(header.tag, refusal);
             }
@@ -1959,10 +1960,10 @@ impl Session {
                 self.retry_on_primary(false);
                 return;
             }
-            if header.tag == b'E' && params::is_fatal(body) {
+            if header.tag == b'E' && backend_view::is_fatal(body) {
                 // PostgreSQL closes the connection after a FATAL. Waiting to see the socket
                 // close would let the client's next request go to a dead server.
-                let why = params::error_code_and_message(body).1;
+                let why = backend_view::error_code_and_message(body).1;
                 return self.server_lost(&why);
             }
             self.emit_local();
@@ -2051,7 +2052,7 @@ impl Session {
         match tag {
             b'S' => conn.params.apply_status(body),
             b'E' => {
-                let (code, message) = params::error_code_and_message(body);
+                let (code, message) = backend_view::error_code_and_message(body);
                 tracing::warn!(pool = %self.pool.key, %code, %message, "setting client parameters on a server failed");
                 // Unknown state: make the next checkout set everything again.
                 conn.params = Params::default();
@@ -2091,7 +2092,7 @@ impl Session {
                 self.stats.ready(&self.pool, self.tx_status, more);
             }
             b'S' => {
-                if let Some((name, value)) = params::parse_status(body) {
+                if let Ok(ParameterStatus { name, value }) = ParameterStatus::decode(body) {
                     if params::is_tracked(name) || self.wanted.get(name).is_some() {
                         self.wanted.set(name, value);
                     }
@@ -2105,7 +2106,7 @@ impl Session {
                 if !self.awaiting_reply() {
                     // Unasked: PostgreSQL is about to close this connection (terminated, shut
                     // down, idle timeout). Not the client's business until it asks.
-                    self.held_error = Some(params::error_code_and_message(body).1);
+                    self.held_error = Some(backend_view::error_code_and_message(body).1);
                     return false;
                 }
                 self.pool.metrics.error_sent(body);

@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use sluice_proto::frontend::write_parse_tail;
+use sluice_proto::split_cstr;
 
 /// One distinct statement, shared by every client of a pool that prepares the same SQL.
 #[derive(Debug)]
@@ -30,22 +32,12 @@ pub struct Statement {
 impl Statement {
     /// The query text (without its NUL).
     pub fn query(&self) -> &[u8] {
-        let end = self
-            .tail
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(self.tail.len());
-        &self.tail[..end]
+        split_cstr(&self.tail).map_or(&self.tail[..], |(query, _)| query)
     }
 
     /// Writes `Parse` for this statement under its server-side name.
     pub fn write_parse(&self, out: &mut BytesMut) {
-        let name = server_name(self.id);
-        out.put_u8(b'P');
-        out.put_i32((4 + name.len() + 1 + self.tail.len()) as i32);
-        out.extend_from_slice(name.as_bytes());
-        out.put_u8(0);
-        out.extend_from_slice(&self.tail);
+        write_parse_tail(&server_name(self.id), &self.tail, out);
     }
 }
 

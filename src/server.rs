@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
-use fallible_iterator::FallibleIterator;
+use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
-use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
-use sluice_proto::Header;
+use sluice_proto::backend::BackendTag;
+use sluice_proto::backend_view::{
+    Authentication, BackendKeyData, ParameterStatus, error_code_and_message,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -133,17 +134,11 @@ async fn connect_inner(
     let mut key = (0, 0);
     let mut scram: Option<ScramSha256> = None;
     let lost = || ConnectError::Protocol("server closed the connection during login".into());
+    let protocol = |e: sluice_proto::ProtocolError| ConnectError::Protocol(e.to_string());
     loop {
         let message = loop {
-            if Header::parse(&buf, max_message)
-                .map_err(|e| ConnectError::Protocol(e.to_string()))?
-                .is_some()
-            {
-                if let Some(m) =
-                    Message::parse(&mut buf).map_err(|e| ConnectError::Protocol(e.to_string()))?
-                {
-                    break m;
-                }
+            if let Some(m) = sluice_proto::split_message(&mut buf, max_message).map_err(protocol)? {
+                break m;
             }
             buf.reserve(1024);
             if stream.read_buf(&mut buf).await.map_err(unreachable)? == 0 {
@@ -158,87 +153,79 @@ async fn connect_inner(
                 ))
             })
         };
-        match message {
-            Message::AuthenticationOk => {}
-            Message::AuthenticationCleartextPassword => {
-                frontend::password_message(password()?.as_bytes(), &mut out)
-                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
-            }
-            Message::AuthenticationMd5Password(body) => {
-                let hash = postgres_protocol::authentication::md5_hash(
-                    target.user.as_bytes(),
-                    password()?.as_bytes(),
-                    body.salt(),
-                );
-                frontend::password_message(hash.as_bytes(), &mut out)
-                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
-            }
-            Message::AuthenticationSasl(body) => {
-                let mut mechanisms = body.mechanisms();
-                let mut has_scram = false;
-                while let Some(m) = mechanisms
-                    .next()
-                    .map_err(|e| ConnectError::Protocol(e.to_string()))?
-                {
-                    has_scram |= m == sasl::SCRAM_SHA_256;
+        let body = &message.body[..];
+        match BackendTag::from_u8(message.tag) {
+            Some(BackendTag::Authentication) => match Authentication::decode(body)
+                .map_err(protocol)?
+            {
+                Authentication::Ok => {}
+                Authentication::CleartextPassword => {
+                    frontend::password_message(password()?.as_bytes(), &mut out)
+                        .map_err(|e| ConnectError::Protocol(e.to_string()))?;
                 }
-                if !has_scram {
+                Authentication::Md5Password(salt) => {
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        target.user.as_bytes(),
+                        password()?.as_bytes(),
+                        salt,
+                    );
+                    frontend::password_message(hash.as_bytes(), &mut out)
+                        .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+                }
+                Authentication::Sasl(mechanisms) => {
+                    if !mechanisms.contains(sasl::SCRAM_SHA_256) {
+                        return Err(ConnectError::Protocol(
+                            "server offers no SASL mechanism sluice supports".into(),
+                        ));
+                    }
+                    let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut out)
+                        .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+                    scram = Some(s);
+                }
+                Authentication::SaslContinue(data) => {
+                    let mut s = scram
+                        .take()
+                        .ok_or_else(|| ConnectError::Protocol("unexpected SASL continue".into()))?;
+                    // This step derives the password's key (PBKDF2, 4096 rounds by default: about a
+                    // millisecond or more of CPU). On the blocking pool, not on the event loop that
+                    // relays every client's traffic (one thread by default).
+                    let data = data.to_vec();
+                    let s = tokio::task::spawn_blocking(move || s.update(&data).map(|()| s))
+                        .await
+                        .map_err(|e| ConnectError::Protocol(format!("SCRAM: {e}")))?
+                        .map_err(|e| ConnectError::Protocol(format!("SCRAM: {e}")))?;
+                    frontend::sasl_response(s.message(), &mut out)
+                        .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+                    scram = Some(s);
+                }
+                Authentication::SaslFinal(data) => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| ConnectError::Protocol("unexpected SASL final".into()))?;
+                    s.finish(data)
+                        .map_err(|e| ConnectError::Protocol(format!("SCRAM: {e}")))?;
+                }
+                Authentication::Other(_) => {
                     return Err(ConnectError::Protocol(
-                        "server offers no SASL mechanism sluice supports".into(),
+                        "unexpected message during login".into(),
                     ));
                 }
-                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut out)
-                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
-                scram = Some(s);
+            },
+            Some(BackendTag::ParameterStatus) => {
+                let p = ParameterStatus::decode(body).map_err(protocol)?;
+                params.set(p.name, p.value);
             }
-            Message::AuthenticationSaslContinue(body) => {
-                let mut s = scram
-                    .take()
-                    .ok_or_else(|| ConnectError::Protocol("unexpected SASL continue".into()))?;
-                // This step derives the password's key (PBKDF2, 4096 rounds by default: about a
-                // millisecond or more of CPU). On the blocking pool, not on the event loop that
-                // relays every client's traffic (one thread by default).
-                let data = body.data().to_vec();
-                let s = tokio::task::spawn_blocking(move || s.update(&data).map(|()| s))
-                    .await
-                    .map_err(|e| ConnectError::Protocol(format!("SCRAM: {e}")))?
-                    .map_err(|e| ConnectError::Protocol(format!("SCRAM: {e}")))?;
-                frontend::sasl_response(s.message(), &mut out)
-                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
-                scram = Some(s);
+            Some(BackendTag::BackendKeyData) => {
+                let k = BackendKeyData::decode(body).map_err(protocol)?;
+                key = (k.pid, k.key);
             }
-            Message::AuthenticationSaslFinal(body) => {
-                let s = scram
-                    .as_mut()
-                    .ok_or_else(|| ConnectError::Protocol("unexpected SASL final".into()))?;
-                s.finish(body.data())
-                    .map_err(|e| ConnectError::Protocol(format!("SCRAM: {e}")))?;
-            }
-            Message::ParameterStatus(p) => {
-                let name = p
-                    .name()
-                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
-                let value = p
-                    .value()
-                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
-                params.set(name, value);
-            }
-            Message::BackendKeyData(k) => key = (k.process_id(), k.secret_key()),
-            Message::NoticeResponse(_) => {}
-            Message::ErrorResponse(e) => {
-                let mut fields = e.fields();
-                let (mut code, mut message) = (String::new(), String::new());
-                while let Ok(Some(f)) = fields.next() {
-                    match f.type_() {
-                        b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
-                        b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
-                        _ => {}
-                    }
-                }
+            Some(BackendTag::NoticeResponse) => {}
+            Some(BackendTag::ErrorResponse) => {
+                let (code, message) = error_code_and_message(body);
                 return Err(ConnectError::Refused { code, message });
             }
-            Message::ReadyForQuery(_) => {
+            Some(BackendTag::ReadyForQuery) => {
                 let now = Instant::now();
                 return Ok(ServerConn {
                     id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -293,36 +280,28 @@ pub async fn run_simple(
     max_message: usize,
 ) -> std::io::Result<Result<(), (String, String)>> {
     let mut out = BytesMut::with_capacity(sql.len() + 8);
-    out.put_u8(b'Q');
-    out.put_i32((sql.len() + 5) as i32);
-    out.extend_from_slice(sql.as_bytes());
-    out.put_u8(0);
+    sluice_proto::frontend::write_query(sql, &mut out);
     conn.stream.write_all(&out).await?;
     let mut buf = BytesMut::with_capacity(1024);
     let mut error = None;
     loop {
         let message = loop {
-            if Header::parse(&buf, max_message)
-                .map_err(std::io::Error::other)?
-                .is_some()
+            if let Some(m) =
+                sluice_proto::split_message(&mut buf, max_message).map_err(std::io::Error::other)?
             {
-                if let Some(m) = sluice_proto::split_message(&mut buf, max_message)
-                    .map_err(std::io::Error::other)?
-                {
-                    break m;
-                }
+                break m;
             }
             buf.reserve(1024);
             if conn.stream.read_buf(&mut buf).await? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         };
-        match message.tag {
-            b'S' => conn.params.apply_status(&message.body),
-            b'E' if error.is_none() => {
-                error = Some(crate::params::error_code_and_message(&message.body))
+        match BackendTag::from_u8(message.tag) {
+            Some(BackendTag::ParameterStatus) => conn.params.apply_status(&message.body),
+            Some(BackendTag::ErrorResponse) if error.is_none() => {
+                error = Some(error_code_and_message(&message.body))
             }
-            b'Z' => {
+            Some(BackendTag::ReadyForQuery) => {
                 if !buf.is_empty() {
                     return Err(std::io::Error::other(
                         "server sent data after ReadyForQuery",

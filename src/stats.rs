@@ -257,18 +257,8 @@ impl PoolMetrics {
 
     /// An ErrorResponse body from the server went to a client.
     pub fn error_sent(&self, body: &[u8]) {
-        let mut rest = body;
-        while let Some((&field, tail)) = rest.split_first() {
-            if field == 0 {
-                break;
-            }
-            let end = tail.iter().position(|c| *c == 0).unwrap_or(tail.len());
-            if field == b'C' {
-                return self.error_code(&String::from_utf8_lossy(&tail[..end]));
-            }
-            rest = tail.get(end + 1..).unwrap_or(&[]);
-        }
-        self.error_code("XX000");
+        let fields = sluice_proto::backend_view::ErrorFields::decode(body);
+        self.error_code(fields.ok().and_then(|f| f.code()).unwrap_or("XX000"));
     }
 
     /// Errors sent to clients, by SQLSTATE class.

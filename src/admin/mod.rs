@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use sluice_proto::backend::{self, ErrorResponse};
+use sluice_proto::frontend::FrontendTag;
 use sluice_proto::sqlstate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -184,19 +185,27 @@ pub async fn serve(
                 return;
             }
         };
-        match message.tag {
-            b'Q' => {
+        match FrontendTag::from_u8(message.tag) {
+            Some(FrontendTag::Query) => {
                 let sql = message.body.strip_suffix(&[0]).unwrap_or(&message.body);
                 let sql = String::from_utf8_lossy(sql);
                 execute(&shared, &login, &sql, &mut drain, &mut out).await;
                 backend::ready_for_query(b'I', &mut out);
             }
-            b'X' => return,
-            b'S' => {
+            Some(FrontendTag::Terminate) => return,
+            Some(FrontendTag::Sync) => {
                 skipping = false;
                 backend::ready_for_query(b'I', &mut out);
             }
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'F' => {
+            Some(
+                FrontendTag::Parse
+                | FrontendTag::Bind
+                | FrontendTag::Describe
+                | FrontendTag::Execute
+                | FrontendTag::Close
+                | FrontendTag::Flush
+                | FrontendTag::FunctionCall,
+            ) => {
                 if !skipping {
                     ErrorResponse::error(
                         sqlstate::FEATURE_NOT_SUPPORTED,
@@ -206,10 +215,10 @@ pub async fn serve(
                     skipping = true;
                 }
             }
-            other => {
+            _ => {
                 ErrorResponse::fatal(
                     sqlstate::PROTOCOL_VIOLATION,
-                    format!("invalid frontend message type {other}"),
+                    format!("invalid frontend message type {}", message.tag),
                 )
                 .write(&mut out);
                 let _ = stream.write_all(&out).await;
