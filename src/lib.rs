@@ -15,6 +15,7 @@ pub mod cancel;
 pub mod client;
 pub mod config;
 pub mod exporter;
+pub mod net;
 pub mod params;
 pub mod pool;
 pub mod prepared;

@@ -13,6 +13,7 @@ use sluice_proto::backend_view::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::net::Stream;
 use crate::params::Params;
 use crate::prepared::ServerStatements;
 
@@ -58,7 +59,7 @@ impl ConnectError {
 /// A logged-in server connection.
 pub struct ServerConn {
     pub id: u64,
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// The server's BackendKeyData, for forwarding cancel requests.
     pub pid: i32,
     pub key: i32,
@@ -116,9 +117,11 @@ async fn connect_inner(
         addr: addr.clone(),
         reason: e.to_string(),
     };
-    let mut stream = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(unreachable)?;
+    let mut stream = Stream::from(
+        TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(unreachable)?,
+    );
     stream.set_nodelay(true).map_err(unreachable)?;
 
     let mut out = BytesMut::with_capacity(256);

@@ -25,10 +25,10 @@ use sluice_proto::backend::{self, ErrorResponse};
 use sluice_proto::frontend::FrontendTag;
 use sluice_proto::sqlstate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
 use crate::Shared;
+use crate::net::Stream;
 use crate::pool::Pool;
 use crate::registry::NewClient;
 use crate::stats::CloseReason;
@@ -116,7 +116,7 @@ impl Console {
 /// written).
 pub async fn serve(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     mut buf: BytesMut,
     login: AdminLogin,
     peer: SocketAddr,
