@@ -1724,7 +1724,7 @@ impl Session {
                 Ok(min) => match router.replicas.pick(min) {
                     Some(i) => {
                         let reason = unit.replica_reason();
-                        let pool = router.pools[i].clone();
+                        let pool = self.pool.replicas[i].clone();
                         let outstanding = router.replicas.acquire(i);
                         let checkout = pool.checkout(pool.settings.query_wait_timeout);
                         match self.stats.waiting(checkout).await {

@@ -317,15 +317,19 @@ impl Shared {
             return Ok(pool.clone());
         }
         let registry = Arc::default();
-        let router = self.router_for(db, &key, &target, &settings, &registry);
-        let pool = Pool::with_parts(key.clone(), target, settings, registry, router);
+        let (router, replicas) = match self.router_for(db, &key, &target, &settings, &registry) {
+            Some((router, replicas)) => (Some(router), replicas),
+            None => (None, Vec::new()),
+        };
+        let pool = Pool::with_parts(key.clone(), target, settings, registry, router, replicas);
         stats::attach(self, &pool);
         self.pools.insert(key, pool.clone());
         Ok(pool)
     }
 
-    /// The replica pools and health checkers of a primary pool, when its database lists
-    /// replicas (transaction mode only: a session-mode client keeps one server throughout).
+    /// The router (with the replicas' health checkers) and replica pools of a primary pool, when
+    /// its database lists replicas (transaction mode only: a session-mode client keeps one
+    /// server throughout).
     fn router_for(
         self: &Arc<Self>,
         db: &config::DatabaseConfig,
@@ -333,7 +337,7 @@ impl Shared {
         primary: &ServerTarget,
         settings: &PoolSettings,
         registry: &Arc<prepared::Registry>,
-    ) -> Option<Arc<router::Router>> {
+    ) -> Option<(Arc<router::Router>, Vec<Arc<Pool>>)> {
         if db.replicas.is_empty() || settings.mode != PoolMode::Transaction {
             return None;
         }
@@ -365,16 +369,15 @@ impl Shared {
                 policy.clone(),
             ));
             addrs.push(format!("{}:{}", r.host, r.port));
-            let p = Pool::with_parts(rkey.clone(), target, s, registry.clone(), None);
+            let p = Pool::with_parts(rkey.clone(), target, s, registry.clone(), None, Vec::new());
             stats::attach(self, &p);
             self.pools.insert(rkey, p.clone());
             pools.push(p);
         }
         let replicas =
             router::ReplicaSet::new(db.load_balance, health).with_primary_reads(db.primary_reads);
-        Some(Arc::new(router::Router {
+        let router = Arc::new(router::Router {
             replicas: Arc::new(replicas),
-            pools,
             addrs,
             read_your_writes: db.read_your_writes,
             read_your_writes_window: db.read_your_writes_window,
@@ -385,7 +388,8 @@ impl Shared {
                 .collect(),
             fallback: db.replica_fallback,
             stats: router::RouteStats::default(),
-        }))
+        });
+        Some((router, pools))
     }
 }
 

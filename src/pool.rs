@@ -153,24 +153,23 @@ pub struct Pool {
     pub registry: Arc<Registry>,
     /// Read/write splitting (a primary pool of a database with replicas).
     pub router: Option<Arc<crate::router::Router>>,
+    /// A primary pool's replica pools, by the index of `router`'s replica set; empty otherwise.
+    pub replicas: Vec<Arc<Pool>>,
     pub prepared: PreparedStats,
     /// Transactions, queries, waits, bytes; PAUSE state; server registry (see `stats.rs`).
     pub metrics: PoolMetrics,
 }
 
 impl Pool {
-    pub fn new(key: PoolKey, target: ServerTarget, settings: PoolSettings) -> Arc<Pool> {
-        Pool::with_parts(key, target, settings, Arc::default(), None)
-    }
-
-    /// A pool sharing `registry` with its database's other pools; `router` for a primary pool
-    /// with replicas.
+    /// A pool sharing `registry` with its database's other pools; for a primary pool with
+    /// replicas, `router` and the replicas' pools (in the order of the router's replica set).
     pub fn with_parts(
         key: PoolKey,
         target: ServerTarget,
         settings: PoolSettings,
         registry: Arc<Registry>,
         router: Option<Arc<crate::router::Router>>,
+        replicas: Vec<Arc<Pool>>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             key,
@@ -190,6 +189,7 @@ impl Pool {
             stats: PoolStats::default(),
             registry,
             router,
+            replicas,
             prepared: PreparedStats::default(),
             metrics: PoolMetrics::default(),
         })

@@ -366,15 +366,10 @@ impl PoolGauges {
         let sessions = m.sessions.load(Ordering::Relaxed);
         // A primary pool's sessions include those busy on (or waiting for) its replicas' pools.
         let elsewhere: usize = pool
-            .router
-            .as_deref()
-            .map(|r| {
-                r.pools
-                    .iter()
-                    .map(|p| p.metrics.lent.load(Ordering::Relaxed) + p.wait_state().2)
-                    .sum()
-            })
-            .unwrap_or(0);
+            .replicas
+            .iter()
+            .map(|p| p.metrics.lent.load(Ordering::Relaxed) + p.wait_state().2)
+            .sum();
         PoolGauges {
             clients_active: lent,
             clients_waiting: waiting,
