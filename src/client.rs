@@ -44,11 +44,11 @@ use tokio::sync::watch;
 use tokio_util::io::poll_read_buf;
 
 use crate::cancel::{CancelRegistration, CancelTarget};
+use crate::clients::{STOP_DRAIN, STOP_KILL};
 use crate::config::{AuthType, PoolMode};
 use crate::params::{self, Params};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
 use crate::prepared::Statement;
-use crate::registry::{STOP_DRAIN, STOP_KILL};
 use crate::router::{
     Classification, Outstanding, ReadConstraint, Reason, Route, RouteReason, Router, WriteFence,
     classify,
@@ -302,7 +302,7 @@ async fn login(
             }
             StartupPacket::Cancel { pid, key } => {
                 if let Some(t) = shared.cancels.lookup(pid, key) {
-                    crate::server::send_cancel(&t.server, t.pid, t.key, Duration::from_secs(5))
+                    crate::cancel::send_cancel(&t.server, t.pid, t.key, Duration::from_secs(5))
                         .await;
                 }
                 return Ok(None);
@@ -1283,7 +1283,7 @@ impl Session {
                     self.discard_until_sync = true;
                     return Ok(true);
                 }
-                match self.pool.registry.validated(tail) {
+                match self.pool.statements.validated(tail) {
                     Some(stmt) => {
                         self.pool.prepared.hits.fetch_add(1, Ordering::Relaxed);
                         self.statements.insert(Bytes::copy_from_slice(name), stmt);
@@ -1436,7 +1436,7 @@ impl Session {
             );
             return self.local_error(sqlstate::DUPLICATE_PREPARED_STATEMENT, msg);
         }
-        let stmt = self.pool.registry.intern(tail);
+        let stmt = self.pool.statements.intern(tail);
         let client = Bytes::copy_from_slice(name);
         self.statements.insert(client.clone(), stmt.clone());
         let conn = self.server.as_mut().expect("attached").conn_mut();

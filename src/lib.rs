@@ -4,7 +4,7 @@
 //! `127.0.0.1:0`. Modules: [`config`] (TOML), [`client`] (one client session: login and relay),
 //! [`pool`] (server connections per database and user), [`server`] (one PostgreSQL connection),
 //! [`params`] (session parameter tracking), [`cancel`] (cancel keys); observability: [`stats`]
-//! (counters and gauges per pool), [`registry`] (live clients and servers), [`exporter`]
+//! (counters and gauges per pool), [`clients`] (live client sessions), [`exporter`]
 //! (`/metrics`, `/healthz`, `/readyz`), [`admin`] (the admin console).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
@@ -13,13 +13,14 @@ pub mod admin;
 pub mod buffers;
 pub mod cancel;
 pub mod client;
+pub mod clients;
+pub mod clock;
 pub mod config;
 pub mod exporter;
 pub mod net;
 pub mod params;
 pub mod pool;
 pub mod prepared;
-pub mod registry;
 pub mod router;
 pub mod server;
 pub mod stats;
@@ -65,7 +66,7 @@ pub struct Shared {
     /// Seeds mock SCRAM secrets for unknown users, so repeated tries see a stable salt.
     pub mock_secret: [u8; 16],
     /// Live client sessions (SHOW CLIENTS, KILL).
-    pub clients: Arc<registry::Clients>,
+    pub clients: Arc<clients::ClientList>,
     /// Histograms for `/metrics`; None when `metrics_listen` is off.
     pub exporter: Option<exporter::Exporter>,
     /// Admin console state (PAUSE, SHUTDOWN).
@@ -316,12 +317,12 @@ impl Shared {
         if let Some(pool) = self.pools.get(&key) {
             return Ok(pool.clone());
         }
-        let registry = Arc::default();
-        let (router, replicas) = match self.router_for(db, &key, &target, &settings, &registry) {
+        let statements = Arc::default();
+        let (router, replicas) = match self.router_for(db, &key, &target, &settings, &statements) {
             Some((router, replicas)) => (Some(router), replicas),
             None => (None, Vec::new()),
         };
-        let pool = Pool::with_parts(key.clone(), target, settings, registry, router, replicas);
+        let pool = Pool::with_parts(key.clone(), target, settings, statements, router, replicas);
         stats::attach(self, &pool);
         self.pools.insert(key, pool.clone());
         Ok(pool)
@@ -336,7 +337,7 @@ impl Shared {
         key: &PoolKey,
         primary: &ServerTarget,
         settings: &PoolSettings,
-        registry: &Arc<prepared::Registry>,
+        statements: &Arc<prepared::PoolStatements>,
     ) -> Option<(Arc<router::Router>, Vec<Arc<Pool>>)> {
         if db.replicas.is_empty() || settings.mode != PoolMode::Transaction {
             return None;
@@ -369,7 +370,14 @@ impl Shared {
                 policy.clone(),
             ));
             addrs.push(format!("{}:{}", r.host, r.port));
-            let p = Pool::with_parts(rkey.clone(), target, s, registry.clone(), None, Vec::new());
+            let p = Pool::with_parts(
+                rkey.clone(),
+                target,
+                s,
+                statements.clone(),
+                None,
+                Vec::new(),
+            );
             stats::attach(self, &p);
             self.pools.insert(rkey, p.clone());
             pools.push(p);

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::config::PoolMode;
 use crate::params::{Params, ParamsInterner};
-use crate::prepared::{PreparedStats, Registry};
+use crate::prepared::{PoolStatements, PreparedStats};
 use crate::server::{self, ConnectError, ServerConn, ServerTarget};
 use crate::stats::{CloseReason, PoolMetrics};
 
@@ -150,24 +150,24 @@ pub struct Pool {
     pub stats: PoolStats,
     /// Prepared statements (transaction mode), shared by a database's primary and replica pools
     /// so that a statement has one server-side name wherever it runs.
-    pub registry: Arc<Registry>,
+    pub statements: Arc<PoolStatements>,
     /// Read/write splitting (a primary pool of a database with replicas).
     pub router: Option<Arc<crate::router::Router>>,
     /// A primary pool's replica pools, by the index of `router`'s replica set; empty otherwise.
     pub replicas: Vec<Arc<Pool>>,
     pub prepared: PreparedStats,
-    /// Transactions, queries, waits, bytes; PAUSE state; server registry (see `stats.rs`).
+    /// Transactions, queries, waits, bytes; PAUSE state; server list (see `stats.rs`).
     pub metrics: PoolMetrics,
 }
 
 impl Pool {
-    /// A pool sharing `registry` with its database's other pools; for a primary pool with
+    /// A pool sharing `statements` with its database's other pools; for a primary pool with
     /// replicas, `router` and the replicas' pools (in the order of the router's replica set).
     pub fn with_parts(
         key: PoolKey,
         target: ServerTarget,
         settings: PoolSettings,
-        registry: Arc<Registry>,
+        statements: Arc<PoolStatements>,
         router: Option<Arc<crate::router::Router>>,
         replicas: Vec<Arc<Pool>>,
     ) -> Arc<Pool> {
@@ -187,7 +187,7 @@ impl Pool {
             client_defaults: OnceLock::new(),
             interned: ParamsInterner::default(),
             stats: PoolStats::default(),
-            registry,
+            statements,
             router,
             replicas,
             prepared: PreparedStats::default(),

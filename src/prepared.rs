@@ -46,15 +46,16 @@ pub fn server_name(id: u64) -> String {
     format!("sluice_{id}")
 }
 
-/// Pool-wide: statement text → statement. Entries no client refers to any more are dropped.
+/// The statements of a pool (shared with its database's replica pools): Parse tail → statement.
+/// Entries no client refers to any more are dropped.
 #[derive(Default)]
-pub struct Registry {
+pub struct PoolStatements {
     map: Mutex<HashMap<Bytes, Weak<Statement>>>,
     next_id: AtomicU64,
     inserts: AtomicU64,
 }
 
-impl Registry {
+impl PoolStatements {
     /// The statement for this Parse tail, made on first use.
     pub fn intern(&self, tail: &[u8]) -> Arc<Statement> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -208,7 +209,7 @@ mod tests {
 
     #[test]
     fn same_sql_same_statement_until_unused() {
-        let r = Registry::default();
+        let r = PoolStatements::default();
         let a = r.intern(b"select 1\0\0\0");
         let b = r.intern(b"select 1\0\0\0");
         let c = r.intern(b"select 2\0\0\0");

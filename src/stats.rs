@@ -27,8 +27,10 @@ use metrics::Histogram;
 use tokio::sync::watch;
 
 use crate::Shared;
+use crate::clients::{ClientEntry, NewClient};
+use crate::clock::now_us;
 use crate::pool::{CheckoutError, Pool, ServerGuard};
-use crate::registry::{ClientEntry, NewClient, Servers, now_us};
+use crate::server::list::ServerList;
 
 /// Why a server connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +216,7 @@ pub struct PoolMetrics {
     pub pause: Pause,
     /// Server connections made before this (µs since the Unix epoch) are closed when given back.
     reconnect_before: AtomicU64,
-    pub servers: Servers,
+    pub servers: ServerList,
     /// (totals at the start of the last completed period, averages over it, current period start).
     period: Mutex<Option<(Totals, Instant, Averages)>>,
 }
@@ -410,7 +412,7 @@ pub fn attach(shared: &Shared, pool: &Pool) {
     }
 }
 
-/// What a client session counts as it runs: its registry entry and its open request and
+/// What a client session counts as it runs: its entry in the client list and its open request and
 /// transaction. Owned by the session; hooks in `client.rs` call it at a few points.
 pub struct SessionStats {
     pub client: ClientEntry,

@@ -1257,7 +1257,7 @@ async fn cache_counters_in_the_pool_stats() {
     let (hits, misses, evictions) = pooler.counters();
     assert_eq!((misses, evictions), (1, 0), "hits {hits}");
     assert!(hits >= 10, "10 executions found the statement: hits {hits}");
-    assert_eq!(pooler.pool().registry.len(), 1);
+    assert_eq!(pooler.pool().statements.len(), 1);
 
     // Another client preparing the same SQL shares the statement: no new miss.
     let c2 = pooler.connect_app().await;
@@ -1274,7 +1274,7 @@ async fn cache_counters_in_the_pool_stats() {
     let (hits2, misses2, evictions2) = pooler.counters();
     assert_eq!((misses2, evictions2), (1, 0));
     assert!(hits2 >= hits + 6, "hits {hits} -> {hits2}");
-    assert_eq!(pooler.pool().registry.len(), 1);
+    assert_eq!(pooler.pool().statements.len(), 1);
 
     // Three statements round-robin on a connection that keeps two: every execution evicts.
     let triple = c1.prepare("SELECT $1::int * 3").await.unwrap();
@@ -1294,7 +1294,7 @@ async fn cache_counters_in_the_pool_stats() {
         2,
         "prepared minus closed on the one connection = the two it keeps (misses {misses3}, evictions {evictions3})"
     );
-    assert_eq!(pooler.pool().registry.len(), 3);
+    assert_eq!(pooler.pool().statements.len(), 3);
 }
 
 // ---------------------------------------------------------------------------------------------

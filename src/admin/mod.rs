@@ -28,9 +28,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 
 use crate::Shared;
+use crate::clients::NewClient;
 use crate::net::Stream;
 use crate::pool::Pool;
-use crate::registry::NewClient;
 use crate::stats::CloseReason;
 
 /// Names of the console's virtual database.

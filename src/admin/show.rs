@@ -14,10 +14,11 @@ use sluice_proto::backend::{self, ErrorResponse, FieldDescription};
 use sluice_proto::sqlstate;
 
 use crate::Shared;
+use crate::clock::now_us;
 use crate::config::{PoolMode, PoolerConfig, auth_name};
 use crate::exporter::{host_port, pools};
 use crate::pool::Pool;
-use crate::registry::{SERVER_ACTIVE, now_us};
+use crate::server::list::SERVER_ACTIVE;
 use crate::stats::{Averages, PoolGauges, Totals};
 
 const TEXT: u32 = 25;

@@ -1,4 +1,6 @@
-//! One connection to PostgreSQL: connect, authenticate, and the state the pooler tracks on it.
+//! Opening a server connection: TCP, the startup packet, authentication (cleartext, md5,
+//! SCRAM-SHA-256 through postgres-protocol's client side), then the server's parameters and
+//! cancel key up to its first ReadyForQuery.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,85 +15,10 @@ use sluice_proto::backend_view::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::{ConnectError, ServerConn, ServerTarget};
 use crate::net::Stream;
 use crate::params::Params;
 use crate::prepared::ServerStatements;
-
-/// Where and as whom a pool's server connections log in.
-#[derive(Debug, Clone)]
-pub struct ServerTarget {
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub user: String,
-    pub password: Option<String>,
-}
-
-impl ServerTarget {
-    pub fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
-
-/// Why a server connection could not be made. The message is what a client is shown.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ConnectError {
-    #[error("could not connect to server {addr}: {reason}")]
-    Unreachable { addr: String, reason: String },
-    #[error("server {addr} did not answer within {timeout:?}")]
-    Timeout { addr: String, timeout: Duration },
-    /// PostgreSQL refused the login; its own SQLSTATE and message are passed on.
-    #[error("server login failed: {message}")]
-    Refused { code: String, message: String },
-    #[error("server login failed: {0}")]
-    Protocol(String),
-}
-
-impl ConnectError {
-    pub fn sqlstate(&self) -> &str {
-        match self {
-            ConnectError::Refused { code, .. } => code,
-            _ => sluice_proto::sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-        }
-    }
-}
-
-/// A logged-in server connection.
-pub struct ServerConn {
-    pub id: u64,
-    pub stream: Stream,
-    /// The server's BackendKeyData, for forwarding cancel requests.
-    pub pid: i32,
-    pub key: i32,
-    /// Values the server reported (ParameterStatus) or that sluice set on it.
-    pub params: Params,
-    /// (`params`, a client's list) as they were when they last matched: while both are still
-    /// those very lists (nothing changed either since, see [`Params::same_list`]), the next
-    /// checkout for that list has nothing to compare.
-    pub in_sync: Option<(Params, Params)>,
-    pub target: Arc<ServerTarget>,
-    pub created: Instant,
-    pub last_used: Instant,
-    /// Set while a client holds it and may have left it mid-transaction. A guard dropped with
-    /// `dirty` set closes the connection instead of returning it to the pool.
-    pub dirty: bool,
-    /// sluice's statements prepared on this connection (transaction mode).
-    pub statements: ServerStatements,
-    /// Its entry in the pool's server registry (SHOW SERVERS), removed when it is dropped.
-    pub entry: Option<crate::registry::ServerEntry>,
-}
-
-impl ServerConn {
-    /// True when the connection has neither closed nor sent anything unasked while idle (PostgreSQL
-    /// sends an ErrorResponse before it closes a terminated backend). Does not block.
-    pub fn is_alive(&self) -> bool {
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-            Ok(_) => false,
-        }
-    }
-}
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -254,68 +181,6 @@ async fn connect_inner(
         if !out.is_empty() {
             stream.write_all(&out).await.map_err(unreachable)?;
             out.clear();
-        }
-    }
-}
-
-/// Sends a CancelRequest for `pid`/`key` to the server at `target`. Best effort, bounded in time.
-pub async fn send_cancel(target: &ServerTarget, pid: i32, key: i32, timeout: Duration) {
-    let work = async {
-        let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
-        let mut out = BytesMut::with_capacity(16);
-        sluice_proto::startup::write_cancel(pid, key, &mut out);
-        stream.write_all(&out).await?;
-        // PostgreSQL closes the connection once it has handled the request.
-        let mut sink = [0u8; 16];
-        let _ = stream.read(&mut sink).await;
-        Ok::<_, std::io::Error>(())
-    };
-    if let Ok(Err(e)) = tokio::time::timeout(timeout, work).await {
-        tracing::debug!(error = %e, "cancel request to {} failed", target.addr());
-    }
-}
-
-/// Runs `sql` (a simple Query) on an idle server and reads through ReadyForQuery, applying any
-/// ParameterStatus to the connection's params. Returns the first error's SQLSTATE and message.
-pub async fn run_simple(
-    conn: &mut ServerConn,
-    sql: &str,
-    max_message: usize,
-) -> std::io::Result<Result<(), (String, String)>> {
-    let mut out = BytesMut::with_capacity(sql.len() + 8);
-    sluice_proto::frontend::write_query(sql, &mut out);
-    conn.stream.write_all(&out).await?;
-    let mut buf = BytesMut::with_capacity(1024);
-    let mut error = None;
-    loop {
-        let message = loop {
-            if let Some(m) =
-                sluice_proto::split_message(&mut buf, max_message).map_err(std::io::Error::other)?
-            {
-                break m;
-            }
-            buf.reserve(1024);
-            if conn.stream.read_buf(&mut buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        };
-        match BackendTag::from_u8(message.tag) {
-            Some(BackendTag::ParameterStatus) => conn.params.apply_status(&message.body),
-            Some(BackendTag::ErrorResponse) if error.is_none() => {
-                error = Some(error_code_and_message(&message.body))
-            }
-            Some(BackendTag::ReadyForQuery) => {
-                if !buf.is_empty() {
-                    return Err(std::io::Error::other(
-                        "server sent data after ReadyForQuery",
-                    ));
-                }
-                return Ok(match error {
-                    Some(e) => Err(e),
-                    None => Ok(()),
-                });
-            }
-            _ => {}
         }
     }
 }
