@@ -44,7 +44,7 @@ use tokio::sync::watch;
 use tokio_util::io::poll_read_buf;
 
 use crate::cancel::{CancelRegistration, CancelTarget};
-use crate::clients::{STOP_DRAIN, STOP_KILL};
+use crate::clients::{STOP_DRAIN, STOP_KILL, SessionStats};
 use crate::config::{AuthType, PoolMode};
 use crate::params::{self, Params};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
@@ -53,7 +53,6 @@ use crate::router::{
     Classification, Outstanding, ReadConstraint, Reason, Route, RouteReason, Router, WriteFence,
     classify,
 };
-use crate::stats::SessionStats;
 use crate::{Shared, UserAuth};
 
 /// Stop reading from one side while this many bytes are owed to the other.
@@ -167,9 +166,9 @@ async fn start(
     let intercept = mode == PoolMode::Transaction && pool.settings.max_prepared_statements > 0;
     let app = wanted.get("application_name");
     let stats = SessionStats::new(
-        &shared,
+        &shared.clients,
         &pool,
-        &stream,
+        stream.local_addr().ok(),
         peer,
         cancel.pid,
         app,
@@ -882,7 +881,7 @@ impl Session {
     async fn end(&mut self, end: Result<(), Fatal>) {
         if let Err(Fatal(err)) = end {
             if err.code != sqlstate::CONNECTION_FAILURE {
-                self.pool.metrics.error_code(&err.code);
+                self.pool.counters.error_code(&err.code);
             }
             err.write(&mut self.to_client);
         }
@@ -1037,7 +1036,7 @@ impl Session {
                         Some(Ok(0)) => return Ok(()),
                         Some(Ok(n)) => {
                             self.pool
-                                .metrics
+                                .counters
                                 .received
                                 .fetch_add(n as u64, Ordering::Relaxed);
                             if let Flow::Close = self.process_client().await? {
@@ -1066,7 +1065,7 @@ impl Session {
                         return Ok(());
                     }
                     self.pool
-                        .metrics
+                        .counters
                         .received
                         .fetch_add(n as u64, Ordering::Relaxed);
                     let flow = self.process_client().await?;
@@ -1112,7 +1111,7 @@ impl Session {
     /// `n` bytes of `to_client` went out.
     fn client_wrote(&mut self, n: usize) {
         self.pool
-            .metrics
+            .counters
             .sent
             .fetch_add(n as u64, Ordering::Relaxed);
         self.to_client.advance(n);
@@ -1285,7 +1284,10 @@ impl Session {
                 }
                 match self.pool.statements.validated(tail) {
                     Some(stmt) => {
-                        self.pool.prepared.hits.fetch_add(1, Ordering::Relaxed);
+                        self.pool
+                            .counters
+                            .prepared_hits
+                            .fetch_add(1, Ordering::Relaxed);
                         self.statements.insert(Bytes::copy_from_slice(name), stmt);
                         backend::parse_complete(&mut self.to_client);
                         Ok(true)
@@ -1441,7 +1443,10 @@ impl Session {
         self.statements.insert(client.clone(), stmt.clone());
         let conn = self.server.as_mut().expect("attached").conn_mut();
         if conn.statements.touch(stmt.id) {
-            self.pool.prepared.hits.fetch_add(1, Ordering::Relaxed);
+            self.pool
+                .counters
+                .prepared_hits
+                .fetch_add(1, Ordering::Relaxed);
             let undo = Undo {
                 client: Some(client),
                 server: false,
@@ -1474,7 +1479,10 @@ impl Session {
     fn ensure_on_server(&mut self, stmt: &Arc<Statement>) {
         let conn = self.server.as_mut().expect("attached").conn_mut();
         if conn.statements.touch(stmt.id) {
-            self.pool.prepared.hits.fetch_add(1, Ordering::Relaxed);
+            self.pool
+                .counters
+                .prepared_hits
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         self.prepare_on_server(stmt, Answer::Swallow, None);
@@ -1484,11 +1492,11 @@ impl Session {
     /// statement when the connection is at `max_prepared_statements`.
     fn prepare_on_server(&mut self, stmt: &Arc<Statement>, answer: Answer, client: Option<Bytes>) {
         let cap = self.pool.settings.max_prepared_statements;
-        let stats = &self.pool.prepared;
-        stats.misses.fetch_add(1, Ordering::Relaxed);
+        let stats = &self.pool.counters;
+        stats.prepared_misses.fetch_add(1, Ordering::Relaxed);
         let conn = self.server.as_mut().expect("attached").conn_mut();
         if let Some(old) = conn.statements.insert(stmt.id, cap) {
-            stats.evictions.fetch_add(1, Ordering::Relaxed);
+            stats.prepared_evictions.fetch_add(1, Ordering::Relaxed);
             write_parts(
                 b'C',
                 &[b"S", crate::prepared::server_name(old).as_bytes(), b"\0"],
@@ -1553,7 +1561,7 @@ impl Session {
     /// one: a Query gets the error and ReadyForQuery; an extended-protocol batch gets the error,
     /// and the rest of it up to Sync is dropped.
     fn fail_request(&mut self, tag: u8, err: ErrorResponse) {
-        self.pool.metrics.error_code(&err.code);
+        self.pool.counters.error_code(&err.code);
         err.write(&mut self.to_client);
         match tag {
             b'Q' | b'S' | b'F' => {
@@ -2109,7 +2117,7 @@ impl Session {
                     self.held_error = Some(backend_view::error_code_and_message(body).1);
                     return false;
                 }
-                self.pool.metrics.error_sent(body);
+                self.pool.counters.error_sent(body);
                 self.batch_error_seen = true;
                 if let Some(Pending::FailWith(ours)) = self.pending.front() {
                     let ours = ours.clone();

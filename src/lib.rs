@@ -3,9 +3,9 @@
 //! The binary is a thin shell around [`run`], so tests and benchmarks start the pooler in process on
 //! `127.0.0.1:0`. Modules: [`config`] (TOML), [`client`] (one client session: login and relay),
 //! [`pool`] (server connections per database and user), [`server`] (one PostgreSQL connection),
-//! [`params`] (session parameter tracking), [`cancel`] (cancel keys); observability: [`stats`]
-//! (counters and gauges per pool), [`clients`] (live client sessions), [`exporter`]
-//! (`/metrics`, `/healthz`, `/readyz`), [`admin`] (the admin console).
+//! [`params`] (session parameter tracking), [`cancel`] (cancel keys); observability: [`metrics`]
+//! (counters, gauges, `/metrics`, `/healthz`, `/readyz`), [`clients`] (live client sessions),
+//! [`admin`] (the admin console).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -16,14 +16,13 @@ pub mod client;
 pub mod clients;
 pub mod clock;
 pub mod config;
-pub mod exporter;
+pub mod metrics;
 pub mod net;
 pub mod params;
 pub mod pool;
 pub mod prepared;
 pub mod router;
 pub mod server;
-pub mod stats;
 
 pub use config::Config;
 
@@ -68,7 +67,7 @@ pub struct Shared {
     /// Live client sessions (SHOW CLIENTS, KILL).
     pub clients: Arc<clients::ClientList>,
     /// Histograms for `/metrics`; None when `metrics_listen` is off.
-    pub exporter: Option<exporter::Exporter>,
+    pub histograms: Option<metrics::HistogramRecorder>,
     /// Admin console state (PAUSE, SHUTDOWN).
     pub console: admin::Console,
     /// Serialises the creation of pools.
@@ -78,9 +77,11 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
         let users = users_of(&config);
-        let exporter = config.metrics_addr().map(|_| exporter::Exporter::new());
+        let histograms = config
+            .metrics_addr()
+            .map(|_| metrics::HistogramRecorder::new());
         Arc::new(Shared {
-            exporter,
+            histograms,
             clients: Arc::default(),
             console: admin::Console::default(),
             config: RwLock::new(Arc::new(config)),
@@ -184,8 +185,8 @@ impl Shared {
                     "pool {}: server changed; connections are remade as they are given back",
                     pool.key
                 ));
-                pool.metrics.reconnect();
-                pool.close_idle(stats::CloseReason::Admin);
+                pool.reconnect();
+                pool.close_idle(metrics::CloseReason::Admin);
             }
         }
         let (od, nd) = (&old.databases, &new.databases);
@@ -323,7 +324,7 @@ impl Shared {
             None => (None, Vec::new()),
         };
         let pool = Pool::with_parts(key.clone(), target, settings, statements, router, replicas);
-        stats::attach(self, &pool);
+        self.attach(&pool);
         self.pools.insert(key, pool.clone());
         Ok(pool)
     }
@@ -378,7 +379,7 @@ impl Shared {
                 None,
                 Vec::new(),
             );
-            stats::attach(self, &p);
+            self.attach(&p);
             self.pools.insert(rkey, p.clone());
             pools.push(p);
         }
@@ -398,6 +399,89 @@ impl Shared {
             stats: router::RouteStats::default(),
         });
         Some((router, pools))
+    }
+}
+
+impl Shared {
+    /// Every pool, in a stable order (by key).
+    pub fn pool_list(&self) -> Vec<Arc<Pool>> {
+        let mut v: Vec<Arc<Pool>> = self.pools.iter().map(|e| e.value().clone()).collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// Gives a new pool its histograms and the PAUSE state of its database. Called once per pool.
+    fn attach(&self, pool: &Pool) {
+        if let Some(h) = &self.histograms {
+            pool.counters.set_histograms(h.histograms(&pool.labels()));
+        }
+        if self.console.is_paused(&pool.key.database) {
+            pool.pause.set(true);
+        }
+    }
+}
+
+impl metrics::http::Source for Shared {
+    fn render(&self, draining: bool) -> String {
+        let pools = self.pool_list();
+        let samples: Vec<metrics::PoolSample<'_>> = pools.iter().map(|p| p.sample()).collect();
+        let globals = metrics::Globals {
+            client_connections: self.clients.connections(),
+            max_client_connections: self.config().pooler.max_client_conn,
+            draining,
+        };
+        metrics::prometheus::render(&samples, &globals, self.histograms.as_ref())
+    }
+
+    fn config(&self) -> Arc<Config> {
+        Shared::config(self)
+    }
+}
+
+/// The background tasks of observation; aborted when dropped (at the end of [`run`]).
+struct Observer {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the stats upkeep and, with `metrics_listen`, the HTTP endpoint (binding it now, so a
+/// taken port fails start-up).
+async fn observe(shared: &Arc<Shared>, drain: watch::Receiver<bool>) -> std::io::Result<Observer> {
+    let mut tasks = vec![tokio::spawn(upkeep(shared.clone()))];
+    if let Some(addr) = shared.config().metrics_addr() {
+        tasks.push(metrics::http::start(addr, shared.clone(), drain).await?);
+    }
+    Ok(Observer { tasks })
+}
+
+async fn upkeep(shared: Arc<Shared>) {
+    // Samples pile up between folds (a few MB a second at 100k transactions/s): fold often.
+    let tick = Duration::from_secs(1);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_period = Instant::now();
+    for pool in shared.pool_list() {
+        pool.counters.roll_period(last_period);
+    }
+    loop {
+        interval.tick().await;
+        if let Some(h) = &shared.histograms {
+            h.upkeep();
+        }
+        let now = Instant::now();
+        if now.duration_since(last_period) >= metrics::STATS_PERIOD {
+            last_period = now;
+            for pool in shared.pool_list() {
+                pool.counters.roll_period(now);
+            }
+        }
     }
 }
 
@@ -431,7 +515,7 @@ pub async fn run(
     let (drain_tx, drain_rx) = watch::channel(false);
     let limit = Arc::new(Semaphore::new(shared.config().pooler.max_client_conn));
     let mut clients = JoinSet::new();
-    let _observer = exporter::start(&shared, drain_rx.clone()).await?;
+    let _observer = observe(&shared, drain_rx.clone()).await?;
     let maintenance = tokio::spawn(maintain(shared.clone()));
     tokio::pin!(shutdown);
     loop {

@@ -152,17 +152,6 @@ impl ServerStatements {
     }
 }
 
-/// Counters per pool (exported by the metrics and admin console).
-#[derive(Debug, Default)]
-pub struct PreparedStats {
-    /// A Bind/Describe/Parse found its statement already prepared on the server connection.
-    pub hits: AtomicU64,
-    /// The statement had to be prepared on the server connection.
-    pub misses: AtomicU64,
-    /// A statement was closed on a server connection to stay within max_prepared_statements.
-    pub evictions: AtomicU64,
-}
-
 /// If `sql` is exactly `DEALLOCATE [PREPARE] name` (any case, optional `;`), the name.
 /// Quoted names are unquoted; `ALL` is not a name (it is left to the server).
 pub fn deallocate_target(sql: &str) -> Option<String> {

@@ -1220,11 +1220,11 @@ impl InProcess {
     /// (hits, misses, evictions).
     fn counters(&self) -> (u64, u64, u64) {
         let pool = self.pool();
-        let p = &pool.prepared;
+        let c = &pool.counters;
         (
-            p.hits.load(Ordering::Relaxed),
-            p.misses.load(Ordering::Relaxed),
-            p.evictions.load(Ordering::Relaxed),
+            c.prepared_hits.load(Ordering::Relaxed),
+            c.prepared_misses.load(Ordering::Relaxed),
+            c.prepared_evictions.load(Ordering::Relaxed),
         )
     }
 }

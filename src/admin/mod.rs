@@ -29,9 +29,9 @@ use tokio::sync::{Notify, watch};
 
 use crate::Shared;
 use crate::clients::NewClient;
+use crate::metrics::CloseReason;
 use crate::net::Stream;
 use crate::pool::Pool;
-use crate::stats::CloseReason;
 
 /// Names of the console's virtual database.
 pub const DATABASES: [&str; 2] = ["sluice", "pgbouncer"];
@@ -347,7 +347,7 @@ async fn run_command(
                 }
             }
             for p in &pools {
-                p.metrics.pause.set(false);
+                p.pause.set(false);
             }
             backend::command_complete("RESUME", out);
             Ok(())
@@ -358,7 +358,7 @@ async fn run_command(
             pause(shared, arg.as_deref(), &pools);
             let killed = shared.clients.kill(arg.as_deref());
             for p in &pools {
-                p.metrics.reconnect();
+                p.reconnect();
                 p.close_idle(CloseReason::Admin);
             }
             tracing::info!(database = arg.as_deref().unwrap_or("*"), clients = killed, user = %login.user, "KILL from the admin console");
@@ -368,7 +368,7 @@ async fn run_command(
         "RECONNECT" => {
             let pools = pools_of(shared, arg.as_deref())?;
             for p in &pools {
-                p.metrics.reconnect();
+                p.reconnect();
                 p.close_idle(CloseReason::Admin);
             }
             backend::command_complete("RECONNECT", out);
@@ -420,7 +420,8 @@ fn pools_of(shared: &Shared, database: Option<&str>) -> Result<Vec<Arc<Pool>>, E
             ));
         }
     }
-    Ok(crate::exporter::pools(shared)
+    Ok(shared
+        .pool_list()
         .into_iter()
         .filter(|p| database.is_none_or(|d| p.key.database == d))
         .collect())
@@ -435,7 +436,7 @@ fn pause(shared: &Shared, database: Option<&str>, pools: &[Arc<Pool>]) {
         None => shared.console.paused_all.store(true, Ordering::SeqCst),
     }
     for p in pools {
-        p.metrics.pause.set(true);
+        p.pause.set(true);
     }
 }
 
@@ -444,7 +445,7 @@ fn pause(shared: &Shared, database: Option<&str>, pools: &[Arc<Pool>]) {
 async fn wait_released(pools: &[Arc<Pool>], drain: &mut watch::Receiver<bool>) {
     loop {
         let busy = pools.iter().any(|p| {
-            let g = crate::stats::PoolGauges::of(p);
+            let g = p.gauges();
             g.servers_active + g.servers_connecting > 0
         });
         if !busy || *drain.borrow() {

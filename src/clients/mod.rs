@@ -6,8 +6,15 @@
 //! at most a few times per transaction and never under a lock; readers (the console) only take
 //! snapshots. The server connections' list is the pool's ([`crate::server::list`]).
 //!
+//! [`SessionStats`] (session.rs) is what one session reports into its entry and its pool's
+//! counters while it runs.
+//!
 //! Owns: the list, each session's stop bits. Must not: hold a session's own state or decide
 //! anything about its server connection.
+
+mod session;
+
+pub use session::SessionStats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,7 +87,7 @@ impl Drop for ClientEntry {
     fn drop(&mut self) {
         self.clients.map.remove(&self.info.id);
         if let Some(pool) = &self.info.pool {
-            pool.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+            pool.session_closed();
         }
     }
 }
@@ -118,7 +125,7 @@ impl ClientList {
     pub fn register(self: &Arc<Self>, c: NewClient<'_>) -> ClientEntry {
         let now = now_us();
         if let Some(pool) = &c.pool {
-            pool.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+            pool.session_opened();
         }
         let info = Arc::new(ClientInfo {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
