@@ -6,7 +6,7 @@
 //!   DATABASES | USERS | LISTS | CONFIG | VERSION | HELP` (see `show.rs`; column names and order
 //!   follow PgBouncer's where PgBouncer has the command, sluice's extras come last).
 //! - Admin users only (others get 42501): `PAUSE [db]`, `RESUME [db]`, `KILL [db]`,
-//!   `RECONNECT [db]`, `RELOAD` (see [`crate::Shared::reload`]), `SHUTDOWN`; `SET` answers
+//!   `RECONNECT [db]`, `RELOAD` (see [`crate::reload`]), `SHUTDOWN`; `SET` answers
 //!   0A000 (not supported yet).
 //!
 //! Users not in either list are refused at login with 28000. Console users authenticate like any
@@ -14,10 +14,8 @@
 
 pub mod show;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -25,13 +23,13 @@ use sluice_proto::backend::{self, ErrorResponse};
 use sluice_proto::frontend::FrontendTag;
 use sluice_proto::sqlstate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
-use crate::Shared;
 use crate::clients::NewClient;
 use crate::metrics::CloseReason;
 use crate::net::Stream;
 use crate::pool::Pool;
+use crate::shared::Shared;
 
 /// Names of the console's virtual database.
 pub const DATABASES: [&str; 2] = ["sluice", "pgbouncer"];
@@ -87,29 +85,6 @@ pub fn authorize(
         role,
         application_name: application_name.unwrap_or("").to_owned(),
     })
-}
-
-/// Console state shared by every session: which databases are paused, and SHUTDOWN.
-#[derive(Default)]
-pub struct Console {
-    paused_all: AtomicBool,
-    paused: Mutex<HashSet<String>>,
-    shutdown: Notify,
-}
-
-impl Console {
-    pub fn is_paused(&self, database: &str) -> bool {
-        self.paused_all.load(Ordering::SeqCst) || self.paused_set().contains(database)
-    }
-
-    fn paused_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.paused.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Completes when an admin has run SHUTDOWN.
-    pub async fn shutdown_requested(&self) {
-        self.shutdown.notified().await
-    }
 }
 
 /// Runs a console session on a client that has just authenticated (AuthenticationOk is already
@@ -329,22 +304,13 @@ async fn run_command(
         }
         "RESUME" => {
             let pools = pools_of(shared, arg.as_deref())?;
-            let c = &shared.console;
-            match arg.as_deref() {
-                Some(db) => {
-                    if c.paused_all.load(Ordering::SeqCst) {
-                        return Err(ErrorResponse::error(
-                            "55000", // object_not_in_prerequisite_state
-                            format!("cannot resume \"{db}\" alone: every database is paused"),
-                        )
-                        .hint("RESUME without a database resumes all"));
-                    }
-                    c.paused_set().remove(db);
-                }
-                None => {
-                    c.paused_all.store(false, Ordering::SeqCst);
-                    c.paused_set().clear();
-                }
+            if !shared.console.resume(arg.as_deref()) {
+                let db = arg.as_deref().unwrap_or_default();
+                return Err(ErrorResponse::error(
+                    "55000", // object_not_in_prerequisite_state
+                    format!("cannot resume \"{db}\" alone: every database is paused"),
+                )
+                .hint("RESUME without a database resumes all"));
             }
             for p in &pools {
                 p.pause.set(false);
@@ -376,11 +342,11 @@ async fn run_command(
         }
         "SHUTDOWN" if arg.is_none() => {
             tracing::info!(user = %login.user, "SHUTDOWN from the admin console");
-            shared.console.shutdown.notify_one();
+            shared.console.request_shutdown();
             backend::command_complete("SHUTDOWN", out);
             Ok(())
         }
-        "RELOAD" if arg.is_none() => match shared.reload() {
+        "RELOAD" if arg.is_none() => match crate::reload::apply(shared) {
             Ok(notes) => {
                 tracing::info!(user = %login.user, "RELOAD from the admin console");
                 for note in notes {
@@ -429,12 +395,7 @@ fn pools_of(shared: &Shared, database: Option<&str>) -> Result<Vec<Arc<Pool>>, E
 
 /// Marks `database` (all with `None`) paused: new checkouts wait, pools made later start paused.
 fn pause(shared: &Shared, database: Option<&str>, pools: &[Arc<Pool>]) {
-    match database {
-        Some(db) => {
-            shared.console.paused_set().insert(db.to_owned());
-        }
-        None => shared.console.paused_all.store(true, Ordering::SeqCst),
-    }
+    shared.console.pause(database);
     for p in pools {
         p.pause.set(true);
     }

@@ -13,12 +13,12 @@ use bytes::BytesMut;
 use sluice_proto::backend::{self, ErrorResponse, FieldDescription};
 use sluice_proto::sqlstate;
 
-use crate::Shared;
 use crate::clock::now_us;
 use crate::config::{PoolMode, PoolerConfig, auth_name};
 use crate::metrics::{Averages, Totals};
 use crate::pool::Pool;
 use crate::server::list::SERVER_ACTIVE;
+use crate::shared::Shared;
 
 const TEXT: u32 = 25;
 const INT8: u32 = 20;
