@@ -51,7 +51,7 @@ const INTERNED: usize = 32;
 /// startup packet every time, so its clients differ from the pool's defaults (in
 /// application_name, say) all in the same way; without this each would hold its own copy of the
 /// list, a few hundred bytes per idle client. A client that changes its list later (SET) gets
-/// its own copy then, as before. Up to [`INTERNED`] lists are kept.
+/// its own copy then, as before. Up to `INTERNED` (32) lists are kept.
 #[derive(Default)]
 pub struct ParamsInterner(std::sync::Mutex<Vec<Params>>);
 

@@ -1,6 +1,6 @@
 //! Read/write splitting: the decisions and state routing needs, without I/O on the relay's path.
 //!
-//! * [`classify`] decides per query string whether it may run on a replica.
+//! * [`classify`](mod@classify) decides per query string whether it may run on a replica.
 //! * [`health`] polls each replica in the background ([`spawn_checker`]) and publishes whether it
 //!   is in rotation and how far it has replayed.
 //! * [`ryw`] keeps a client's reads behind its own writes ([`WriteFence`]).
