@@ -7,8 +7,12 @@
 //! between ReadyForQuery reaching sluice and the cancel being looked up.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use bytes::BytesMut;
 use dashmap::DashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::server::ServerTarget;
 
@@ -90,5 +94,22 @@ impl CancelMap {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// Sends a CancelRequest for `pid`/`key` to the server at `target`. Best effort, bounded in time.
+pub async fn send_cancel(target: &ServerTarget, pid: i32, key: i32, timeout: Duration) {
+    let work = async {
+        let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let mut out = BytesMut::with_capacity(16);
+        sluice_proto::startup::write_cancel(pid, key, &mut out);
+        stream.write_all(&out).await?;
+        // PostgreSQL closes the connection once it has handled the request.
+        let mut sink = [0u8; 16];
+        let _ = stream.read(&mut sink).await;
+        Ok::<_, std::io::Error>(())
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(timeout, work).await {
+        tracing::debug!(error = %e, "cancel request to {} failed", target.addr());
     }
 }

@@ -12,8 +12,6 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use sluice_proto::auth::PasswordSecret;
 
-use crate::router::{Balance, ReadYourWrites};
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -193,6 +191,30 @@ pub enum ReplicaFallback {
     #[default]
     Primary,
     Error,
+}
+
+/// How reads are spread over the eligible replicas (`load_balance` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// The replica with the fewest reads in flight (ties go round robin).
+    #[default]
+    LeastOutstanding,
+    RoundRobin,
+    Random,
+}
+
+/// The `read_your_writes` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadYourWrites {
+    /// Compare LSNs (falls back to the window when the LSN is unknown).
+    #[default]
+    Lsn,
+    /// Reads go to the primary for a fixed time after a write.
+    Window,
+    /// No guarantee: reads may see a replica that has not replayed the client's writes.
+    Off,
 }
 
 fn default_ryw_window() -> Duration {
@@ -588,5 +610,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("pooler.admin_users:"), "{e}");
+    }
+
+    #[test]
+    fn balance_deserializes() {
+        #[derive(Deserialize)]
+        struct C {
+            b: Balance,
+        }
+        for (text, b) in [
+            ("least_outstanding", Balance::LeastOutstanding),
+            ("round_robin", Balance::RoundRobin),
+            ("random", Balance::Random),
+        ] {
+            let c: C = toml::from_str(&format!("b = \"{text}\"")).unwrap();
+            assert_eq!(c.b, b);
+        }
+        assert!(toml::from_str::<C>("b = \"fastest\"").is_err());
+    }
+
+    #[test]
+    fn read_your_writes_deserializes() {
+        #[derive(Deserialize)]
+        struct C {
+            m: ReadYourWrites,
+        }
+        for (text, m) in [
+            ("lsn", ReadYourWrites::Lsn),
+            ("window", ReadYourWrites::Window),
+            ("off", ReadYourWrites::Off),
+        ] {
+            let c: C = toml::from_str(&format!("m = \"{text}\"")).unwrap();
+            assert_eq!(c.m, m);
+        }
+        assert!(toml::from_str::<C>("m = \"sometimes\"").is_err());
     }
 }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use postgres_protocol::escape::{escape_identifier, escape_literal};
+use sluice_proto::backend_view::ParameterStatus;
 
 /// Reported parameters a client may change and that sluice keeps per client.
 pub const TRACKED: &[&str] = &[
@@ -50,7 +51,7 @@ const INTERNED: usize = 32;
 /// startup packet every time, so its clients differ from the pool's defaults (in
 /// application_name, say) all in the same way; without this each would hold its own copy of the
 /// list, a few hundred bytes per idle client. A client that changes its list later (SET) gets
-/// its own copy then, as before. Up to [`INTERNED`] lists are kept.
+/// its own copy then, as before. Up to `INTERNED` (32) lists are kept.
 #[derive(Default)]
 pub struct ParamsInterner(std::sync::Mutex<Vec<Params>>);
 
@@ -160,7 +161,7 @@ impl Params {
 
     /// Applies a ParameterStatus body (`name\0value\0`). Malformed bodies are ignored.
     pub fn apply_status(&mut self, body: &[u8]) {
-        if let Some((name, value)) = parse_status(body) {
+        if let Ok(ParameterStatus { name, value }) = ParameterStatus::decode(body) {
             self.set(name, value);
         }
     }
@@ -215,49 +216,6 @@ impl Params {
             self.set_extra(&e.name, &e.value);
         }
     }
-}
-
-pub fn parse_status(body: &[u8]) -> Option<(&str, &str)> {
-    let mut parts = body.split(|b| *b == 0);
-    let name = std::str::from_utf8(parts.next()?).ok()?;
-    let value = std::str::from_utf8(parts.next()?).ok()?;
-    Some((name, value))
-}
-
-/// SQLSTATE and message of an ErrorResponse body, for logs and errors sluice raises itself.
-pub fn error_code_and_message(body: &[u8]) -> (String, String) {
-    let (mut code, mut message) = (String::new(), String::new());
-    let mut rest = body;
-    while let Some((&field, tail)) = rest.split_first() {
-        if field == 0 {
-            break;
-        }
-        let end = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
-        let value = String::from_utf8_lossy(&tail[..end]).into_owned();
-        match field {
-            b'C' => code = value,
-            b'M' => message = value,
-            _ => {}
-        }
-        rest = tail.get(end + 1..).unwrap_or(&[]);
-    }
-    (code, message)
-}
-
-/// True for an ErrorResponse of severity FATAL or PANIC: PostgreSQL closes the connection after it.
-pub fn is_fatal(body: &[u8]) -> bool {
-    let mut rest = body;
-    while let Some((&field, tail)) = rest.split_first() {
-        if field == 0 {
-            break;
-        }
-        let end = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
-        if field == b'V' || field == b'S' {
-            return matches!(&tail[..end], b"FATAL" | b"PANIC");
-        }
-        rest = tail.get(end + 1..).unwrap_or(&[]);
-    }
-    false
 }
 
 /// Splits libpq's `options` startup parameter (`-c name=value`, `--name=value`) into parameters.

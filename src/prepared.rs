@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use sluice_proto::frontend::write_parse_tail;
+use sluice_proto::split_cstr;
 
 /// One distinct statement, shared by every client of a pool that prepares the same SQL.
 #[derive(Debug)]
@@ -30,22 +32,12 @@ pub struct Statement {
 impl Statement {
     /// The query text (without its NUL).
     pub fn query(&self) -> &[u8] {
-        let end = self
-            .tail
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(self.tail.len());
-        &self.tail[..end]
+        split_cstr(&self.tail).map_or(&self.tail[..], |(query, _)| query)
     }
 
     /// Writes `Parse` for this statement under its server-side name.
     pub fn write_parse(&self, out: &mut BytesMut) {
-        let name = server_name(self.id);
-        out.put_u8(b'P');
-        out.put_i32((4 + name.len() + 1 + self.tail.len()) as i32);
-        out.extend_from_slice(name.as_bytes());
-        out.put_u8(0);
-        out.extend_from_slice(&self.tail);
+        write_parse_tail(&server_name(self.id), &self.tail, out);
     }
 }
 
@@ -54,15 +46,16 @@ pub fn server_name(id: u64) -> String {
     format!("sluice_{id}")
 }
 
-/// Pool-wide: statement text → statement. Entries no client refers to any more are dropped.
+/// The statements of a pool (shared with its database's replica pools): Parse tail → statement.
+/// Entries no client refers to any more are dropped.
 #[derive(Default)]
-pub struct Registry {
+pub struct PoolStatements {
     map: Mutex<HashMap<Bytes, Weak<Statement>>>,
     next_id: AtomicU64,
     inserts: AtomicU64,
 }
 
-impl Registry {
+impl PoolStatements {
     /// The statement for this Parse tail, made on first use.
     pub fn intern(&self, tail: &[u8]) -> Arc<Statement> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -159,17 +152,6 @@ impl ServerStatements {
     }
 }
 
-/// Counters per pool (exported by the metrics and admin console).
-#[derive(Debug, Default)]
-pub struct PreparedStats {
-    /// A Bind/Describe/Parse found its statement already prepared on the server connection.
-    pub hits: AtomicU64,
-    /// The statement had to be prepared on the server connection.
-    pub misses: AtomicU64,
-    /// A statement was closed on a server connection to stay within max_prepared_statements.
-    pub evictions: AtomicU64,
-}
-
 /// If `sql` is exactly `DEALLOCATE [PREPARE] name` (any case, optional `;`), the name.
 /// Quoted names are unquoted; `ALL` is not a name (it is left to the server).
 pub fn deallocate_target(sql: &str) -> Option<String> {
@@ -216,7 +198,7 @@ mod tests {
 
     #[test]
     fn same_sql_same_statement_until_unused() {
-        let r = Registry::default();
+        let r = PoolStatements::default();
         let a = r.intern(b"select 1\0\0\0");
         let b = r.intern(b"select 1\0\0\0");
         let c = r.intern(b"select 2\0\0\0");

@@ -861,11 +861,11 @@ async fn prepared_statement_survives_its_server_connection_being_terminated() {
 /// The prepared-statement counters of app's pool: (hits, misses, evictions).
 fn counters(pooler: &Sluice) -> (u64, u64, u64) {
     let pool = pooler.pool(APP_DB, APP_USER);
-    let p = &pool.prepared;
+    let c = &pool.counters;
     (
-        p.hits.load(Ordering::Relaxed),
-        p.misses.load(Ordering::Relaxed),
-        p.evictions.load(Ordering::Relaxed),
+        c.prepared_hits.load(Ordering::Relaxed),
+        c.prepared_misses.load(Ordering::Relaxed),
+        c.prepared_evictions.load(Ordering::Relaxed),
     )
 }
 
@@ -891,7 +891,7 @@ async fn cache_counters_in_the_pool_stats() {
     let (hits, misses, evictions) = counters(&pooler);
     assert_eq!((misses, evictions), (1, 0), "hits {hits}");
     assert!(hits >= 10, "10 executions found the statement: hits {hits}");
-    assert_eq!(pooler.pool(APP_DB, APP_USER).registry.len(), 1);
+    assert_eq!(pooler.pool(APP_DB, APP_USER).statements.len(), 1);
 
     // Another client preparing the same SQL shares the statement: no new miss.
     let c2 = pooler.connect_app().await;
@@ -908,7 +908,7 @@ async fn cache_counters_in_the_pool_stats() {
     let (hits2, misses2, evictions2) = counters(&pooler);
     assert_eq!((misses2, evictions2), (1, 0));
     assert!(hits2 >= hits + 6, "hits {hits} -> {hits2}");
-    assert_eq!(pooler.pool(APP_DB, APP_USER).registry.len(), 1);
+    assert_eq!(pooler.pool(APP_DB, APP_USER).statements.len(), 1);
 
     // Three statements round-robin on a connection that keeps two: every execution evicts.
     let triple = c1.prepare("SELECT $1::int * 3").await.unwrap();
@@ -928,7 +928,7 @@ async fn cache_counters_in_the_pool_stats() {
         2,
         "prepared minus closed on the one connection = the two it keeps (misses {misses3}, evictions {evictions3})"
     );
-    assert_eq!(pooler.pool(APP_DB, APP_USER).registry.len(), 3);
+    assert_eq!(pooler.pool(APP_DB, APP_USER).statements.len(), 3);
 }
 
 // ---------------------------------------------------------------------------------------------

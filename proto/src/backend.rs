@@ -1,10 +1,165 @@
-//! Builders for the server→client messages sluice writes itself.
+//! Server→client messages: their tags ([`BackendTag`]) and builders for the ones sluice writes
+//! itself.
 //!
 //! Each function appends one whole message to `out`. Messages relayed from PostgreSQL are never
 //! rebuilt: they are forwarded as the bytes PostgreSQL sent. Typed views of server messages live in
 //! [`crate::backend_view`].
 
 use bytes::{BufMut, BytesMut};
+
+/// The tag byte of a protocol-3.0 server message. The same byte means a different message in the
+/// other direction (`D` is DataRow here, Describe from a client; see
+/// [`FrontendTag`](crate::frontend::FrontendTag)), so the two sets are kept apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BackendTag {
+    /// Authentication request or result (`R`).
+    Authentication = b'R',
+    /// Cancel key of the backend (`K`).
+    BackendKeyData = b'K',
+    /// Bind succeeded (`2`).
+    BindComplete = b'2',
+    /// Close succeeded (`3`).
+    CloseComplete = b'3',
+    /// A statement finished, with its command tag (`C`).
+    CommandComplete = b'C',
+    /// COPY TO STDOUT data (`d`).
+    CopyData = b'd',
+    /// End of COPY TO STDOUT data (`c`).
+    CopyDone = b'c',
+    /// COPY FROM STDIN starts: the server waits for the client's data (`G`).
+    CopyInResponse = b'G',
+    /// COPY TO STDOUT starts (`H`).
+    CopyOutResponse = b'H',
+    /// Streaming replication's COPY BOTH starts (`W`).
+    CopyBothResponse = b'W',
+    /// One result row (`D`).
+    DataRow = b'D',
+    /// The query string was empty (`I`).
+    EmptyQueryResponse = b'I',
+    /// An error (`E`).
+    ErrorResponse = b'E',
+    /// Result of a fast-path FunctionCall (`V`).
+    FunctionCallResponse = b'V',
+    /// The server supports an older minor protocol version or not all options (`v`).
+    NegotiateProtocolVersion = b'v',
+    /// Describe found no result rows (`n`).
+    NoData = b'n',
+    /// A notice or warning (`N`).
+    NoticeResponse = b'N',
+    /// LISTEN/NOTIFY notification (`A`).
+    NotificationResponse = b'A',
+    /// Parameter types of a described statement (`t`).
+    ParameterDescription = b't',
+    /// A run-time parameter's current value (`S`).
+    ParameterStatus = b'S',
+    /// Parse succeeded (`1`).
+    ParseComplete = b'1',
+    /// Execute stopped at its row limit (`s`).
+    PortalSuspended = b's',
+    /// The server is ready for a new request, with its transaction status (`Z`).
+    ReadyForQuery = b'Z',
+    /// The columns of the rows that follow (`T`).
+    RowDescription = b'T',
+}
+
+impl BackendTag {
+    /// Every server message tag.
+    pub const ALL: [BackendTag; 24] = [
+        BackendTag::Authentication,
+        BackendTag::BackendKeyData,
+        BackendTag::BindComplete,
+        BackendTag::CloseComplete,
+        BackendTag::CommandComplete,
+        BackendTag::CopyData,
+        BackendTag::CopyDone,
+        BackendTag::CopyInResponse,
+        BackendTag::CopyOutResponse,
+        BackendTag::CopyBothResponse,
+        BackendTag::DataRow,
+        BackendTag::EmptyQueryResponse,
+        BackendTag::ErrorResponse,
+        BackendTag::FunctionCallResponse,
+        BackendTag::NegotiateProtocolVersion,
+        BackendTag::NoData,
+        BackendTag::NoticeResponse,
+        BackendTag::NotificationResponse,
+        BackendTag::ParameterDescription,
+        BackendTag::ParameterStatus,
+        BackendTag::ParseComplete,
+        BackendTag::PortalSuspended,
+        BackendTag::ReadyForQuery,
+        BackendTag::RowDescription,
+    ];
+
+    /// The tag for a byte, or `None` if no server message uses it.
+    #[inline]
+    pub fn from_u8(tag: u8) -> Option<Self> {
+        Some(match tag {
+            b'R' => BackendTag::Authentication,
+            b'K' => BackendTag::BackendKeyData,
+            b'2' => BackendTag::BindComplete,
+            b'3' => BackendTag::CloseComplete,
+            b'C' => BackendTag::CommandComplete,
+            b'd' => BackendTag::CopyData,
+            b'c' => BackendTag::CopyDone,
+            b'G' => BackendTag::CopyInResponse,
+            b'H' => BackendTag::CopyOutResponse,
+            b'W' => BackendTag::CopyBothResponse,
+            b'D' => BackendTag::DataRow,
+            b'I' => BackendTag::EmptyQueryResponse,
+            b'E' => BackendTag::ErrorResponse,
+            b'V' => BackendTag::FunctionCallResponse,
+            b'v' => BackendTag::NegotiateProtocolVersion,
+            b'n' => BackendTag::NoData,
+            b'N' => BackendTag::NoticeResponse,
+            b'A' => BackendTag::NotificationResponse,
+            b't' => BackendTag::ParameterDescription,
+            b'S' => BackendTag::ParameterStatus,
+            b'1' => BackendTag::ParseComplete,
+            b's' => BackendTag::PortalSuspended,
+            b'Z' => BackendTag::ReadyForQuery,
+            b'T' => BackendTag::RowDescription,
+            _ => return None,
+        })
+    }
+
+    /// The tag byte on the wire.
+    #[inline]
+    pub const fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The message name, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendTag::Authentication => "Authentication",
+            BackendTag::BackendKeyData => "BackendKeyData",
+            BackendTag::BindComplete => "BindComplete",
+            BackendTag::CloseComplete => "CloseComplete",
+            BackendTag::CommandComplete => "CommandComplete",
+            BackendTag::CopyData => "CopyData",
+            BackendTag::CopyDone => "CopyDone",
+            BackendTag::CopyInResponse => "CopyInResponse",
+            BackendTag::CopyOutResponse => "CopyOutResponse",
+            BackendTag::CopyBothResponse => "CopyBothResponse",
+            BackendTag::DataRow => "DataRow",
+            BackendTag::EmptyQueryResponse => "EmptyQueryResponse",
+            BackendTag::ErrorResponse => "ErrorResponse",
+            BackendTag::FunctionCallResponse => "FunctionCallResponse",
+            BackendTag::NegotiateProtocolVersion => "NegotiateProtocolVersion",
+            BackendTag::NoData => "NoData",
+            BackendTag::NoticeResponse => "NoticeResponse",
+            BackendTag::NotificationResponse => "NotificationResponse",
+            BackendTag::ParameterDescription => "ParameterDescription",
+            BackendTag::ParameterStatus => "ParameterStatus",
+            BackendTag::ParseComplete => "ParseComplete",
+            BackendTag::PortalSuspended => "PortalSuspended",
+            BackendTag::ReadyForQuery => "ReadyForQuery",
+            BackendTag::RowDescription => "RowDescription",
+        }
+    }
+}
 
 /// Appends `tag`, a length placeholder, runs `body`, then patches the length.
 #[inline]
@@ -301,6 +456,62 @@ mod tests {
         let m = Message::parse(buf).unwrap().unwrap();
         assert!(buf.is_empty(), "exactly one message was written");
         m
+    }
+
+    #[test]
+    fn backend_tags_round_trip_and_match_postgres_protocol() {
+        use postgres_protocol::message::backend as pp;
+        let mut seen = std::collections::HashSet::new();
+        for t in BackendTag::ALL {
+            assert_eq!(BackendTag::from_u8(t.as_u8()), Some(t));
+            assert!(seen.insert(t.as_u8()), "{} twice", t.name());
+        }
+        let count = (0..=u8::MAX)
+            .filter(|b| BackendTag::from_u8(*b).is_some())
+            .count();
+        assert_eq!(count, BackendTag::ALL.len());
+        for (t, theirs) in [
+            (BackendTag::Authentication, pp::AUTHENTICATION_TAG),
+            (BackendTag::BackendKeyData, pp::BACKEND_KEY_DATA_TAG),
+            (BackendTag::BindComplete, pp::BIND_COMPLETE_TAG),
+            (BackendTag::CloseComplete, pp::CLOSE_COMPLETE_TAG),
+            (BackendTag::CommandComplete, pp::COMMAND_COMPLETE_TAG),
+            (BackendTag::CopyData, pp::COPY_DATA_TAG),
+            (BackendTag::CopyDone, pp::COPY_DONE_TAG),
+            (BackendTag::CopyInResponse, pp::COPY_IN_RESPONSE_TAG),
+            (BackendTag::CopyOutResponse, pp::COPY_OUT_RESPONSE_TAG),
+            (BackendTag::DataRow, pp::DATA_ROW_TAG),
+            (BackendTag::EmptyQueryResponse, pp::EMPTY_QUERY_RESPONSE_TAG),
+            (BackendTag::ErrorResponse, pp::ERROR_RESPONSE_TAG),
+            (BackendTag::NoData, pp::NO_DATA_TAG),
+            (BackendTag::NoticeResponse, pp::NOTICE_RESPONSE_TAG),
+            (
+                BackendTag::NotificationResponse,
+                pp::NOTIFICATION_RESPONSE_TAG,
+            ),
+            (
+                BackendTag::ParameterDescription,
+                pp::PARAMETER_DESCRIPTION_TAG,
+            ),
+            (BackendTag::ParameterStatus, pp::PARAMETER_STATUS_TAG),
+            (BackendTag::ParseComplete, pp::PARSE_COMPLETE_TAG),
+            (BackendTag::PortalSuspended, pp::PORTAL_SUSPENDED_TAG),
+            (BackendTag::ReadyForQuery, pp::READY_FOR_QUERY_TAG),
+            (BackendTag::RowDescription, pp::ROW_DESCRIPTION_TAG),
+        ] {
+            assert_eq!(t.as_u8(), theirs, "{}", t.name());
+        }
+        // Same byte, other direction.
+        assert_eq!(BackendTag::from_u8(b'D'), Some(BackendTag::DataRow));
+        assert_eq!(
+            crate::frontend::FrontendTag::from_u8(b'D'),
+            Some(crate::frontend::FrontendTag::Describe)
+        );
+        assert_eq!(BackendTag::from_u8(b'Q'), None);
+        // What the writers here write is tagged as the enum says.
+        let mut b = BytesMut::new();
+        ready_for_query(b'I', &mut b);
+        assert_eq!(BackendTag::from_u8(b[0]), Some(BackendTag::ReadyForQuery));
     }
 
     #[test]

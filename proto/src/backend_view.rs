@@ -146,6 +146,77 @@ impl<'a> ErrorFields<'a> {
     pub fn message(&self) -> Option<&'a str> {
         self.get_str(b'M')
     }
+
+    /// Severity FATAL or PANIC: PostgreSQL closes the connection after sending it.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self.severity(), Some("FATAL" | "PANIC"))
+    }
+}
+
+/// The SQLSTATE and message of an ErrorResponse body, for logs and for errors the pooler raises
+/// from a server's. Values that are not UTF-8 are converted lossily; a field that is missing, or
+/// a malformed body, gives empty strings.
+pub fn error_code_and_message(body: &[u8]) -> (String, String) {
+    let Ok(fields) = ErrorFields::decode(body) else {
+        return (String::new(), String::new());
+    };
+    let text = |ty: u8| {
+        fields
+            .get(ty)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    (text(b'C'), text(b'M'))
+}
+
+/// Whether an ErrorResponse body is FATAL or PANIC ([`ErrorFields::is_fatal`]); false when
+/// malformed.
+pub fn is_fatal(body: &[u8]) -> bool {
+    ErrorFields::decode(body).is_ok_and(|f| f.is_fatal())
+}
+
+/// A DataRow (`D`): one row of column values, each NULL or bytes in the column's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataRow<'a> {
+    count: u16,
+    /// The values (`i32` length, -1 for NULL, then the bytes), checked at decode time.
+    raw: &'a [u8],
+}
+
+impl<'a> DataRow<'a> {
+    /// Decodes a DataRow body: `u16` count, that many values, nothing after.
+    pub fn decode(body: &'a [u8]) -> Result<Self> {
+        let mut cur = Cursor::new(body, "DataRow");
+        let count = cur.u16()?;
+        let raw = cur.rest();
+        let mut values = Cursor::new(raw, "DataRow");
+        for _ in 0..count {
+            values.nullable_bytes()?;
+        }
+        values.finish()?;
+        Ok(DataRow { count, raw })
+    }
+
+    /// How many columns.
+    pub fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// True for a row of no columns.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The values in column order; `None` is NULL.
+    pub fn values(&self) -> impl Iterator<Item = Option<&'a [u8]>> + 'a {
+        let mut cur = Cursor::new(self.raw, "DataRow");
+        std::iter::from_fn(move || cur.nullable_bytes().ok()).take(self.len())
+    }
+
+    /// The first column as text; `None` when there is none, it is NULL, or it is not UTF-8.
+    pub fn first_text(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.values().next()??).ok()
+    }
 }
 
 /// An authentication request (`R`) from the server.
@@ -437,6 +508,71 @@ mod tests {
                 Err(malformed("ErrorResponse")),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn error_helpers() {
+        let mut buf = BytesMut::new();
+        ErrorResponse::new(Severity::Fatal, "57P01", "terminating").write(&mut buf);
+        let (_, fatal) = one(&mut buf);
+        ErrorResponse::error("25006", "read-only").write(&mut buf);
+        let (_, error) = one(&mut buf);
+        assert!(is_fatal(&fatal));
+        assert!(!is_fatal(&error));
+        assert_eq!(
+            error_code_and_message(&error),
+            ("25006".to_owned(), "read-only".to_owned())
+        );
+        // PANIC counts; the non-localized V wins over a localized S.
+        assert!(is_fatal(b"SPANIC\0\0"));
+        assert!(is_fatal(b"SSCHWERWIEGEND\0VFATAL\0\0"));
+        assert!(!is_fatal(b"SFATAL\0VERROR\0\0"));
+        // Missing fields and malformed bodies give empty strings and "not fatal".
+        assert_eq!(
+            error_code_and_message(b"M\xffx\0\0"),
+            (String::new(), "\u{fffd}x".to_owned())
+        );
+        assert_eq!(
+            error_code_and_message(b"Mx"),
+            (String::new(), String::new())
+        );
+        assert!(!is_fatal(b"SFATAL\0"));
+    }
+
+    #[test]
+    fn data_rows_agree_with_postgres_protocol() {
+        let mut buf = BytesMut::new();
+        backend::data_row([Some(&b"0/3000148"[..]), None, Some(&b""[..])], &mut buf);
+        let mut theirs = buf.clone();
+        let (tag, body) = one(&mut buf);
+        assert_eq!(tag, b'D');
+        let row = DataRow::decode(&body).unwrap();
+        assert_eq!(row.len(), 3);
+        assert_eq!(
+            row.values().collect::<Vec<_>>(),
+            [Some(&b"0/3000148"[..]), None, Some(&b""[..])]
+        );
+        assert_eq!(row.first_text(), Some("0/3000148"));
+        match Message::parse(&mut theirs).unwrap().unwrap() {
+            Message::DataRow(r) => assert_eq!(r.ranges().count().unwrap(), row.len()),
+            _ => panic!("not a DataRow"),
+        }
+        assert_eq!(DataRow::decode(b"\0\0").unwrap().first_text(), None);
+        assert_eq!(
+            DataRow::decode(b"\0\x01\xff\xff\xff\xff")
+                .unwrap()
+                .first_text(),
+            None
+        );
+        for bad in [
+            &b""[..],
+            b"\0\x01",
+            b"\0\x01\0\0\0\x02a",
+            b"\0\x01\xff\xff\xff\xfe",
+            b"\0\0x",
+        ] {
+            assert_eq!(DataRow::decode(bad), Err(malformed("DataRow")), "{bad:?}");
         }
     }
 

@@ -196,6 +196,16 @@ pub fn write_parse(
     });
 }
 
+/// Writes a whole Parse message named `name` whose body after the name is `tail`, copied as it
+/// is from another Parse: the query, its NUL, the parameter type count and OIDs. A pooler renaming
+/// a client's statement keeps the rest of its Parse this way, without decoding it.
+pub fn write_parse_tail(name: &str, tail: &[u8], out: &mut BytesMut) {
+    write_message(out, b'P', |b| {
+        put_cstr(b, name.as_bytes());
+        b.extend_from_slice(tail);
+    });
+}
+
 /// A Bind (`B`): create portal `portal` from prepared statement `statement`.
 ///
 /// Only the two names are decoded; `rest` (parameter formats, parameter values, result formats) is
@@ -630,6 +640,22 @@ mod tests {
             Err(malformed("Parse"))
         );
         assert_eq!(Parse::decode(b"\0x\0\0"), Err(malformed("Parse")));
+    }
+
+    #[test]
+    fn parse_from_a_tail_equals_the_whole_parse() {
+        let mut client = BytesMut::new();
+        pp::parse("client_name", "SELECT $1", [23], &mut client).unwrap();
+        let (_, body) = one(&mut client);
+        let (_, tail) = crate::split_cstr(&body).unwrap();
+        let mut ours = BytesMut::new();
+        write_parse_tail("sluice_7", tail, &mut ours);
+        let mut theirs = BytesMut::new();
+        pp::parse("sluice_7", "SELECT $1", [23], &mut theirs).unwrap();
+        assert_eq!(ours, theirs);
+        let (_, body) = one(&mut ours);
+        let p = Parse::decode(&body).unwrap();
+        assert_eq!((p.name, p.query), ("sluice_7", "SELECT $1"));
     }
 
     fn pp_bind(

@@ -1,16 +1,19 @@
 //! The PostgreSQL wire protocol (version 3.0) as sluice needs it: bytes in, messages out.
 //!
 //! This crate has no I/O and no tokio dependency. It gives
-//! - [`framing`]: splitting a byte stream into whole tagged messages without copying, with a length cap;
+//! - [`framing`]: splitting a byte stream into whole tagged messages without copying, with a length
+//!   cap ([`split_cstr`] splits one C string off a body);
 //! - [`startup`]: the untagged first packets (StartupMessage, SSLRequest, GSSENCRequest, CancelRequest);
-//! - [`frontend`]: typed views of the client messages a pooler inspects;
-//! - [`backend`]: builders for the server messages a pooler writes itself, and typed views of the
-//!   server messages it inspects;
+//! - [`frontend`]: the client message tags ([`frontend::FrontendTag`]), typed views of the client
+//!   messages a pooler inspects, and writers for the ones it sends;
+//! - [`backend`]: the server message tags ([`backend::BackendTag`]) and builders for the server
+//!   messages a pooler writes itself; [`backend_view`]: typed views of the server messages it
+//!   inspects;
 //! - [`auth`]: server-side SCRAM-SHA-256 and md5 password checks;
 //! - [`sqlstate`]: the SQLSTATE codes sluice emits.
 //!
-//! Messages sent by the server are parsed with `postgres-protocol` where that is enough; this crate
-//! adds what that crate lacks for a proxy (client-message parsing, server-message writing, caps).
+//! The pooler parses and writes every message through this crate; `postgres-protocol` serves it for
+//! the client side of a server login (password and SCRAM messages) and as the oracle in tests.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 

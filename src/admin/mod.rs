@@ -6,7 +6,7 @@
 //!   DATABASES | USERS | LISTS | CONFIG | VERSION | HELP` (see `show.rs`; column names and order
 //!   follow PgBouncer's where PgBouncer has the command, sluice's extras come last).
 //! - Admin users only (others get 42501): `PAUSE [db]`, `RESUME [db]`, `KILL [db]`,
-//!   `RECONNECT [db]`, `RELOAD` (see [`crate::Shared::reload`]), `SHUTDOWN`; `SET` answers
+//!   `RECONNECT [db]`, `RELOAD` (see [`crate::reload`]), `SHUTDOWN`; `SET` answers
 //!   0A000 (not supported yet).
 //!
 //! Users not in either list are refused at login with 28000. Console users authenticate like any
@@ -14,23 +14,22 @@
 
 pub mod show;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use sluice_proto::backend::{self, ErrorResponse};
+use sluice_proto::frontend::FrontendTag;
 use sluice_proto::sqlstate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
-use crate::Shared;
+use crate::clients::NewClient;
+use crate::metrics::CloseReason;
+use crate::net::Stream;
 use crate::pool::Pool;
-use crate::registry::NewClient;
-use crate::stats::CloseReason;
+use crate::shared::Shared;
 
 /// Names of the console's virtual database.
 pub const DATABASES: [&str; 2] = ["sluice", "pgbouncer"];
@@ -88,34 +87,11 @@ pub fn authorize(
     })
 }
 
-/// Console state shared by every session: which databases are paused, and SHUTDOWN.
-#[derive(Default)]
-pub struct Console {
-    paused_all: AtomicBool,
-    paused: Mutex<HashSet<String>>,
-    shutdown: Notify,
-}
-
-impl Console {
-    pub fn is_paused(&self, database: &str) -> bool {
-        self.paused_all.load(Ordering::SeqCst) || self.paused_set().contains(database)
-    }
-
-    fn paused_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.paused.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Completes when an admin has run SHUTDOWN.
-    pub async fn shutdown_requested(&self) {
-        self.shutdown.notified().await
-    }
-}
-
 /// Runs a console session on a client that has just authenticated (AuthenticationOk is already
 /// written).
 pub async fn serve(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     mut buf: BytesMut,
     login: AdminLogin,
     peer: SocketAddr,
@@ -184,19 +160,27 @@ pub async fn serve(
                 return;
             }
         };
-        match message.tag {
-            b'Q' => {
+        match FrontendTag::from_u8(message.tag) {
+            Some(FrontendTag::Query) => {
                 let sql = message.body.strip_suffix(&[0]).unwrap_or(&message.body);
                 let sql = String::from_utf8_lossy(sql);
                 execute(&shared, &login, &sql, &mut drain, &mut out).await;
                 backend::ready_for_query(b'I', &mut out);
             }
-            b'X' => return,
-            b'S' => {
+            Some(FrontendTag::Terminate) => return,
+            Some(FrontendTag::Sync) => {
                 skipping = false;
                 backend::ready_for_query(b'I', &mut out);
             }
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'F' => {
+            Some(
+                FrontendTag::Parse
+                | FrontendTag::Bind
+                | FrontendTag::Describe
+                | FrontendTag::Execute
+                | FrontendTag::Close
+                | FrontendTag::Flush
+                | FrontendTag::FunctionCall,
+            ) => {
                 if !skipping {
                     ErrorResponse::error(
                         sqlstate::FEATURE_NOT_SUPPORTED,
@@ -206,10 +190,10 @@ pub async fn serve(
                     skipping = true;
                 }
             }
-            other => {
+            _ => {
                 ErrorResponse::fatal(
                     sqlstate::PROTOCOL_VIOLATION,
-                    format!("invalid frontend message type {other}"),
+                    format!("invalid frontend message type {}", message.tag),
                 )
                 .write(&mut out);
                 let _ = stream.write_all(&out).await;
@@ -320,25 +304,16 @@ async fn run_command(
         }
         "RESUME" => {
             let pools = pools_of(shared, arg.as_deref())?;
-            let c = &shared.console;
-            match arg.as_deref() {
-                Some(db) => {
-                    if c.paused_all.load(Ordering::SeqCst) {
-                        return Err(ErrorResponse::error(
-                            "55000", // object_not_in_prerequisite_state
-                            format!("cannot resume \"{db}\" alone: every database is paused"),
-                        )
-                        .hint("RESUME without a database resumes all"));
-                    }
-                    c.paused_set().remove(db);
-                }
-                None => {
-                    c.paused_all.store(false, Ordering::SeqCst);
-                    c.paused_set().clear();
-                }
+            if !shared.console.resume(arg.as_deref()) {
+                let db = arg.as_deref().unwrap_or_default();
+                return Err(ErrorResponse::error(
+                    "55000", // object_not_in_prerequisite_state
+                    format!("cannot resume \"{db}\" alone: every database is paused"),
+                )
+                .hint("RESUME without a database resumes all"));
             }
             for p in &pools {
-                p.metrics.pause.set(false);
+                p.pause.set(false);
             }
             backend::command_complete("RESUME", out);
             Ok(())
@@ -349,7 +324,7 @@ async fn run_command(
             pause(shared, arg.as_deref(), &pools);
             let killed = shared.clients.kill(arg.as_deref());
             for p in &pools {
-                p.metrics.reconnect();
+                p.reconnect();
                 p.close_idle(CloseReason::Admin);
             }
             tracing::info!(database = arg.as_deref().unwrap_or("*"), clients = killed, user = %login.user, "KILL from the admin console");
@@ -359,7 +334,7 @@ async fn run_command(
         "RECONNECT" => {
             let pools = pools_of(shared, arg.as_deref())?;
             for p in &pools {
-                p.metrics.reconnect();
+                p.reconnect();
                 p.close_idle(CloseReason::Admin);
             }
             backend::command_complete("RECONNECT", out);
@@ -367,11 +342,11 @@ async fn run_command(
         }
         "SHUTDOWN" if arg.is_none() => {
             tracing::info!(user = %login.user, "SHUTDOWN from the admin console");
-            shared.console.shutdown.notify_one();
+            shared.console.request_shutdown();
             backend::command_complete("SHUTDOWN", out);
             Ok(())
         }
-        "RELOAD" if arg.is_none() => match shared.reload() {
+        "RELOAD" if arg.is_none() => match crate::reload::apply(shared) {
             Ok(notes) => {
                 tracing::info!(user = %login.user, "RELOAD from the admin console");
                 for note in notes {
@@ -411,7 +386,8 @@ fn pools_of(shared: &Shared, database: Option<&str>) -> Result<Vec<Arc<Pool>>, E
             ));
         }
     }
-    Ok(crate::exporter::pools(shared)
+    Ok(shared
+        .pool_list()
         .into_iter()
         .filter(|p| database.is_none_or(|d| p.key.database == d))
         .collect())
@@ -419,14 +395,9 @@ fn pools_of(shared: &Shared, database: Option<&str>) -> Result<Vec<Arc<Pool>>, E
 
 /// Marks `database` (all with `None`) paused: new checkouts wait, pools made later start paused.
 fn pause(shared: &Shared, database: Option<&str>, pools: &[Arc<Pool>]) {
-    match database {
-        Some(db) => {
-            shared.console.paused_set().insert(db.to_owned());
-        }
-        None => shared.console.paused_all.store(true, Ordering::SeqCst),
-    }
+    shared.console.pause(database);
     for p in pools {
-        p.metrics.pause.set(true);
+        p.pause.set(true);
     }
 }
 
@@ -435,7 +406,7 @@ fn pause(shared: &Shared, database: Option<&str>, pools: &[Arc<Pool>]) {
 async fn wait_released(pools: &[Arc<Pool>], drain: &mut watch::Receiver<bool>) {
     loop {
         let busy = pools.iter().any(|p| {
-            let g = crate::stats::PoolGauges::of(p);
+            let g = p.gauges();
             g.servers_active + g.servers_connecting > 0
         });
         if !busy || *drain.borrow() {

@@ -13,12 +13,12 @@ use bytes::BytesMut;
 use sluice_proto::backend::{self, ErrorResponse, FieldDescription};
 use sluice_proto::sqlstate;
 
-use crate::Shared;
+use crate::clock::now_us;
 use crate::config::{PoolMode, PoolerConfig, auth_name};
-use crate::exporter::{host_port, pools};
+use crate::metrics::{Averages, Totals};
 use crate::pool::Pool;
-use crate::registry::{SERVER_ACTIVE, now_us};
-use crate::stats::{Averages, PoolGauges, Totals};
+use crate::server::list::SERVER_ACTIVE;
+use crate::shared::Shared;
 
 const TEXT: u32 = 25;
 const INT8: u32 = 20;
@@ -150,8 +150,8 @@ fn show_pools(shared: &Shared) -> Table {
         ("pool_size", true),
         ("paused", true),
     ]);
-    for p in pools(shared) {
-        let g = PoolGauges::of(&p);
+    for p in shared.pool_list() {
+        let g = p.gauges();
         let wait_us = g.longest_wait.as_micros() as u64;
         table.row(vec![
             t(p.console_database()),
@@ -187,10 +187,10 @@ fn per_database(shared: &Shared) -> BTreeMap<String, (Totals, Averages)> {
         .keys()
         .map(|k| (k.clone(), Default::default()))
         .collect();
-    for p in pools(shared) {
+    for p in shared.pool_list() {
         let (totals, avg) = map.entry(p.key.database.clone()).or_default();
-        totals.add(&p.metrics.totals());
-        let a = p.metrics.averages();
+        totals.add(&p.counters.totals());
+        let a = p.counters.averages();
         // Rates add up; per-item times are weighted by how many items each pool had.
         let weigh = |acc: u64, acc_n: u64, v: u64, v_n: u64| {
             (acc * acc_n + v * v_n)
@@ -332,7 +332,7 @@ fn server_ptr(id: u64) -> String {
 fn links(pools: &[Arc<Pool>]) -> HashMap<u64, u64> {
     let mut m = HashMap::new();
     for p in pools {
-        for s in p.metrics.servers.snapshot() {
+        for s in p.servers.snapshot() {
             let c = s.client.load(Ordering::Relaxed);
             if c != 0 && s.state.load(Ordering::Relaxed) == SERVER_ACTIVE {
                 m.insert(c, s.id);
@@ -344,7 +344,7 @@ fn links(pools: &[Arc<Pool>]) -> HashMap<u64, u64> {
 
 fn show_clients(shared: &Shared) -> Table {
     let mut table = Table::new(&CONNECTION_COLUMNS);
-    let links = links(&pools(shared));
+    let links = links(&shared.pool_list());
     let now = now_us();
     for c in shared.clients.snapshot() {
         let wait_since = c.wait_since.load(Ordering::Relaxed);
@@ -389,9 +389,9 @@ fn show_servers(shared: &Shared) -> Table {
         .into_iter()
         .map(|c| (c.id, c.application_name.clone()))
         .collect();
-    for p in pools(shared) {
+    for p in shared.pool_list() {
         let target = p.target();
-        for s in p.metrics.servers.snapshot() {
+        for s in p.servers.snapshot() {
             let active = s.state.load(Ordering::Relaxed) == SERVER_ACTIVE;
             let client = s.client.load(Ordering::Relaxed);
             let (local_addr, local_port) = host_port(s.local);
@@ -408,7 +408,7 @@ fn show_servers(shared: &Shared) -> Table {
                 t(timestamp(s.request_time.load(Ordering::Relaxed))),
                 z(),
                 z(),
-                n(u8::from(p.metrics.must_reconnect(s.connect_time))),
+                n(u8::from(p.must_reconnect(s.connect_time))),
                 t(server_ptr(s.id)),
                 Some(if active && client != 0 {
                     client_ptr(client)
@@ -443,7 +443,7 @@ fn show_databases(shared: &Shared) -> Table {
     ]);
     let config = shared.config();
     let p = &config.pooler;
-    let pools = pools(shared);
+    let pools = shared.pool_list();
     for (name, db) in &config.databases {
         let current: usize = pools
             .iter()
@@ -498,7 +498,7 @@ fn show_replicas(shared: &Shared) -> Table {
     ];
     cols.extend(RouteReason::ALL.iter().map(|r| (r.column(), true)));
     let mut table = Table::new(&cols);
-    for p in pools(shared) {
+    for p in shared.pool_list() {
         let Some(router) = p.router.as_deref() else {
             continue;
         };
@@ -526,7 +526,7 @@ fn show_replicas(shared: &Shared) -> Table {
 
 fn show_lists(shared: &Shared) -> Table {
     let mut table = Table::new(&[("list", false), ("items", true)]);
-    let pools = pools(shared);
+    let pools = shared.pool_list();
     let servers: usize = pools.iter().map(|p| p.counts().1).sum();
     let used_clients = shared.clients.len();
     let login = shared.clients.connections().saturating_sub(used_clients);
@@ -602,6 +602,14 @@ fn show_config(shared: &Shared) -> Table {
         ]);
     }
     table
+}
+
+/// (address, port) columns; empty and "0" when unknown.
+fn host_port(a: Option<std::net::SocketAddr>) -> (String, String) {
+    match a {
+        Some(a) => (a.ip().to_string(), a.port().to_string()),
+        None => (String::new(), "0".into()),
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for microseconds since the Unix epoch.

@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use sluice_proto::backend::{self, ErrorResponse};
+use sluice_proto::backend::{self, BackendTag, ErrorResponse};
 
 use super::statements::Undo;
 
@@ -213,9 +213,9 @@ impl Exchange {
 
     /// Books one whole server reply (not one to sluice's own request) against the requests.
     /// What requests skipped after an error had done is handed to `undo`.
-    pub fn on_reply(&mut self, tag: u8, body: &[u8], undo: impl FnMut(Undo)) -> Verdict {
+    pub fn on_reply(&mut self, tag: BackendTag, body: &[u8], undo: impl FnMut(Undo)) -> Verdict {
         match tag {
-            b'Z' => {
+            BackendTag::ReadyForQuery => {
                 self.tx_status = body.first().copied().unwrap_or(b'I');
                 while let Some(p) = self.pending.pop_front() {
                     if p.ends_at_ready() {
@@ -224,8 +224,8 @@ impl Exchange {
                 }
                 self.batch_error_seen = false;
             }
-            b'G' => self.copy_in_started(),
-            b'E' => {
+            BackendTag::CopyInResponse => self.copy_in_started(),
+            BackendTag::ErrorResponse => {
                 if !self.awaiting_reply() {
                     return Verdict::Unasked;
                 }
@@ -239,24 +239,34 @@ impl Exchange {
                     self.skip_to_sync(undo);
                 }
             }
-            b'1' if matches!(self.pending.front(), Some(Pending::Parse { .. })) => {
+            BackendTag::ParseComplete
+                if matches!(self.pending.front(), Some(Pending::Parse { .. })) =>
+            {
                 if let Some(Pending::Parse { answer, undo }) = self.pending.pop_front() {
                     undo.confirm();
                     return forwarded(answer);
                 }
             }
-            b'2' if matches!(self.pending.front(), Some(Pending::Bind)) => {
+            BackendTag::BindComplete if matches!(self.pending.front(), Some(Pending::Bind)) => {
                 self.pending.pop_front();
             }
-            b'3' if matches!(self.pending.front(), Some(Pending::Close { .. })) => {
+            BackendTag::CloseComplete
+                if matches!(self.pending.front(), Some(Pending::Close { .. })) =>
+            {
                 if let Some(Pending::Close { answer, .. }) = self.pending.pop_front() {
                     return forwarded(answer);
                 }
             }
-            b'n' | b'T' if matches!(self.pending.front(), Some(Pending::Describe)) => {
+            BackendTag::NoData | BackendTag::RowDescription
+                if matches!(self.pending.front(), Some(Pending::Describe)) =>
+            {
                 self.pending.pop_front();
             }
-            b'C' | b'I' | b's' if matches!(self.pending.front(), Some(Pending::Execute)) => {
+            BackendTag::CommandComplete
+            | BackendTag::EmptyQueryResponse
+            | BackendTag::PortalSuspended
+                if matches!(self.pending.front(), Some(Pending::Execute)) =>
+            {
                 self.pending.pop_front();
             }
             _ => {}
@@ -489,12 +499,24 @@ mod tests {
         assert!(e.unsynced() && !e.is_clean());
         e.sent(Pending::Sync);
         assert!(!e.unsynced() && e.awaiting_reply());
-        assert_eq!(e.on_reply(b'1', b"", drop), Verdict::Forward);
-        assert_eq!(e.on_reply(b'2', b"", drop), Verdict::Forward);
-        assert_eq!(e.on_reply(b'D', b"", drop), Verdict::Forward);
-        assert_eq!(e.on_reply(b'C', b"SELECT 1\0", drop), Verdict::Forward);
+        assert_eq!(
+            e.on_reply(BackendTag::ParseComplete, b"", drop),
+            Verdict::Forward
+        );
+        assert_eq!(
+            e.on_reply(BackendTag::BindComplete, b"", drop),
+            Verdict::Forward
+        );
+        assert_eq!(e.on_reply(BackendTag::DataRow, b"", drop), Verdict::Forward);
+        assert_eq!(
+            e.on_reply(BackendTag::CommandComplete, b"SELECT 1\0", drop),
+            Verdict::Forward
+        );
         assert!(!e.is_clean());
-        assert_eq!(e.on_reply(b'Z', b"I", drop), Verdict::Forward);
+        assert_eq!(
+            e.on_reply(BackendTag::ReadyForQuery, b"I", drop),
+            Verdict::Forward
+        );
         assert!(e.is_clean());
     }
 
@@ -504,10 +526,13 @@ mod tests {
     fn batch_is_open_until_sync() {
         let mut e = ex();
         e.sent(parse(Answer::Server));
-        assert_eq!(e.on_reply(b'1', b"", drop), Verdict::Forward);
+        assert_eq!(
+            e.on_reply(BackendTag::ParseComplete, b"", drop),
+            Verdict::Forward
+        );
         assert!(!e.is_clean(), "no Sync yet");
         e.sent(Pending::Sync);
-        e.on_reply(b'Z', b"I", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"I", drop);
         assert!(e.is_clean());
     }
 
@@ -525,14 +550,14 @@ mod tests {
         e.sent(Pending::Sync);
         e.sent(Pending::Query);
         let mut undone = 0;
-        let verdict = e.on_reply(b'E', b"SERROR\0\0", |_| undone += 1);
+        let verdict = e.on_reply(BackendTag::ErrorResponse, b"SERROR\0\0", |_| undone += 1);
         assert_eq!(verdict, Verdict::Forward);
         assert_eq!(undone, 1, "the skipped Close's eviction comes back");
         // Sync's ReadyForQuery, then the Query is still owed.
-        e.on_reply(b'Z', b"I", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"I", drop);
         assert!(!e.is_clean());
-        e.on_reply(b'C', b"SELECT 1\0", drop);
-        e.on_reply(b'Z', b"I", drop);
+        e.on_reply(BackendTag::CommandComplete, b"SELECT 1\0", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"I", drop);
         assert!(e.is_clean());
         assert!(!e.discarding());
     }
@@ -542,12 +567,12 @@ mod tests {
     fn error_before_sync_discards_client_messages() {
         let mut e = ex();
         e.sent(Pending::Bind);
-        e.on_reply(b'E', b"SERROR\0\0", drop);
+        e.on_reply(BackendTag::ErrorResponse, b"SERROR\0\0", drop);
         assert!(e.discarding());
         assert!(!e.accept_from_client(false), "Execute is dropped");
         assert!(e.accept_from_client(true), "Sync goes through");
         e.sent(Pending::Sync);
-        e.on_reply(b'Z', b"E", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"E", drop);
         assert!(!e.is_clean(), "failed transaction");
     }
 
@@ -559,12 +584,18 @@ mod tests {
         e.sent(Pending::Bind);
         e.sent(parse(Answer::Local));
         e.sent(Pending::Sync);
-        assert_eq!(e.on_reply(b'1', b"", drop), Verdict::Drop);
-        assert_eq!(e.on_reply(b'2', b"", drop), Verdict::Forward);
+        assert_eq!(
+            e.on_reply(BackendTag::ParseComplete, b"", drop),
+            Verdict::Drop
+        );
+        assert_eq!(
+            e.on_reply(BackendTag::BindComplete, b"", drop),
+            Verdict::Forward
+        );
         let mut out = BytesMut::new();
         e.emit_local(&mut out);
         assert_eq!(&out[..], b"1\0\0\0\x04", "ParseComplete written locally");
-        e.on_reply(b'Z', b"I", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"I", drop);
         assert!(e.is_clean());
     }
 
@@ -579,7 +610,7 @@ mod tests {
         assert!(e.discarding() && e.unsynced());
         assert!(e.accept_from_client(true));
         e.sent(Pending::Sync);
-        match e.on_reply(b'E', b"SERROR\0C26000\0\0", drop) {
+        match e.on_reply(BackendTag::ErrorResponse, b"SERROR\0C26000\0\0", drop) {
             Verdict::Replace(b) => {
                 let mut mine = BytesMut::new();
                 err.write(&mut mine);
@@ -587,7 +618,7 @@ mod tests {
             }
             v => panic!("expected Replace, got {v:?}"),
         }
-        e.on_reply(b'Z', b"I", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"I", drop);
         assert!(e.is_clean());
     }
 
@@ -598,17 +629,17 @@ mod tests {
         e.sent(Pending::Bind);
         e.sent(Pending::Execute);
         e.sent(Pending::Sync);
-        e.on_reply(b'2', b"", drop);
-        e.on_reply(b'G', b"", drop);
+        e.on_reply(BackendTag::BindComplete, b"", drop);
+        e.on_reply(BackendTag::CopyInResponse, b"", drop);
         assert!(e.in_copy_in());
         // A Sync during COPY: the server ignores it.
         e.sent(Pending::Sync);
         e.sent(Pending::CopyEnd);
         assert!(!e.in_copy_in());
         e.sent(Pending::Sync);
-        e.on_reply(b'C', b"COPY 3\0", drop);
+        e.on_reply(BackendTag::CommandComplete, b"COPY 3\0", drop);
         assert!(!e.is_clean());
-        e.on_reply(b'Z', b"I", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"I", drop);
         assert!(e.is_clean(), "one ReadyForQuery ends it");
     }
 
@@ -621,11 +652,11 @@ mod tests {
         e.sent(Pending::Sync);
         e.sent(Pending::CopyEnd);
         e.sent(Pending::Sync);
-        e.on_reply(b'2', b"", drop);
-        e.on_reply(b'G', b"", drop);
+        e.on_reply(BackendTag::BindComplete, b"", drop);
+        e.on_reply(BackendTag::CopyInResponse, b"", drop);
         assert!(!e.in_copy_in());
-        e.on_reply(b'C', b"COPY 0\0", drop);
-        e.on_reply(b'Z', b"I", drop);
+        e.on_reply(BackendTag::CommandComplete, b"COPY 0\0", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"I", drop);
         assert!(e.is_clean());
     }
 
@@ -634,11 +665,11 @@ mod tests {
     fn simple_copy_in() {
         let mut e = ex();
         e.sent(Pending::Query);
-        e.on_reply(b'G', b"", drop);
+        e.on_reply(BackendTag::CopyInResponse, b"", drop);
         assert!(!e.in_copy_in(), "simple protocol has no Syncs to ignore");
         e.sent(Pending::CopyEnd);
-        e.on_reply(b'C', b"COPY 1\0", drop);
-        e.on_reply(b'Z', b"I", drop);
+        e.on_reply(BackendTag::CommandComplete, b"COPY 1\0", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"I", drop);
         assert!(e.is_clean());
     }
 
@@ -648,8 +679,8 @@ mod tests {
         let mut e = ex();
         e.sent(Pending::Call);
         assert!(!e.is_clean());
-        e.on_reply(b'V', b"", drop);
-        e.on_reply(b'Z', b"I", drop);
+        e.on_reply(BackendTag::FunctionCallResponse, b"", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"I", drop);
         assert!(e.is_clean());
     }
 
@@ -658,11 +689,11 @@ mod tests {
     fn open_transaction_is_not_clean() {
         let mut e = ex();
         e.sent(Pending::Query);
-        e.on_reply(b'C', b"BEGIN\0", drop);
-        e.on_reply(b'Z', b"T", drop);
+        e.on_reply(BackendTag::CommandComplete, b"BEGIN\0", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"T", drop);
         assert!(!e.is_clean());
         e.sent(Pending::Query);
-        e.on_reply(b'Z', b"I", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"I", drop);
         assert!(e.is_clean());
     }
 
@@ -670,7 +701,10 @@ mod tests {
     #[test]
     fn unasked_error() {
         let mut e = ex();
-        assert_eq!(e.on_reply(b'E', b"SFATAL\0\0", drop), Verdict::Unasked);
+        assert_eq!(
+            e.on_reply(BackendTag::ErrorResponse, b"SFATAL\0\0", drop),
+            Verdict::Unasked
+        );
     }
 
     /// A DEALLOCATE answered locally with a server attached waits its turn.
@@ -682,7 +716,7 @@ mod tests {
         let mut out = BytesMut::new();
         e.emit_local(&mut out);
         assert!(out.is_empty(), "the Query's answer comes first");
-        e.on_reply(b'Z', b"I", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"I", drop);
         e.emit_local(&mut out);
         assert_eq!(out[0], b'C');
         assert!(e.is_clean());
@@ -716,7 +750,7 @@ mod tests {
         let err = ErrorResponse::error(sqlstate::CONNECTION_FAILURE, "lost");
         let mut e = ex();
         e.sent(Pending::Query);
-        e.on_reply(b'Z', b"T", drop);
+        e.on_reply(BackendTag::ReadyForQuery, b"T", drop);
         let mut out = BytesMut::new();
         assert!(e.server_lost(&err, &mut out, drop));
         assert!(out.is_empty());

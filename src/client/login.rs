@@ -98,7 +98,7 @@ pub(super) async fn login(
             }
             StartupPacket::Cancel { pid, key } => {
                 if let Some(t) = shared.cancels.lookup(pid, key) {
-                    crate::server::send_cancel(&t.server, t.pid, t.key, Duration::from_secs(5))
+                    crate::cancel::send_cancel(&t.server, t.pid, t.key, Duration::from_secs(5))
                         .await;
                 }
                 return Ok(None);

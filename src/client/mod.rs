@@ -101,7 +101,7 @@ async fn start(
             if let Some(admin) = admin {
                 Box::pin(crate::admin::serve(
                     shared.clone(),
-                    stream,
+                    crate::net::Stream::from(stream),
                     inbuf,
                     admin,
                     peer,

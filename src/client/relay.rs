@@ -14,6 +14,8 @@
 use std::pin::Pin;
 
 use bytes::{Buf, BytesMut};
+use sluice_proto::backend::BackendTag;
+use sluice_proto::frontend::FrontendTag;
 use sluice_proto::{Header, sqlstate};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::poll_read_buf;
@@ -21,7 +23,7 @@ use tokio_util::io::poll_read_buf;
 use super::login::READ_CHUNK;
 use super::session::{Session, Step};
 use super::{Fatal, checkout_error};
-use crate::registry::{STOP_DRAIN, STOP_KILL};
+use crate::clients::{STOP_DRAIN, STOP_KILL};
 
 /// Stop reading from one side while this many bytes are owed to the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -56,11 +58,26 @@ fn shrink(buf: &mut BytesMut) {
 
 /// Server messages held whole: the ones that end a request or carry state. (`internal`: the
 /// answer to sluice's own query, whose DataRow is read too.)
-fn held_whole(tag: u8, internal: bool) -> bool {
+fn held_whole(tag: Option<BackendTag>, internal: bool) -> bool {
+    use BackendTag::*;
+    let Some(tag) = tag else {
+        return false;
+    };
     matches!(
         tag,
-        b'Z' | b'S' | b'G' | b'E' | b'1' | b'2' | b'3' | b'n' | b's' | b'I' | b'C' | b'T'
-    ) || (internal && tag == b'D')
+        ReadyForQuery
+            | ParameterStatus
+            | CopyInResponse
+            | ErrorResponse
+            | ParseComplete
+            | BindComplete
+            | CloseComplete
+            | NoData
+            | PortalSuspended
+            | EmptyQueryResponse
+            | CommandComplete
+            | RowDescription
+    ) || (internal && tag == DataRow)
 }
 
 impl Session {
@@ -278,7 +295,7 @@ impl Session {
     /// `n` bytes of `to_client` went out.
     fn client_wrote(&mut self, n: usize) {
         self.pool
-            .metrics
+            .counters
             .sent
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         self.to_client.advance(n);
@@ -321,7 +338,7 @@ impl Session {
                 }
             };
             let len = header.wire_len();
-            if header.tag == b'd' {
+            if header.tag == FrontendTag::CopyData.as_u8() {
                 // CopyData streams through whatever its size; without a server (the COPY failed or
                 // the server was lost) it is dropped, as PostgreSQL drops it after a COPY error.
                 let n = len.min(self.cli_in.len());
@@ -384,12 +401,13 @@ impl Session {
             };
             let len = header.wire_len();
             let internal = self.exchange.front_is_internal();
+            let tag = BackendTag::from_u8(header.tag);
             // Only messages that end a request or carry state are held whole; DataRow, CopyData,
             // notices and the like stream through as they arrive.
-            if !held_whole(header.tag, internal) {
+            if !held_whole(tag, internal) {
                 if !internal {
                     if let Some(rs) = self.route.as_deref_mut() {
-                        rs.on_reply(header.tag, false);
+                        rs.on_reply(tag, false);
                     }
                 }
                 let n = len.min(self.srv_in.len());
@@ -408,7 +426,8 @@ impl Session {
                 break;
             }
             let msg = self.srv_in.split_to(len);
-            if !self.on_server_message(msg, internal) {
+            let tag = tag.expect("held whole: a known tag");
+            if !self.on_server_message(tag, msg, internal) {
                 return;
             }
         }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use sluice_proto::backend::ErrorResponse;
+use sluice_proto::backend::{BackendTag, ErrorResponse};
+use sluice_proto::backend_view::DataRow;
 use sluice_proto::{frontend, sqlstate};
 
 use super::statements::ClientStatements;
@@ -226,7 +227,7 @@ impl Routing {
     /// Hook on each reply while a unit is held for a retry: commits to the replica's answer at the
     /// first message that is more than statement bookkeeping, or marks the unit for a retry when
     /// the replica refuses it as a write (25006, `refusal`).
-    pub fn on_reply(&mut self, tag: u8, refusal: bool) {
+    pub fn on_reply(&mut self, tag: Option<BackendTag>, refusal: bool) {
         let Some(retry) = self.retry.as_mut() else {
             return;
         };
@@ -234,8 +235,15 @@ impl Routing {
             return;
         }
         match tag {
-            b'1' | b'2' | b'3' | b'n' | b't' | b'T' => {}
-            b'E' if refusal => retry.refused = true,
+            Some(
+                BackendTag::ParseComplete
+                | BackendTag::BindComplete
+                | BackendTag::CloseComplete
+                | BackendTag::NoData
+                | BackendTag::ParameterDescription
+                | BackendTag::RowDescription,
+            ) => {}
+            Some(BackendTag::ErrorResponse) if refusal => retry.refused = true,
             _ => self.retry = None,
         }
     }
@@ -283,13 +291,16 @@ impl Routing {
     }
 
     /// A reply to the LSN probe. Returns true at its ReadyForQuery (the probe is done).
-    pub fn on_probe_reply(&mut self, tag: u8, body: &[u8]) -> bool {
+    pub fn on_probe_reply(&mut self, tag: BackendTag, body: &[u8]) -> bool {
         match tag {
-            b'D' => {
-                self.probe_lsn = first_column_text(body).and_then(crate::router::parse_lsn);
+            BackendTag::DataRow => {
+                self.probe_lsn = DataRow::decode(body)
+                    .ok()
+                    .and_then(|row| row.first_text())
+                    .and_then(crate::router::parse_lsn);
                 false
             }
-            b'Z' => {
+            BackendTag::ReadyForQuery => {
                 // Undo the page-header offset the insert position has at a page start
                 // (PostgreSQL's default page and segment sizes; with others the fence is only
                 // stricter than needed).
@@ -344,15 +355,4 @@ impl Routing {
         self._outstanding = None;
         self.ro_tx = false;
     }
-}
-
-/// The first column of a DataRow as text (None when NULL or malformed).
-fn first_column_text(body: &[u8]) -> Option<&str> {
-    let cols = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
-    if cols < 1 {
-        return None;
-    }
-    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
-    let len = usize::try_from(len).ok()?;
-    std::str::from_utf8(body.get(6..6 + len)?).ok()
 }

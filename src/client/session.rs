@@ -17,7 +17,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use sluice_proto::backend::{self, ErrorResponse};
+use sluice_proto::backend::{self, BackendTag, ErrorResponse};
+use sluice_proto::backend_view::{self, ParameterStatus};
 use sluice_proto::frontend::FrontendTag;
 use sluice_proto::{Header, frontend, split_cstr, sqlstate};
 use tokio::io::AsyncWriteExt;
@@ -27,14 +28,14 @@ use tokio::sync::watch;
 use super::exchange::{Answer, Exchange, Pending, Verdict};
 use super::login::LoggedIn;
 use super::routing::{Plan, Routing};
-use super::statements::{ClientStatements, LocalParse, PoolStatements};
+use super::statements::{ClientStatements, LocalParse, PoolPrepared};
 use super::{Fatal, checkout_error};
 use crate::Shared;
 use crate::cancel::{CancelRegistration, CancelTarget};
+use crate::clients::SessionStats;
 use crate::config::PoolMode;
 use crate::params::{self, Params};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
-use crate::stats::SessionStats;
 
 /// What the relay does after a client message.
 pub(super) enum Step {
@@ -107,9 +108,9 @@ impl Session {
         } = logged_in;
         let mode = pool.settings.mode;
         let stats = SessionStats::new(
-            shared,
+            &shared.clients,
             &pool,
-            &client,
+            client.local_addr().ok(),
             peer,
             cancel.pid,
             wanted.get("application_name"),
@@ -163,7 +164,7 @@ impl Session {
     async fn end(&mut self, end: Result<(), Fatal>) {
         if let Err(Fatal(err)) = end {
             if err.code != sqlstate::CONNECTION_FAILURE {
-                self.pool.metrics.error_code(&err.code);
+                self.pool.counters.error_code(&err.code);
             }
             err.write(&mut self.to_client);
         }
@@ -177,10 +178,10 @@ impl Session {
         self.finish_server().await;
     }
 
-    fn pool_statements(pool: &Pool) -> PoolStatements<'_> {
-        PoolStatements {
-            registry: &pool.registry,
-            stats: &pool.prepared,
+    fn pool_statements(pool: &Pool) -> PoolPrepared<'_> {
+        PoolPrepared {
+            statements: &pool.statements,
+            counters: &pool.counters,
             cap: pool.settings.max_prepared_statements,
         }
     }
@@ -416,7 +417,7 @@ impl Session {
 
     /// Answers a request sluice cannot run (no server) with `err`, as PostgreSQL would.
     fn fail_request(&mut self, tag: FrontendTag, err: ErrorResponse) {
-        self.pool.metrics.error_code(&err.code);
+        self.pool.counters.error_code(&err.code);
         let ends_at_ready = matches!(
             tag,
             FrontendTag::Query | FrontendTag::Sync | FrontendTag::FunctionCall
@@ -442,9 +443,8 @@ impl Session {
         let reason = match rs.plan(unit, len) {
             Plan::Primary(reason) => reason,
             Plan::Replica(i) => {
-                let router = rs.router.clone();
-                let pool = router.pools[i].clone();
-                let outstanding = router.replicas.acquire(i);
+                let pool = self.pool.replicas[i].clone();
+                let outstanding = rs.router.replicas.acquire(i);
                 let checkout = pool.checkout(pool.settings.query_wait_timeout);
                 match self.stats.waiting(checkout).await {
                     Ok(guard) => {
@@ -558,40 +558,45 @@ impl Session {
     /// One whole server message. Returns false when the relay must stop walking the server's
     /// bytes (the server is gone or given up).
     /// `internal`: it answers sluice's own request at the front of the exchange.
-    pub(super) fn on_server_message(&mut self, msg: BytesMut, internal: bool) -> bool {
-        let tag = msg[0];
+    pub(super) fn on_server_message(
+        &mut self,
+        tag: BackendTag,
+        msg: BytesMut,
+        internal: bool,
+    ) -> bool {
         let body = &msg[Header::LEN..];
         if internal {
             self.on_internal_reply(tag, body);
             return true;
         }
-        let fatal = tag == b'E' && params::is_fatal(body);
+        let fatal = tag == BackendTag::ErrorResponse && backend_view::is_fatal(body);
         // A FATAL error ends the connection: a held unit is retried like on any failure.
         if let Some(rs) = self.route.as_deref_mut().filter(|_| !fatal) {
-            let refusal = tag == b'E'
-                && params::error_code_and_message(body).0 == sqlstate::READ_ONLY_SQL_TRANSACTION;
-            rs.on_reply(tag, refusal);
+            let refusal = tag == BackendTag::ErrorResponse
+                && backend_view::error_code_and_message(body).0
+                    == sqlstate::READ_ONLY_SQL_TRANSACTION;
+            rs.on_reply(Some(tag), refusal);
         }
         let (statements, server) = (&mut self.statements, &mut self.server);
         let undo = |u| statements.undo(u, server.as_mut().map(|g| &mut g.conn_mut().statements));
         match self.exchange.on_reply(tag, body, undo) {
             Verdict::Forward => {
-                if tag == b'E' {
-                    self.pool.metrics.error_sent(body);
+                if tag == BackendTag::ErrorResponse {
+                    self.pool.counters.error_sent(body);
                 }
                 self.to_client.extend_from_slice(&msg);
             }
             Verdict::Drop => {}
             Verdict::Replace(ours) => {
-                self.pool.metrics.error_sent(body);
+                self.pool.counters.error_sent(body);
                 self.to_client.extend_from_slice(&ours);
             }
             Verdict::Unasked => {
-                self.held_error = Some(params::error_code_and_message(body).1);
+                self.held_error = Some(backend_view::error_code_and_message(body).1);
             }
         }
         match tag {
-            b'Z' => {
+            BackendTag::ReadyForQuery => {
                 let more = self.exchange.has_pending();
                 self.stats
                     .ready(&self.pool, self.exchange.tx_status(), more);
@@ -600,8 +605,8 @@ impl Session {
                     return false;
                 }
             }
-            b'S' => {
-                if let Some((name, value)) = params::parse_status(body) {
+            BackendTag::ParameterStatus => {
+                if let Ok(ParameterStatus { name, value }) = ParameterStatus::decode(body) {
                     if params::is_tracked(name) || self.wanted.get(name).is_some() {
                         self.wanted.set(name, value);
                     }
@@ -610,7 +615,9 @@ impl Session {
                     }
                 }
             }
-            b'C' if body == b"DISCARD ALL\0" || body == b"DEALLOCATE ALL\0" => {
+            BackendTag::CommandComplete
+                if body == b"DISCARD ALL\0" || body == b"DEALLOCATE ALL\0" =>
+            {
                 // The server forgot every prepared statement, sluice's included.
                 self.statements.clear();
                 if let Some(g) = self.server.as_mut() {
@@ -622,7 +629,7 @@ impl Session {
         if fatal {
             // PostgreSQL closes the connection after a FATAL. Waiting to see the socket close
             // would let the client's next request go to a dead server.
-            let why = params::error_code_and_message(body).1;
+            let why = backend_view::error_code_and_message(body).1;
             self.server_lost(&why);
             return false;
         }
@@ -631,7 +638,7 @@ impl Session {
     }
 
     /// A reply to sluice's own parameter-sync query or write-position probe.
-    fn on_internal_reply(&mut self, tag: u8, body: &[u8]) {
+    fn on_internal_reply(&mut self, tag: BackendTag, body: &[u8]) {
         if self.exchange.front_is_probe() {
             if let Some(rs) = self.route.as_deref_mut() {
                 if rs.on_probe_reply(tag, body) {
@@ -646,14 +653,14 @@ impl Session {
             .expect("reading from a server")
             .conn_mut();
         match tag {
-            b'S' => conn.params.apply_status(body),
-            b'E' => {
-                let (code, message) = params::error_code_and_message(body);
+            BackendTag::ParameterStatus => conn.params.apply_status(body),
+            BackendTag::ErrorResponse => {
+                let (code, message) = backend_view::error_code_and_message(body);
                 tracing::warn!(pool = %self.pool.key, %code, %message, "setting client parameters on a server failed");
                 // Unknown state: make the next checkout set everything again.
                 conn.params = Params::default();
             }
-            b'Z' => self.exchange.internal_done(),
+            BackendTag::ReadyForQuery => self.exchange.internal_done(),
             _ => {}
         }
     }
@@ -779,7 +786,7 @@ impl Session {
     /// Counts bytes received from the client.
     pub(super) fn received(&self, n: usize) {
         self.pool
-            .metrics
+            .counters
             .received
             .fetch_add(n as u64, Ordering::Relaxed);
     }

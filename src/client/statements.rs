@@ -18,7 +18,8 @@ use sluice_proto::frontend;
 use sluice_proto::sqlstate;
 
 use super::exchange::{Answer, Exchange, Pending};
-use crate::prepared::{PreparedStats, Registry, ServerStatements, Statement, server_name};
+use crate::metrics::PoolCounters;
+use crate::prepared::{PoolStatements, ServerStatements, Statement, server_name};
 
 /// What to take back if a Parse or Close never happens (the server rejects or skips it, or the
 /// server connection is lost before it answers). An enum, not a struct of options: it travels in
@@ -63,9 +64,9 @@ impl Undo {
 }
 
 /// What the pool contributes to the rewrite: its statements, counters and per-connection cap.
-pub struct PoolStatements<'a> {
-    pub registry: &'a Registry,
-    pub stats: &'a PreparedStats,
+pub struct PoolPrepared<'a> {
+    pub statements: &'a PoolStatements,
+    pub counters: &'a PoolCounters,
     pub cap: usize,
 }
 
@@ -114,7 +115,7 @@ impl ClientStatements {
     /// other sessions hold.
     pub fn parse_locally(
         &mut self,
-        pool: &PoolStatements<'_>,
+        pool: &PoolPrepared<'_>,
         name: &[u8],
         tail: &[u8],
         ex: &mut Exchange,
@@ -124,9 +125,9 @@ impl ClientStatements {
             ex.fail_request(false, &already_exists(name), to_client);
             return LocalParse::Answered;
         }
-        match pool.registry.validated(tail) {
+        match pool.statements.validated(tail) {
             Some(stmt) => {
-                pool.stats.hits.fetch_add(1, Ordering::Relaxed);
+                pool.counters.prepared_hits.fetch_add(1, Ordering::Relaxed);
                 self.names.insert(Bytes::copy_from_slice(name), stmt);
                 backend::parse_complete(to_client);
                 LocalParse::Answered
@@ -144,7 +145,7 @@ impl ClientStatements {
     /// A named Parse with a server attached.
     pub fn parse(
         &mut self,
-        pool: &PoolStatements<'_>,
+        pool: &PoolPrepared<'_>,
         conn: &mut ServerStatements,
         name: &[u8],
         tail: &[u8],
@@ -154,11 +155,11 @@ impl ClientStatements {
         if self.names.contains_key(name) {
             return ex.fail_locally(&already_exists(name), to_server);
         }
-        let stmt = pool.registry.intern(tail);
+        let stmt = pool.statements.intern(tail);
         let client = Bytes::copy_from_slice(name);
         self.names.insert(client.clone(), stmt.clone());
         if conn.touch(stmt.id) {
-            pool.stats.hits.fetch_add(1, Ordering::Relaxed);
+            pool.counters.prepared_hits.fetch_add(1, Ordering::Relaxed);
             let undo = Undo::Parse {
                 client: Some(client),
                 server: false,
@@ -185,7 +186,7 @@ impl ClientStatements {
     #[allow(clippy::too_many_arguments)]
     pub fn bind(
         &mut self,
-        pool: &PoolStatements<'_>,
+        pool: &PoolPrepared<'_>,
         conn: &mut ServerStatements,
         portal: &[u8],
         name: &[u8],
@@ -203,7 +204,7 @@ impl ClientStatements {
     /// A Describe of a named statement: renamed, after a Parse if the connection lacks it.
     pub fn describe(
         &mut self,
-        pool: &PoolStatements<'_>,
+        pool: &PoolPrepared<'_>,
         conn: &mut ServerStatements,
         name: &[u8],
         ex: &mut Exchange,
@@ -263,7 +264,7 @@ impl ClientStatements {
     /// no such statement, PostgreSQL's error is raised in the batch instead.
     fn on_server(
         &mut self,
-        pool: &PoolStatements<'_>,
+        pool: &PoolPrepared<'_>,
         conn: &mut ServerStatements,
         name: &[u8],
         ex: &mut Exchange,
@@ -279,7 +280,7 @@ impl ClientStatements {
             return None;
         };
         if conn.touch(stmt.id) {
-            pool.stats.hits.fetch_add(1, Ordering::Relaxed);
+            pool.counters.prepared_hits.fetch_add(1, Ordering::Relaxed);
         } else {
             prepare_on_server(pool, conn, &stmt, Answer::Swallow, None, ex, to_server);
         }
@@ -290,7 +291,7 @@ impl ClientStatements {
 /// Sends Parse for `stmt` under its server name, first closing the least recently used statement
 /// when the connection is at `max_prepared_statements`.
 fn prepare_on_server(
-    pool: &PoolStatements<'_>,
+    pool: &PoolPrepared<'_>,
     conn: &mut ServerStatements,
     stmt: &Arc<Statement>,
     answer: Answer,
@@ -298,9 +299,13 @@ fn prepare_on_server(
     ex: &mut Exchange,
     to_server: &mut BytesMut,
 ) {
-    pool.stats.misses.fetch_add(1, Ordering::Relaxed);
+    pool.counters
+        .prepared_misses
+        .fetch_add(1, Ordering::Relaxed);
     if let Some(old) = conn.insert(stmt.id, pool.cap) {
-        pool.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        pool.counters
+            .prepared_evictions
+            .fetch_add(1, Ordering::Relaxed);
         frontend::Close::write(b'S', &server_name(old), to_server);
         ex.sent(Pending::Close {
             answer: Answer::Swallow,
@@ -328,26 +333,27 @@ fn already_exists(name: &[u8]) -> ErrorResponse {
 mod tests {
     use super::*;
     use crate::client::exchange::Verdict;
+    use sluice_proto::backend::BackendTag;
     use sluice_proto::split_message;
 
     struct Fixture {
-        registry: Registry,
-        stats: PreparedStats,
+        statements: PoolStatements,
+        counters: PoolCounters,
         cap: usize,
     }
 
     impl Fixture {
         fn new(cap: usize) -> Fixture {
             Fixture {
-                registry: Registry::default(),
-                stats: PreparedStats::default(),
+                statements: PoolStatements::default(),
+                counters: PoolCounters::default(),
                 cap,
             }
         }
-        fn pool(&self) -> PoolStatements<'_> {
-            PoolStatements {
-                registry: &self.registry,
-                stats: &self.stats,
+        fn pool(&self) -> PoolPrepared<'_> {
+            PoolPrepared {
+                statements: &self.statements,
+                counters: &self.counters,
                 cap: self.cap,
             }
         }
@@ -389,10 +395,16 @@ mod tests {
         assert!(m[0].1.starts_with(b"sluice_1\0select $1\0"));
         assert_eq!(m[1].0, b'B');
         assert!(m[1].1.starts_with(b"\0sluice_1\0"));
-        assert_eq!(f.stats.misses.load(Ordering::Relaxed), 1);
+        assert_eq!(f.counters.prepared_misses.load(Ordering::Relaxed), 1);
         // The client's ParseComplete is forwarded; the BindComplete too.
-        assert_eq!(ex.on_reply(b'1', b"", drop), Verdict::Forward);
-        assert_eq!(ex.on_reply(b'2', b"", drop), Verdict::Forward);
+        assert_eq!(
+            ex.on_reply(BackendTag::ParseComplete, b"", drop),
+            Verdict::Forward
+        );
+        assert_eq!(
+            ex.on_reply(BackendTag::BindComplete, b"", drop),
+            Verdict::Forward
+        );
         assert!(c.get(b"q1").unwrap().validated.load(Ordering::Relaxed));
     }
 
@@ -427,11 +439,14 @@ mod tests {
         let tags: Vec<u8> = messages(&out).iter().map(|m| m.0).collect();
         assert_eq!(tags, b"PB");
         assert_eq!(
-            ex.on_reply(b'1', b"", drop),
+            ex.on_reply(BackendTag::ParseComplete, b"", drop),
             Verdict::Drop,
             "inserted Parse"
         );
-        assert_eq!(ex.on_reply(b'2', b"", drop), Verdict::Forward);
+        assert_eq!(
+            ex.on_reply(BackendTag::BindComplete, b"", drop),
+            Verdict::Forward
+        );
         // Again on the same connection: a hit, no Parse.
         let mut out = BytesMut::new();
         c.bind(
@@ -444,7 +459,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(messages(&out).len(), 1);
-        assert_eq!(f.stats.hits.load(Ordering::Relaxed), 1);
+        assert_eq!(f.counters.prepared_hits.load(Ordering::Relaxed), 1);
     }
 
     /// At the cap, the least recently used statement is closed first; if the server skips that
@@ -464,7 +479,7 @@ mod tests {
             &mut ex,
             &mut out,
         );
-        ex.on_reply(b'1', b"", drop);
+        ex.on_reply(BackendTag::ParseComplete, b"", drop);
         out.clear();
         c.parse(
             &f.pool(),
@@ -476,9 +491,11 @@ mod tests {
         );
         let tags: Vec<u8> = messages(&out).iter().map(|m| m.0).collect();
         assert_eq!(tags, b"CP", "Close of the old one, then Parse");
-        assert_eq!(f.stats.evictions.load(Ordering::Relaxed), 1);
+        assert_eq!(f.counters.prepared_evictions.load(Ordering::Relaxed), 1);
         // The server fails the Close: both it and the Parse are skipped.
-        ex.on_reply(b'E', b"SERROR\0\0", |u| c.undo(u, Some(&mut conn)));
+        ex.on_reply(BackendTag::ErrorResponse, b"SERROR\0\0", |u| {
+            c.undo(u, Some(&mut conn))
+        });
         assert!(c.get(b"b").is_none(), "the Parse never happened");
         assert!(c.get(b"a").is_some());
         let a = c.get(b"a").unwrap().id;
@@ -499,8 +516,8 @@ mod tests {
         c.parse(&f.pool(), &mut conn, b"x", TAIL, &mut ex, &mut out);
         c.parse(&f.pool(), &mut conn, b"x", TAIL, &mut ex, &mut out);
         assert!(ex.discarding());
-        ex.on_reply(b'1', b"", drop);
-        match ex.on_reply(b'E', b"SERROR\0C26000\0\0", drop) {
+        ex.on_reply(BackendTag::ParseComplete, b"", drop);
+        match ex.on_reply(BackendTag::ErrorResponse, b"SERROR\0C26000\0\0", drop) {
             Verdict::Replace(e) => assert!(
                 e.windows(5).any(|w| w == b"42P05"),
                 "duplicate_prepared_statement"
@@ -512,7 +529,7 @@ mod tests {
         let mut out = BytesMut::new();
         c.describe(&f.pool(), &mut conn, b"nope", &mut ex, &mut out);
         assert_eq!(messages(&out)[0].1, b"Ssluice: failing on purpose\0");
-        match ex.on_reply(b'E', b"", drop) {
+        match ex.on_reply(BackendTag::ErrorResponse, b"", drop) {
             Verdict::Replace(e) => assert!(e.windows(5).any(|w| w == b"26000")),
             v => panic!("{v:?}"),
         }
@@ -529,7 +546,7 @@ mod tests {
             c.parse_locally(&f.pool(), b"a", TAIL, &mut ex, &mut out),
             LocalParse::NeedsServer
         ));
-        let held = f.registry.intern(TAIL);
+        let held = f.statements.intern(TAIL);
         held.validated.store(true, Ordering::Relaxed);
         assert!(matches!(
             c.parse_locally(&f.pool(), b"a", TAIL, &mut ex, &mut out),
@@ -564,11 +581,13 @@ mod tests {
             &mut ex,
             &mut BytesMut::new(),
         );
-        ex.on_reply(b'1', b"", drop);
+        ex.on_reply(BackendTag::ParseComplete, b"", drop);
         ex.sent(Pending::Bind);
         c.close(b"a", &mut ex);
         assert!(c.get(b"a").is_none());
-        ex.on_reply(b'E', b"SERROR\0\0", |u| c.undo(u, Some(&mut conn)));
+        ex.on_reply(BackendTag::ErrorResponse, b"SERROR\0\0", |u| {
+            c.undo(u, Some(&mut conn))
+        });
         assert!(c.get(b"a").is_some(), "the skipped Close is taken back");
     }
 

@@ -16,20 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
-/// The `read_your_writes` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReadYourWrites {
-    /// Compare LSNs (falls back to the window when the LSN is unknown).
-    #[default]
-    Lsn,
-    /// Reads go to the primary for a fixed time after a write.
-    Window,
-    /// No guarantee: reads may see a replica that has not replayed the client's writes.
-    Off,
-}
+use crate::config::ReadYourWrites;
 
 /// What a client's next read may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,22 +132,5 @@ mod tests {
         f.record_write(Some(100), t0);
         f.record_write(None, t0);
         assert_eq!(f.constraint(t0), ReadConstraint::Any);
-    }
-
-    #[test]
-    fn deserializes() {
-        #[derive(Deserialize)]
-        struct C {
-            m: ReadYourWrites,
-        }
-        for (text, m) in [
-            ("lsn", ReadYourWrites::Lsn),
-            ("window", ReadYourWrites::Window),
-            ("off", ReadYourWrites::Off),
-        ] {
-            let c: C = toml::from_str(&format!("m = \"{text}\"")).unwrap();
-            assert_eq!(c.m, m);
-        }
-        assert!(toml::from_str::<C>("m = \"sometimes\"").is_err());
     }
 }

@@ -1,33 +1,34 @@
-//! Live clients and server connections, for the admin console's SHOW CLIENTS / SHOW SERVERS and
-//! its KILL command.
+//! The live client sessions: the admin console's SHOW CLIENTS and KILL, and the wake-up that
+//! tells every session the pooler is draining.
 //!
-//! Each entry is registered once (a client after login, a server connection after its login) and
-//! removed by an RAII handle when the session or connection ends. State that changes while the
-//! entry lives is kept in atomics, written at most a few times per transaction and never under a
-//! lock; readers (the console) only take snapshots.
+//! Each client is listed once it has logged in and removed by an RAII handle ([`ClientEntry`])
+//! when its session ends. State that changes while the entry lives is kept in atomics, written
+//! at most a few times per transaction and never under a lock; readers (the console) only take
+//! snapshots. The server connections' list is the pool's ([`crate::server::list`]).
+//!
+//! [`SessionStats`] (session.rs) is what one session reports into its entry and its pool's
+//! counters while it runs.
+//!
+//! Owns: the list, each session's stop bits. Must not: hold a session's own state or decide
+//! anything about its server connection.
+
+mod session;
+
+pub use session::SessionStats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
+use crate::clock::now_us;
 use crate::pool::Pool;
-
-/// Microseconds since the Unix epoch, the unit of every timestamp kept here (0 = never).
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-        .max(1)
-}
 
 /// Every logged-in client session, the admin console's included.
 #[derive(Default)]
-pub struct Clients {
+pub struct ClientList {
     map: DashMap<u64, Arc<ClientInfo>>,
     next_id: AtomicU64,
     /// Client connections open, logged in or not (SHOW LISTS' login_clients is the difference).
@@ -64,7 +65,7 @@ pub const STOP_KILL: u8 = 2;
 
 impl ClientInfo {
     /// Completes once the session is asked to stop: KILL on the admin console, or the pooler
-    /// draining (see [`Clients::drain`]); [`Self::stop_requested`] tells which. Keep one future
+    /// draining (see [`ClientList::drain`]); [`Self::stop_requested`] tells which. Keep one future
     /// for a whole relay loop: a fresh one per round registers and unregisters a waiter each time.
     pub async fn killed(&self) {
         self.kill.notified().await
@@ -79,20 +80,20 @@ impl ClientInfo {
 /// Keeps a client registered; dropping it removes the entry.
 pub struct ClientEntry {
     pub info: Arc<ClientInfo>,
-    clients: Arc<Clients>,
+    clients: Arc<ClientList>,
 }
 
 impl Drop for ClientEntry {
     fn drop(&mut self) {
         self.clients.map.remove(&self.info.id);
         if let Some(pool) = &self.info.pool {
-            pool.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+            pool.session_closed();
         }
     }
 }
 
 /// Counts an open client connection until dropped.
-pub struct ConnectionCount(Arc<Clients>);
+pub struct ConnectionCount(Arc<ClientList>);
 
 impl Drop for ConnectionCount {
     fn drop(&mut self) {
@@ -111,7 +112,7 @@ pub struct NewClient<'a> {
     pub remote_pid: i32,
 }
 
-impl Clients {
+impl ClientList {
     pub fn connection(self: &Arc<Self>) -> ConnectionCount {
         self.connections.fetch_add(1, Ordering::Relaxed);
         ConnectionCount(self.clone())
@@ -124,7 +125,7 @@ impl Clients {
     pub fn register(self: &Arc<Self>, c: NewClient<'_>) -> ClientEntry {
         let now = now_us();
         if let Some(pool) = &c.pool {
-            pool.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+            pool.session_opened();
         }
         let info = Arc::new(ClientInfo {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
@@ -183,82 +184,5 @@ impl Clients {
             c.stop.fetch_or(STOP_DRAIN, Ordering::Release);
             c.kill.notify_one();
         }
-    }
-}
-
-/// The server connections of one pool.
-#[derive(Default, Clone)]
-pub struct Servers {
-    map: Arc<DashMap<u64, Arc<ServerInfo>>>,
-}
-
-pub const SERVER_IDLE: u8 = 0;
-pub const SERVER_ACTIVE: u8 = 1;
-
-/// One server connection.
-pub struct ServerInfo {
-    pub id: u64,
-    pub remote_pid: i32,
-    pub local: Option<SocketAddr>,
-    pub connect_time: u64,
-    /// [`SERVER_IDLE`] or [`SERVER_ACTIVE`] (lent to a client).
-    pub state: std::sync::atomic::AtomicU8,
-    /// The client it is lent to (its registry id), 0 if none.
-    pub client: AtomicU64,
-    /// When it was last lent out or given back.
-    pub request_time: AtomicU64,
-    /// The relay lost it (I/O error, or the server closed it): its close reason.
-    pub lost: AtomicBool,
-}
-
-impl ServerInfo {
-    pub fn lent(&self) {
-        self.state.store(SERVER_ACTIVE, Ordering::Relaxed);
-        self.request_time.store(now_us(), Ordering::Relaxed);
-    }
-
-    pub fn returned(&self) {
-        self.state.store(SERVER_IDLE, Ordering::Relaxed);
-        self.client.store(0, Ordering::Relaxed);
-        self.request_time.store(now_us(), Ordering::Relaxed);
-    }
-}
-
-/// Keeps a server connection registered; it lives inside the connection and is dropped with it.
-pub struct ServerEntry {
-    pub info: Arc<ServerInfo>,
-    servers: Servers,
-}
-
-impl Drop for ServerEntry {
-    fn drop(&mut self) {
-        self.servers.map.remove(&self.info.id);
-    }
-}
-
-impl Servers {
-    pub fn register(&self, id: u64, remote_pid: i32, local: Option<SocketAddr>) -> ServerEntry {
-        let now = now_us();
-        let info = Arc::new(ServerInfo {
-            id,
-            remote_pid,
-            local,
-            connect_time: now,
-            state: std::sync::atomic::AtomicU8::new(SERVER_IDLE),
-            client: AtomicU64::new(0),
-            request_time: AtomicU64::new(now),
-            lost: AtomicBool::new(false),
-        });
-        self.map.insert(id, info.clone());
-        ServerEntry {
-            info,
-            servers: self.clone(),
-        }
-    }
-
-    pub fn snapshot(&self) -> Vec<Arc<ServerInfo>> {
-        let mut v: Vec<_> = self.map.iter().map(|e| e.value().clone()).collect();
-        v.sort_by_key(|s| s.id);
-        v
     }
 }

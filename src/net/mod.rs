@@ -1,0 +1,5 @@
+//! Sockets: the byte stream every connection runs over ([`Stream`]).
+
+pub mod stream;
+
+pub use stream::Stream;

@@ -1,0 +1,230 @@
+//! The checkout and the hand-off.
+//!
+//! A checkout takes an idle connection (most recently used first), or, under `size`, takes a
+//! *slot* and connects, or else queues as a waiter. Waiters are served first come, first served:
+//! a returned connection, or a freed slot, is handed straight to the oldest waiter over a
+//! oneshot channel, inside its guard (see `guard.rs` for why that makes a give-up safe).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::Pool;
+use super::guard::{ServerGuard, Slot};
+use crate::metrics::CloseReason;
+use crate::server::{ConnectError, ServerConn};
+
+/// Why a checkout failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckoutError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("no server connection available within {0:?} (query_wait_timeout)")]
+    Timeout(Duration),
+}
+
+pub(super) enum Take {
+    Conn(Box<ServerConn>),
+    Slot(Slot),
+    Wait(oneshot::Receiver<Handoff>),
+}
+
+pub(super) enum Handoff {
+    Conn(ServerGuard),
+    Slot(Slot),
+}
+
+impl Pool {
+    /// Changes the pool's size (RELOAD). Growing hands the new slots to waiting clients at once;
+    /// shrinking closes connections as they come back until the pool fits.
+    pub fn set_size(self: &Arc<Self>, size: usize) {
+        let mut st = self.state();
+        self.size.store(size, Ordering::Relaxed);
+        while st.open < size {
+            let Some((tx, _)) = st.waiters.pop_front() else {
+                break;
+            };
+            st.open += 1;
+            if let Err(Handoff::Slot(mut back)) = tx.send(Handoff::Slot(Slot {
+                pool: Some(self.clone()),
+            })) {
+                // That waiter gave up: the slot is not used after all.
+                back.pool = None;
+                st.open -= 1;
+            }
+        }
+        while st.open > size {
+            let Some(conn) = st.idle.pop() else {
+                break;
+            };
+            st.open -= 1;
+            self.counters.closed(CloseReason::Admin);
+            drop(conn);
+        }
+    }
+
+    /// Waits up to `wait` for a server connection.
+    /// While the pool is PAUSEd (admin console) the checkout waits for RESUME, within `wait`.
+    pub async fn checkout(self: &Arc<Self>, wait: Duration) -> Result<ServerGuard, CheckoutError> {
+        // Fast path, most checkouts under load: an idle connection is there. No timer is armed and
+        // no clock read (arming and cancelling a timeout costs more than the rest of a checkout).
+        let mut first = None;
+        if !self.pause.is_set() {
+            match self.try_take()? {
+                Take::Conn(conn) if conn.is_alive() => {
+                    self.counters.waited(Duration::ZERO);
+                    return Ok(ServerGuard::new(self.clone(), conn));
+                }
+                take => first = Some(take),
+            }
+        }
+        // Boxed: the timer and the wait make a big future, and only waiting checkouts need it.
+        Box::pin(self.checkout_wait(wait, first)).await
+    }
+
+    /// A checkout that may have to wait, within `wait`.
+    async fn checkout_wait(
+        self: &Arc<Self>,
+        wait: Duration,
+        first: Option<Take>,
+    ) -> Result<ServerGuard, CheckoutError> {
+        let started = Instant::now();
+        let checkout = async {
+            if first.is_none() {
+                self.pause.wait().await;
+            }
+            self.checkout_inner(first).await
+        };
+        match tokio::time::timeout(wait, checkout).await {
+            Ok(r) => {
+                if r.is_ok() {
+                    self.counters.waited(started.elapsed());
+                }
+                r
+            }
+            Err(_) => {
+                self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.counters.waited(started.elapsed());
+                Err(CheckoutError::Timeout(wait))
+            }
+        }
+    }
+
+    /// `first`: what the fast path already took, if anything.
+    async fn checkout_inner(
+        self: &Arc<Self>,
+        mut first: Option<Take>,
+    ) -> Result<ServerGuard, CheckoutError> {
+        loop {
+            let take = match first.take() {
+                Some(t) => t,
+                None => self.try_take()?,
+            };
+            let slot = match take {
+                Take::Conn(conn) => {
+                    if conn.is_alive() {
+                        return Ok(ServerGuard::new(self.clone(), conn));
+                    }
+                    tracing::debug!(pool = %self.key, server = conn.id, "idle server connection closed by the server");
+                    self.counters.closed(CloseReason::ServerLost);
+                    // Its slot is ours to reconnect with.
+                    Slot {
+                        pool: Some(self.clone()),
+                    }
+                }
+                Take::Slot(slot) => slot,
+                Take::Wait(rx) => match rx.await {
+                    Ok(Handoff::Conn(mut guard)) => {
+                        if guard.conn().is_alive() {
+                            return Ok(guard);
+                        }
+                        guard.conn_mut().dirty = true;
+                        drop(guard);
+                        continue;
+                    }
+                    Ok(Handoff::Slot(slot)) => slot,
+                    // The pool dropped our sender without an answer: cannot happen while the pool
+                    // lives, but retrying is always safe.
+                    Err(_) => continue,
+                },
+            };
+            // Boxed: connecting is rare, and its future would otherwise make every checkout
+            // future (and so every client task) that much bigger.
+            return Box::pin(self.connect_with(slot)).await;
+        }
+    }
+
+    /// The synchronous part of a checkout, under the lock.
+    fn try_take(self: &Arc<Self>) -> Result<Take, CheckoutError> {
+        let mut st = self.state();
+        if let Some(conn) = st.idle.pop() {
+            return Ok(Take::Conn(conn));
+        }
+        if st.open < self.size() {
+            if let Some((until, err)) = &st.backoff {
+                if Instant::now() < *until {
+                    return Err(err.clone().into());
+                }
+            }
+            st.open += 1;
+            return Ok(Take::Slot(Slot {
+                pool: Some(self.clone()),
+            }));
+        }
+        let (tx, rx) = oneshot::channel();
+        st.waiters.push_back((tx, Instant::now()));
+        Ok(Take::Wait(rx))
+    }
+
+    /// A clean connection comes back: to the oldest waiter, else to the idle list.
+    pub(super) fn checkin(self: &Arc<Self>, mut conn: Box<ServerConn>) {
+        conn.last_used = Instant::now();
+        if conn.last_used.duration_since(conn.created) >= self.settings.lifetime {
+            tracing::debug!(pool = %self.key, server = conn.id, "server connection reached server_lifetime");
+            return self.discard(conn, CloseReason::Lifetime);
+        }
+        if let Some(e) = &conn.entry {
+            if self.must_reconnect(e.info.connect_time) {
+                return self.discard(conn, CloseReason::Admin);
+            }
+        }
+        let mut st = self.state();
+        if st.open > self.size() {
+            // RELOAD made the pool smaller.
+            drop(st);
+            return self.discard(conn, CloseReason::Admin);
+        }
+        while let Some((tx, _)) = st.waiters.pop_front() {
+            match tx.send(Handoff::Conn(ServerGuard::new(self.clone(), conn))) {
+                Ok(()) => return,
+                Err(Handoff::Conn(mut back)) => conn = back.take(),
+                Err(Handoff::Slot(_)) => unreachable!("we sent a connection"),
+            }
+        }
+        if let Some(e) = &conn.entry {
+            e.info.returned();
+        }
+        st.idle.push(conn);
+    }
+
+    /// A slot is free again: the oldest waiter may connect with it; else `open` shrinks.
+    pub(super) fn release_slot(self: &Arc<Self>) {
+        let mut st = self.state();
+        if st.open > self.size() {
+            st.open -= 1;
+            return;
+        }
+        while let Some((tx, _)) = st.waiters.pop_front() {
+            match tx.send(Handoff::Slot(Slot {
+                pool: Some(self.clone()),
+            })) {
+                Ok(()) => return,
+                Err(Handoff::Slot(mut back)) => back.pool = None,
+                Err(Handoff::Conn(_)) => unreachable!("we sent a slot"),
+            }
+        }
+        st.open -= 1;
+    }
+}

@@ -1,0 +1,344 @@
+//! A pool of server connections for one (database, user): its connections and its control state.
+//!
+//! `open` counts every connection the pool is responsible for: idle, lent out, or being
+//! connected; it never exceeds `size`. The files, one concept each:
+//! * `checkout.rs`: [`Pool::checkout`] and the hand-off of returned connections and freed slots
+//!   to the oldest waiter;
+//! * `guard.rs`: [`ServerGuard`] (a lent connection; dropped, it goes back, or is closed if
+//!   `dirty`) and the slot guard, which make a waiter that gives up safe;
+//! * `connect.rs`: opening a connection and the backoff after a failure;
+//! * `pause.rs`: PAUSE; `key.rs`, `settings.rs`: what the pool is and how it is set up.
+//!
+//! Here: the pool itself, its control state (PAUSE, RECONNECT, RELOAD of size and address, the
+//! list of its server connections) and expiry. A primary pool of a database with replicas also
+//! holds the replicas' pools and the [`Router`] that chooses among them.
+//!
+//! Owns: server connections between clients, and the decisions about them (reuse, close,
+//! hand-off). Must not: relay client traffic, or know sessions beyond their count; its counters
+//! ([`PoolCounters`]) are written here and read by `metrics`.
+
+mod checkout;
+mod connect;
+mod guard;
+mod key;
+mod pause;
+mod settings;
+
+pub use checkout::CheckoutError;
+pub use guard::ServerGuard;
+pub use key::{PoolKey, Role};
+pub use pause::Pause;
+pub use settings::PoolSettings;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use crate::clock::now_us;
+use crate::metrics::{CloseReason, PoolCounters, PoolGauges, PoolLabels, PoolSample, PoolState};
+use crate::params::{Params, ParamsInterner};
+use crate::prepared::PoolStatements;
+use crate::router::Router;
+use crate::server::list::ServerList;
+use crate::server::{ConnectError, ServerConn, ServerTarget};
+use checkout::Handoff;
+
+struct State {
+    /// Boxed, as everywhere in the pool: a connection changes hands on every checkout and return,
+    /// and moving a pointer is cheaper than moving the whole `ServerConn` (192 bytes).
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<ServerConn>>,
+    open: usize,
+    /// With when each started waiting.
+    waiters: VecDeque<(oneshot::Sender<Handoff>, Instant)>,
+    /// After a failed connect, new connects wait until then and fail with the same error.
+    backoff: Option<(Instant, ConnectError)>,
+    /// Consecutive failed connects, for the backoff length.
+    failures: u32,
+}
+
+pub struct Pool {
+    pub key: PoolKey,
+    /// Where new server connections go; RELOAD may change it.
+    target: Mutex<Arc<ServerTarget>>,
+    /// The pool's size (`settings.size` at first; RELOAD may change it).
+    size: AtomicUsize,
+    pub settings: PoolSettings,
+    state: Mutex<State>,
+    /// ParameterStatus values of the pool's first login, sent to clients at their login.
+    startup_params: Mutex<Option<Arc<Params>>>,
+    /// Their tracked subset, which every client starts from; clients share it until they change it.
+    client_defaults: OnceLock<Params>,
+    /// Parameter lists clients of this pool logged in with, shared by the clients that have the
+    /// same ones (see [`Pool::shared_params`]).
+    interned: ParamsInterner,
+    /// Prepared statements (transaction mode), shared by a database's primary and replica pools
+    /// so that a statement has one server-side name wherever it runs.
+    pub statements: Arc<PoolStatements>,
+    /// Read/write splitting (a primary pool of a database with replicas).
+    pub router: Option<Arc<Router>>,
+    /// A primary pool's replica pools, by the index of `router`'s replica set; empty otherwise.
+    pub replicas: Vec<Arc<Pool>>,
+    /// Everything counted about this pool.
+    pub counters: PoolCounters,
+    /// PAUSE (admin console): checkouts wait while it is set.
+    pub pause: Pause,
+    /// Server connections made before this (µs since the Unix epoch) are closed when given back
+    /// (RECONNECT, KILL, a RELOAD that moved the server).
+    reconnect_before: AtomicU64,
+    /// This pool's server connections, for SHOW SERVERS.
+    pub servers: ServerList,
+    /// Server connections lent out: the number of clients holding one.
+    lent: AtomicUsize,
+    /// Logged-in client sessions of this pool.
+    sessions: AtomicUsize,
+}
+
+impl Pool {
+    /// A pool sharing `statements` with its database's other pools; for a primary pool with
+    /// replicas, `router` and the replicas' pools (in the order of the router's replica set).
+    pub fn with_parts(
+        key: PoolKey,
+        target: ServerTarget,
+        settings: PoolSettings,
+        statements: Arc<PoolStatements>,
+        router: Option<Arc<Router>>,
+        replicas: Vec<Arc<Pool>>,
+    ) -> Arc<Pool> {
+        Arc::new(Pool {
+            key,
+            target: Mutex::new(Arc::new(target)),
+            size: AtomicUsize::new(settings.size),
+            settings,
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                open: 0,
+                waiters: VecDeque::new(),
+                backoff: None,
+                failures: 0,
+            }),
+            startup_params: Mutex::new(None),
+            client_defaults: OnceLock::new(),
+            interned: ParamsInterner::default(),
+            statements,
+            router,
+            replicas,
+            counters: PoolCounters::default(),
+            pause: Pause::default(),
+            reconnect_before: AtomicU64::new(0),
+            servers: ServerList::default(),
+            lent: AtomicUsize::new(0),
+            sessions: AtomicUsize::new(0),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug in this module; the state is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The database column of the admin console: the name, with `@host:port` for a replica's
+    /// pool (so each pool has its own row, as tools keyed on database and user expect).
+    pub fn console_database(&self) -> String {
+        match self.key.role {
+            Role::Primary => self.key.database.clone(),
+            Role::Replica(_) => format!(
+                "{}@{}:{}",
+                self.key.database,
+                self.target().host,
+                self.target().port
+            ),
+        }
+    }
+
+    pub fn target(&self) -> Arc<ServerTarget> {
+        self.target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Points new server connections at `target` (RELOAD). Returns whether it changed; the
+    /// caller closes the old connections as they come back (RECONNECT).
+    pub fn set_target(&self, target: ServerTarget) -> bool {
+        let mut t = self.target.lock().unwrap_or_else(|p| p.into_inner());
+        let same = t.host == target.host
+            && t.port == target.port
+            && t.dbname == target.dbname
+            && t.user == target.user
+            && t.password == target.password;
+        if !same {
+            *t = Arc::new(target);
+        }
+        !same
+    }
+
+    /// The maximum number of server connections.
+    pub fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    pub fn startup_params(&self) -> Option<Arc<Params>> {
+        self.startup_params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The parameter values a new client starts with (the tracked ones of the first login), once a
+    /// server login has been made.
+    pub fn client_defaults(&self) -> Option<Params> {
+        self.client_defaults.get().cloned()
+    }
+
+    /// `params`, or an equal list other clients of this pool already share (see
+    /// [`ParamsInterner`]).
+    pub fn shared_params(&self, params: Params) -> Params {
+        self.interned.share(params)
+    }
+
+    /// RECONNECT: connections made until now are closed when given back.
+    pub fn reconnect(&self) {
+        self.reconnect_before.store(now_us(), Ordering::Relaxed);
+    }
+
+    /// Whether a connection made at `connect_time` (µs) must be closed instead of reused.
+    pub fn must_reconnect(&self, connect_time: u64) -> bool {
+        connect_time <= self.reconnect_before.load(Ordering::Relaxed)
+    }
+
+    /// A client session of this pool logged in.
+    pub fn session_opened(&self) {
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client session of this pool ended.
+    pub fn session_closed(&self) {
+        self.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Server connections lent out now.
+    pub fn lent(&self) -> usize {
+        self.lent.load(Ordering::Relaxed)
+    }
+
+    /// Closes `conn` for `reason` and frees its slot.
+    pub(super) fn discard(self: &Arc<Self>, conn: Box<ServerConn>, reason: CloseReason) {
+        tracing::debug!(pool = %self.key, server = conn.id, reason = reason.label(), "server connection closed");
+        self.counters.closed(reason);
+        drop(conn);
+        self.release_slot();
+    }
+
+    /// Closes idle connections past `server_idle_timeout` or `server_lifetime`. Returns how many.
+    pub fn close_expired(self: &Arc<Self>, now: Instant) -> usize {
+        let expired: Vec<Box<ServerConn>> = {
+            let mut st = self.state();
+            let s = &self.settings;
+            let (keep, expired): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut st.idle).into_iter().partition(|c| {
+                    now.duration_since(c.last_used) < s.idle_timeout
+                        && now.duration_since(c.created) < s.lifetime
+                });
+            st.idle = keep;
+            expired
+        };
+        let n = expired.len();
+        for conn in expired {
+            let reason = if now.duration_since(conn.created) >= self.settings.lifetime {
+                CloseReason::Lifetime
+            } else {
+                CloseReason::IdleTimeout
+            };
+            self.discard(conn, reason);
+        }
+        n
+    }
+
+    /// Closes every idle connection now (admin console). Returns how many.
+    pub fn close_idle(self: &Arc<Self>, reason: CloseReason) -> usize {
+        let idle = std::mem::take(&mut self.state().idle);
+        let n = idle.len();
+        for conn in idle {
+            self.discard(conn, reason);
+        }
+        n
+    }
+
+    /// Numbers for the admin console and metrics: (idle, open, waiting).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let st = self.state();
+        (
+            st.idle.len(),
+            st.open,
+            st.waiters.iter().filter(|(w, _)| !w.is_closed()).count(),
+        )
+    }
+
+    /// (idle, open, waiting, when the longest waiting checkout started), under one lock.
+    pub fn wait_state(&self) -> (usize, usize, usize, Option<Instant>) {
+        let st = self.state();
+        let mut live = st.waiters.iter().filter(|(w, _)| !w.is_closed());
+        let oldest = live.next().map(|(_, since)| *since);
+        let waiting = live.count() + usize::from(oldest.is_some());
+        (st.idle.len(), st.open, waiting, oldest)
+    }
+
+    /// A reading of the pool's state, for its gauges.
+    pub fn state_now(&self) -> PoolState {
+        let (idle, open, queued, queued_since) = self.wait_state();
+        let (held, held_since) = self.pause.held();
+        PoolState {
+            idle,
+            open,
+            lent: self.lent(),
+            queued,
+            queued_since,
+            held,
+            held_since,
+            sessions: self.sessions.load(Ordering::Relaxed),
+            // A primary pool's sessions include those busy on (or waiting for) its replicas'.
+            elsewhere: self
+                .replicas
+                .iter()
+                .map(|p| p.lent() + p.wait_state().2)
+                .sum(),
+            size: self.size(),
+            paused: self.pause.is_set(),
+        }
+    }
+
+    /// The pool's gauges now (SHOW POOLS, `/metrics`).
+    pub fn gauges(&self) -> PoolGauges {
+        PoolGauges::compute(&self.state_now(), Instant::now())
+    }
+
+    /// The labels of this pool's metrics.
+    pub fn labels(&self) -> PoolLabels {
+        PoolLabels {
+            database: self.key.database.clone(),
+            user: self.key.user.clone(),
+            role: self.key.role.label(),
+            replica: match self.key.role {
+                Role::Replica(_) => {
+                    let t = self.target();
+                    Some(format!("{}:{}", t.host, t.port))
+                }
+                Role::Primary => None,
+            },
+        }
+    }
+
+    /// This pool as a scrape sees it.
+    pub fn sample(&self) -> PoolSample<'_> {
+        PoolSample {
+            labels: self.labels(),
+            gauges: self.gauges(),
+            counters: &self.counters,
+            router: self.router.as_deref(),
+        }
+    }
+}

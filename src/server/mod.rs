@@ -1,0 +1,99 @@
+//! One connection to PostgreSQL and the state the pooler tracks on it.
+//!
+//! * [`connect()`] (connect.rs): open a socket and log in.
+//! * [`run_simple`] (query.rs): run one simple Query of sluice's own on an idle connection.
+//! * [`list`]: a pool's list of its connections, for the admin console.
+//!
+//! Owns: one connection's socket and tracked state (parameters, prepared statements, transaction
+//! cleanliness). Must not: know pools, clients or routing; a pool lends a connection out, a
+//! session relays on it.
+
+mod connect;
+pub mod list;
+mod query;
+
+pub use connect::connect;
+pub use query::run_simple;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::net::Stream;
+use crate::params::Params;
+use crate::prepared::ServerStatements;
+
+/// Where and as whom a pool's server connections log in.
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+impl ServerTarget {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Why a server connection could not be made. The message is what a client is shown.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    #[error("could not connect to server {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("server {addr} did not answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    /// PostgreSQL refused the login; its own SQLSTATE and message are passed on.
+    #[error("server login failed: {message}")]
+    Refused { code: String, message: String },
+    #[error("server login failed: {0}")]
+    Protocol(String),
+}
+
+impl ConnectError {
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            ConnectError::Refused { code, .. } => code,
+            _ => sluice_proto::sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+        }
+    }
+}
+
+/// A logged-in server connection.
+pub struct ServerConn {
+    pub id: u64,
+    pub stream: Stream,
+    /// The server's BackendKeyData, for forwarding cancel requests.
+    pub pid: i32,
+    pub key: i32,
+    /// Values the server reported (ParameterStatus) or that sluice set on it.
+    pub params: Params,
+    /// (`params`, a client's list) as they were when they last matched: while both are still
+    /// those very lists (nothing changed either since, see [`Params::same_list`]), the next
+    /// checkout for that list has nothing to compare.
+    pub in_sync: Option<(Params, Params)>,
+    pub target: Arc<ServerTarget>,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// Set while a client holds it and may have left it mid-transaction. A guard dropped with
+    /// `dirty` set closes the connection instead of returning it to the pool.
+    pub dirty: bool,
+    /// sluice's statements prepared on this connection (transaction mode).
+    pub statements: ServerStatements,
+    /// Its entry in the pool's server list (SHOW SERVERS), removed when it is dropped.
+    pub entry: Option<list::ServerEntry>,
+}
+
+impl ServerConn {
+    /// True when the connection has neither closed nor sent anything unasked while idle (PostgreSQL
+    /// sends an ErrorResponse before it closes a terminated backend). Does not block.
+    pub fn is_alive(&self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! [`Shared`]: what every client task, the console and the background tasks share: the
+//! configuration in force and its users, the pools, the cancel keys, the client list, the
+//! histogram recorder and the console's state.
+//!
+//! * `pools.rs`: making a pool (and its replica pools and router) from the config;
+//! * `users.rs`: [`UserAuth`], a user's parsed secrets;
+//! * `console.rs`: [`Console`], paused databases and SHUTDOWN.
+//!
+//! Owns: the pooler-wide state, passed by handle (no global). Must not: run sessions, accept
+//! connections or apply a RELOAD (`listener`, `client`, `reload` do, through it).
+
+mod console;
+mod pools;
+mod users;
+
+pub use console::Console;
+pub(crate) use pools::{pool_parts, replica_parts};
+pub use users::{UserAuth, users_of};
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+
+use crate::cancel::CancelMap;
+use crate::clients::ClientList;
+use crate::config::Config;
+use crate::metrics::http::Source;
+use crate::metrics::{Globals, HistogramRecorder, PoolSample, prometheus};
+use crate::pool::{Pool, PoolKey};
+
+/// What every client task shares.
+pub struct Shared {
+    /// The configuration in force (RELOAD swaps it).
+    config: RwLock<Arc<Config>>,
+    users: RwLock<Arc<HashMap<String, Arc<UserAuth>>>>,
+    pub pools: DashMap<PoolKey, Arc<Pool>>,
+    pub cancels: Arc<CancelMap>,
+    /// Seeds mock SCRAM secrets for unknown users, so repeated tries see a stable salt.
+    pub mock_secret: [u8; 16],
+    /// Live client sessions (SHOW CLIENTS, KILL).
+    pub clients: Arc<ClientList>,
+    /// Histograms for `/metrics`; None when `metrics_listen` is off.
+    pub histograms: Option<HistogramRecorder>,
+    /// Admin console state (PAUSE, SHUTDOWN).
+    pub console: Console,
+    /// Serialises the creation of pools.
+    creating: std::sync::Mutex<()>,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Shared> {
+        let users = users_of(&config);
+        let histograms = config.metrics_addr().map(|_| HistogramRecorder::new());
+        Arc::new(Shared {
+            histograms,
+            clients: Arc::default(),
+            console: Console::default(),
+            config: RwLock::new(Arc::new(config)),
+            users: RwLock::new(Arc::new(users)),
+            pools: DashMap::new(),
+            cancels: Arc::new(CancelMap::default()),
+            mock_secret: rand::random(),
+            creating: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A configured user, with its secrets.
+    pub fn user(&self, name: &str) -> Option<Arc<UserAuth>> {
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Puts `config` in force, with its users (RELOAD); returns it as shared.
+    pub fn install(&self, config: Config) -> Arc<Config> {
+        let users = users_of(&config);
+        let config = Arc::new(config);
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
+        config
+    }
+
+    /// Every pool, in a stable order (by key).
+    pub fn pool_list(&self) -> Vec<Arc<Pool>> {
+        let mut v: Vec<Arc<Pool>> = self.pools.iter().map(|e| e.value().clone()).collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+}
+
+/// What `/metrics` and `/readyz` see of the pooler.
+impl Source for Shared {
+    fn render(&self, draining: bool) -> String {
+        let pools = self.pool_list();
+        let samples: Vec<PoolSample<'_>> = pools.iter().map(|p| p.sample()).collect();
+        let globals = Globals {
+            client_connections: self.clients.connections(),
+            max_client_connections: self.config().pooler.max_client_conn,
+            draining,
+        };
+        prometheus::render(&samples, &globals, self.histograms.as_ref())
+    }
+
+    fn config(&self) -> Arc<Config> {
+        Shared::config(self)
+    }
+}
