@@ -88,7 +88,7 @@ pub async fn run_shared(
 ) -> std::io::Result<()> {
     let (drain_tx, drain_rx) = watch::channel(false);
     let _background = background::start(&shared, drain_rx.clone()).await?;
-    let clients = listener::accept(&shared, listener, shutdown, &drain_rx).await;
+    let clients = listener::accept(&shared, listener, shutdown).await;
     shutdown::drain(&shared, clients, &drain_tx).await;
     Ok(())
 }

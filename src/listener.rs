@@ -10,20 +10,19 @@ use bytes::BytesMut;
 use sluice_proto::backend::ErrorResponse;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::client;
 use crate::shared::Shared;
 
 /// Accepts clients on `listener` until `shutdown` completes or an admin runs SHUTDOWN, then
-/// stops listening. Returns the client tasks still running. `drain` is handed to each session
-/// (the pooler is draining once it reads true).
+/// stops listening. Returns the client tasks still running. (Sessions learn of the drain through
+/// the client list: [`crate::clients::ClientList::drain`].)
 pub async fn accept(
     shared: &Arc<Shared>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-    drain: &watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let limit = Arc::new(Semaphore::new(shared.config().pooler.max_client_conn));
     let mut clients = JoinSet::new();
@@ -48,9 +47,8 @@ pub async fn accept(
                 match limit.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let shared = shared.clone();
-                        let drain = drain.clone();
                         clients.spawn(async move {
-                            client::serve(shared, stream, peer, drain).await;
+                            client::serve(shared, stream, peer).await;
                             drop(permit);
                         });
                     }

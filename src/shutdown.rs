@@ -2,9 +2,9 @@
 //! closed, clients inside a transaction may finish it, and whatever is left after
 //! `shutdown_timeout` is closed.
 //!
-//! The signal reaches sessions two ways (to be unified): the `drain` watch channel, read by a
-//! session when its relay starts and by the admin console, and [`ClientList::drain`], which sets
-//! each logged-in session's stop bits and wakes it.
+//! Sessions (pooled and console) hear it one way: [`ClientList::drain`] sets each session's
+//! stop bits and wakes it, and a session registering afterwards gets the bit at registration.
+//! The `drain` watch channel only tells the background tasks (the metrics endpoint).
 //!
 //! [`ClientList::drain`]: crate::clients::ClientList::drain
 

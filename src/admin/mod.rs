@@ -23,9 +23,8 @@ use sluice_proto::backend::{self, ErrorResponse};
 use sluice_proto::frontend::FrontendTag;
 use sluice_proto::sqlstate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
-use crate::clients::NewClient;
+use crate::clients::{ClientList, NewClient};
 use crate::metrics::CloseReason;
 use crate::net::Stream;
 use crate::pool::Pool;
@@ -95,10 +94,9 @@ pub async fn serve(
     mut buf: BytesMut,
     login: AdminLogin,
     peer: SocketAddr,
-    mut drain: watch::Receiver<bool>,
 ) {
     let cancel = shared.cancels.register();
-    let _entry = shared.clients.register(NewClient {
+    let entry = shared.clients.register(NewClient {
         database: &login.database,
         user: &login.user,
         pool: None,
@@ -143,7 +141,8 @@ pub async fn serve(
                         Ok(0) | Err(_) => return,
                         Ok(_) => continue,
                     },
-                    _ = async { drop(drain.wait_for(|d| *d).await) } => {
+                    // The pooler is draining (the console has no transaction to finish).
+                    _ = entry.info.killed() => {
                         ErrorResponse::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command").write(&mut out);
                         let _ = stream.write_all(&out).await;
                         return;
@@ -164,7 +163,7 @@ pub async fn serve(
             Some(FrontendTag::Query) => {
                 let sql = message.body.strip_suffix(&[0]).unwrap_or(&message.body);
                 let sql = String::from_utf8_lossy(sql);
-                execute(&shared, &login, &sql, &mut drain, &mut out).await;
+                execute(&shared, &login, &sql, &mut out).await;
                 backend::ready_for_query(b'I', &mut out);
             }
             Some(FrontendTag::Terminate) => return,
@@ -204,13 +203,7 @@ pub async fn serve(
 }
 
 /// Runs every `;`-separated command of one Query, stopping at the first error.
-async fn execute(
-    shared: &Shared,
-    login: &AdminLogin,
-    sql: &str,
-    drain: &mut watch::Receiver<bool>,
-    out: &mut BytesMut,
-) {
+async fn execute(shared: &Shared, login: &AdminLogin, sql: &str, out: &mut BytesMut) {
     let commands: Vec<&str> = sql
         .split(';')
         .map(str::trim)
@@ -221,7 +214,7 @@ async fn execute(
         return;
     }
     for command in commands {
-        if let Err(e) = run_command(shared, login, command, drain, out).await {
+        if let Err(e) = run_command(shared, login, command, out).await {
             e.write(out);
             return;
         }
@@ -247,7 +240,6 @@ async fn run_command(
     shared: &Shared,
     login: &AdminLogin,
     command: &str,
-    drain: &mut watch::Receiver<bool>,
     out: &mut BytesMut,
 ) -> Result<(), ErrorResponse> {
     let words: Vec<&str> = command.split_whitespace().collect();
@@ -295,7 +287,7 @@ async fn run_command(
         "PAUSE" => {
             let pools = pools_of(shared, arg.as_deref())?;
             pause(shared, arg.as_deref(), &pools);
-            wait_released(&pools, drain).await;
+            wait_released(&pools, &shared.clients).await;
             for p in &pools {
                 p.close_idle(CloseReason::Admin);
             }
@@ -403,13 +395,13 @@ fn pause(shared: &Shared, database: Option<&str>, pools: &[Arc<Pool>]) {
 
 /// Waits until no server connection of `pools` is lent out or being opened (transactions that
 /// were running finish), or sluice starts shutting down.
-async fn wait_released(pools: &[Arc<Pool>], drain: &mut watch::Receiver<bool>) {
+async fn wait_released(pools: &[Arc<Pool>], clients: &ClientList) {
     loop {
         let busy = pools.iter().any(|p| {
             let g = p.gauges();
             g.servers_active + g.servers_connecting > 0
         });
-        if !busy || *drain.borrow() {
+        if !busy || clients.is_draining() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

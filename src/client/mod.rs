@@ -26,7 +26,6 @@ use sluice_proto::backend::ErrorResponse;
 use sluice_proto::sqlstate;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::Shared;
 use crate::pool::{CheckoutError, Pool};
@@ -56,7 +55,6 @@ pub fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    drain: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> + Send {
     // A future is as big as the biggest state it can be in, and a client task keeps its future
     // for as long as the client stays, idle or not. So everything before the relay (login, the
@@ -64,15 +62,15 @@ pub fn serve(
     // (an async fn would keep room for them in every state), and the session is relayed where
     // it lies instead of being moved out of an Option (which would keep room for two).
     let counted = shared.clients.connection();
-    let args = Box::new((shared, stream, peer, drain));
+    let args = Box::new((shared, stream, peer));
     async move {
         let _counted = counted;
         // Moved out in a scope of its own, so that the box is freed now, not when the client goes.
-        let (shared, stream, peer, drain) = {
+        let (shared, stream, peer) = {
             let args = args;
             *args
         };
-        let mut session = Box::pin(start(shared, stream, peer, drain)).await;
+        let mut session = Box::pin(start(shared, stream, peer)).await;
         if let Some(s) = session.as_mut() {
             s.run().await;
         }
@@ -80,12 +78,7 @@ pub fn serve(
 }
 
 /// Logs the client in; the session to relay, or None when it ended there.
-async fn start(
-    shared: Arc<Shared>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    drain: watch::Receiver<bool>,
-) -> Option<Session> {
+async fn start(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) -> Option<Session> {
     let _ = stream.set_nodelay(true);
     let mut inbuf = BytesMut::new();
     let mut admin = None;
@@ -94,9 +87,7 @@ async fn start(
     let login = Box::pin(login::login(&shared, &mut stream, &mut inbuf, &mut admin));
     let login = tokio::time::timeout(LOGIN_TIMEOUT, login).await;
     match login {
-        Ok(Ok(Some(logged_in))) => {
-            Some(Session::new(&shared, logged_in, stream, inbuf, peer, drain))
-        }
+        Ok(Ok(Some(logged_in))) => Some(Session::new(&shared, logged_in, stream, inbuf, peer)),
         Ok(Ok(None)) => {
             if let Some(admin) = admin {
                 Box::pin(crate::admin::serve(
@@ -105,7 +96,6 @@ async fn start(
                     inbuf,
                     admin,
                     peer,
-                    drain,
                 ))
                 .await;
             }
@@ -157,8 +147,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
-        let (_tx, drain) = watch::channel(false);
-        let task = serve(shared, stream, peer, drain);
+        let task = serve(shared, stream, peer);
         let size = std::mem::size_of_val(&task);
         eprintln!("client task future: {size} bytes");
         assert!(size <= 832, "client task future grew to {size} bytes");

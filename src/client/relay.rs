@@ -82,10 +82,8 @@ fn held_whole(tag: Option<BackendTag>, internal: bool) -> bool {
 
 impl Session {
     pub(super) async fn relay(&mut self) -> Result<(), Fatal> {
-        if *self.drain.borrow() {
-            self.draining = true;
-        }
-        // One stop future (KILL, or the pooler draining) for the whole loop, not one per round.
+        // One stop future (KILL, or the pooler draining, also when the drain began before this
+        // session registered) for the whole loop, not one per round.
         let info = self.stats.client.info.clone();
         let stop = info.killed();
         tokio::pin!(stop);

@@ -23,7 +23,6 @@ use sluice_proto::frontend::FrontendTag;
 use sluice_proto::{Header, frontend, split_cstr, sqlstate};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use super::exchange::{Answer, Exchange, Pending, Verdict};
 use super::login::LoggedIn;
@@ -83,8 +82,8 @@ pub(super) struct Session {
     held_error: Option<String>,
     /// Cap on a message held whole.
     pub(super) max: usize,
+    /// The pooler is draining: the session ends at its next clean point.
     pub(super) draining: bool,
-    pub(super) drain: watch::Receiver<bool>,
     /// Counters, timings and this client's registry entry (SHOW CLIENTS, KILL).
     pub(super) stats: SessionStats,
     /// Read/write splitting; None unless the pool has replicas (boxed: most pools have none).
@@ -98,7 +97,6 @@ impl Session {
         client: TcpStream,
         cli_in: BytesMut,
         peer: std::net::SocketAddr,
-        drain: watch::Receiver<bool>,
     ) -> Session {
         let LoggedIn {
             pool,
@@ -142,7 +140,6 @@ impl Session {
             lost: None,
             held_error: None,
             draining: false,
-            drain,
             stats,
             route,
         };

@@ -18,7 +18,7 @@ pub use session::SessionStats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use tokio::sync::Notify;
@@ -33,6 +33,8 @@ pub struct ClientList {
     next_id: AtomicU64,
     /// Client connections open, logged in or not (SHOW LISTS' login_clients is the difference).
     connections: AtomicUsize,
+    /// The pooler is draining: every session, listed now or later, has [`STOP_DRAIN`] set.
+    draining: AtomicBool,
 }
 
 /// One client session.
@@ -143,6 +145,12 @@ impl ClientList {
             stop: AtomicU8::new(0),
         });
         self.map.insert(info.id, info.clone());
+        // After the insert: either `drain` (which sets the flag before it walks the list) sees
+        // this entry, or this load sees the flag (both SeqCst), so no session misses a drain.
+        if self.draining.load(Ordering::SeqCst) {
+            info.stop.fetch_or(STOP_DRAIN, Ordering::Release);
+            info.kill.notify_one();
+        }
         ClientEntry {
             info,
             clients: self.clone(),
@@ -164,6 +172,11 @@ impl ClientList {
         self.map.is_empty()
     }
 
+    /// Whether the pooler is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
     /// Ends every session of `database` (all pooled sessions with `None`); returns how many.
     pub fn kill(&self, database: Option<&str>) -> usize {
         let mut n = 0;
@@ -178,11 +191,49 @@ impl ClientList {
     }
 
     /// The pooler is shutting down: wakes every session so it finishes its transaction and leaves.
-    /// (Sessions that log in later see the drain flag when their relay starts.)
+    /// Sessions that register later get the same stop bit at registration. This is the one drain
+    /// signal sessions (pooled and console) read.
     pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
         for c in self.map.iter() {
             c.stop.fetch_or(STOP_DRAIN, Ordering::Release);
             c.kill.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_client(list: &Arc<ClientList>) -> ClientEntry {
+        list.register(NewClient {
+            database: "app",
+            user: "app",
+            pool: None,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            local: None,
+            application_name: "",
+            remote_pid: 1,
+        })
+    }
+
+    /// A session listed before the drain and one that logs in after it both get the drain bit
+    /// and a wake-up: there is no second drain signal to miss.
+    #[tokio::test]
+    async fn drain_reaches_sessions_listed_before_and_after() {
+        let list = Arc::new(ClientList::default());
+        let before = new_client(&list);
+        assert_eq!(before.info.stop_requested(), 0);
+        list.drain();
+        assert!(list.is_draining());
+        let after = new_client(&list);
+        for entry in [&before, &after] {
+            assert_eq!(entry.info.stop_requested() & STOP_DRAIN, STOP_DRAIN);
+            // The wake-up is kept for a session that was not waiting yet.
+            tokio::time::timeout(std::time::Duration::from_secs(1), entry.info.killed())
+                .await
+                .expect("woken");
         }
     }
 }
