@@ -134,7 +134,7 @@ impl Default for Exchange {
 
 impl Exchange {
     /// A request went (or, for local answers, was queued) to the server.
-    #[inline]
+    #[inline(always)]
     pub fn sent(&mut self, p: Pending) {
         match p {
             Pending::Sync => {
@@ -213,6 +213,7 @@ impl Exchange {
 
     /// Books one whole server reply (not one to sluice's own request) against the requests.
     /// What requests skipped after an error had done is handed to `undo`.
+    #[inline]
     pub fn on_reply(&mut self, tag: BackendTag, body: &[u8], undo: impl FnMut(Undo)) -> Verdict {
         match tag {
             BackendTag::ReadyForQuery => {
@@ -350,8 +351,28 @@ impl Exchange {
         self.in_copy_in
     }
 
-    /// Writes the answers sluice owes that have reached the front.
+    /// Writes the answers sluice owes that have reached the front. Called after every message
+    /// either way, so the common case (none owed) is an inlined look at the front.
+    #[inline]
     pub fn emit_local(&mut self, out: &mut BytesMut) {
+        if matches!(
+            self.pending.front(),
+            Some(
+                Pending::Parse {
+                    answer: Answer::Local,
+                    ..
+                } | Pending::Close {
+                    answer: Answer::Local,
+                    ..
+                } | Pending::LocalCommand(_)
+                    | Pending::CopyEnd
+            )
+        ) {
+            self.emit_local_owed(out);
+        }
+    }
+
+    fn emit_local_owed(&mut self, out: &mut BytesMut) {
         loop {
             match self.pending.front() {
                 Some(Pending::Parse {
