@@ -1,6 +1,6 @@
 //! A small per-thread cache of relay buffers.
 //!
-//! A client holds its four relay buffers only while it is busy (see the relay in `client.rs`):
+//! A client holds its four relay buffers only while it is busy (see `client/relay.rs`):
 //! most of a pooler's clients are idle most of the time, and that keeps them small. Without a
 //! cache every transaction would allocate those buffers and free them again, and promote two of
 //! them to `bytes`' shared form at their first `split_to` (one more allocation each): about

@@ -14,7 +14,7 @@ use crate::clock::now_us;
 use crate::pool::{CheckoutError, Pool, ServerGuard};
 
 /// What a client session counts as it runs: its entry in the client list and its open request and
-/// transaction. Owned by the session; hooks in `client.rs` call it at a few points.
+/// transaction. Owned by the session; `client/session.rs` calls it at a few points.
 pub struct SessionStats {
     pub client: ClientEntry,
     query_start: Option<Instant>,
