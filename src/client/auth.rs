@@ -2,6 +2,7 @@
 
 use bytes::BytesMut;
 use sluice_proto::auth::{ScramError, ScramServer, ScramVerifier};
+use sluice_proto::frontend::FrontendTag;
 use sluice_proto::{backend, frontend, sqlstate};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -32,7 +33,7 @@ pub(super) async fn authenticate(
     let max = sluice_proto::MAX_STARTUP_LEN;
     let expect_password = |m: Option<sluice_proto::RawMessage>| -> Result<bytes::Bytes, Fatal> {
         match m {
-            Some(m) if m.tag == b'p' => Ok(m.body),
+            Some(m) if m.tag == FrontendTag::Password.as_u8() => Ok(m.body),
             Some(m) => Err(Fatal::new(
                 sqlstate::PROTOCOL_VIOLATION,
                 format!(

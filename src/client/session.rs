@@ -493,7 +493,7 @@ impl Session {
             let mut b = &bytes[..];
             while let Ok(Some(h)) = Header::parse(b, usize::MAX) {
                 let len = h.wire_len().min(b.len());
-                if h.tag == b'P' {
+                if h.tag == FrontendTag::Parse.as_u8() {
                     if let Some((name, _)) = split_cstr(&b[Header::LEN..len]) {
                         if !name.is_empty() {
                             self.statements.remove(name);

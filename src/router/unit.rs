@@ -1,6 +1,7 @@
 //! The unit of routing: an autocommit simple Query, or an extended-protocol batch up to Sync,
 //! and where it may run. Pure: it reads message bytes and a lookup of named statements.
 
+use sluice_proto::frontend::FrontendTag;
 use sluice_proto::{Header, split_cstr};
 
 use super::{Classification, Reason, Route, RouteReason, classify};
@@ -82,7 +83,7 @@ pub fn classify_unit(
     named: impl Fn(&[u8]) -> Option<Classification>,
 ) -> (Unit, Option<usize>) {
     let text = |b: &[u8]| classify_bytes(b, writing_functions);
-    if first[0] == b'Q' {
+    if first[0] == FrontendTag::Query.as_u8() {
         let body = &first[Header::LEN..];
         let mut u = Unit::read();
         match body.strip_suffix(&[0]).and_then(text) {
@@ -110,8 +111,8 @@ pub fn classify_unit(
                 .map(|(_, c)| *c)
                 .or_else(|| named(name))
         };
-        match msg[0] {
-            b'P' => {
+        match FrontendTag::from_u8(msg[0]) {
+            Some(FrontendTag::Parse) => {
                 let c = split_cstr(body).and_then(|(name, tail)| {
                     let (q, _) = split_cstr(tail)?;
                     Some((name, text(q)?))
@@ -127,8 +128,8 @@ pub fn classify_unit(
                 statements += 1;
                 u.add(c);
             }
-            b'B' | b'D' => {
-                let name = if msg[0] == b'B' {
+            Some(tag @ (FrontendTag::Bind | FrontendTag::Describe)) => {
+                let name = if tag == FrontendTag::Bind {
                     split_cstr(body)
                         .and_then(|(_, rest)| split_cstr(rest))
                         .map(|(n, _)| n)
@@ -146,12 +147,12 @@ pub fn classify_unit(
                         }
                         None => u = Unit::primary(Reason::Uncertain),
                     }
-                } else if msg[0] == b'B' {
+                } else if tag == FrontendTag::Bind {
                     u = Unit::primary(Reason::Malformed);
                 }
             }
-            b'E' | b'C' | b'H' => {}
-            b'S' => {
+            Some(FrontendTag::Execute | FrontendTag::Close | FrontendTag::Flush) => {}
+            Some(FrontendTag::Sync) => {
                 if statements == 0 {
                     u = Unit::primary(Reason::Uncertain);
                 }
