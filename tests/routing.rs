@@ -601,3 +601,103 @@ async fn with_fallback_error_a_read_without_a_replica_fails_and_writes_go_on() {
     })
     .await;
 }
+
+/// Runs `BEGIN READ ONLY; SELECT pg_is_in_recovery(); COMMIT` as three queries; true when the
+/// transaction ran on the replica.
+async fn read_only_transaction_on_replica(c: &Client) -> bool {
+    c.batch_execute("BEGIN READ ONLY").await.expect("begin");
+    let on = on_replica(c, "SELECT pg_is_in_recovery()").await;
+    c.batch_execute("COMMIT").await.expect("commit");
+    on
+}
+
+/// A transaction that wrote nothing does not fence the client's reads to the primary: with the
+/// replica's replay paused behind the primary, a client that ran `BEGIN; SET TRANSACTION READ
+/// ONLY; COMMIT` (or a transaction of reads) still gets all ten of its `BEGIN READ ONLY`
+/// transactions on the replica, while a transaction that wrote keeps its reads on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_wrote_nothing_does_not_fence_reads() {
+    let c = ReplicaCluster::start().await;
+    schema(&c).await;
+    let s = Sluice::start(config(&c, "max_replica_lag = \"10m\""));
+    let client = through(&s).await;
+    wait_routed_to_replica(&client).await;
+    c.pause_replay().await;
+    // Another client's write moves the primary past what the paused replica has replayed.
+    c.connect_primary_app()
+        .await
+        .batch_execute("INSERT INTO items VALUES (5000, 'elsewhere')")
+        .await
+        .expect("direct insert");
+
+    for tx in [
+        &["BEGIN", "SET TRANSACTION READ ONLY", "COMMIT"][..],
+        &["BEGIN", "SELECT count(*) FROM items", "COMMIT"][..],
+        &["BEGIN", "SELECT 1", "ROLLBACK"][..],
+    ] {
+        for sql in tx {
+            client.batch_execute(sql).await.expect(sql);
+        }
+        let mut on = 0;
+        for _ in 0..10 {
+            on += read_only_transaction_on_replica(&client).await as usize;
+        }
+        assert_eq!(
+            on, 10,
+            "after {tx:?}: {on} of 10 read-only transactions on the replica"
+        );
+    }
+
+    // A transaction that wrote: its reads stay on the primary while the replica lacks the write.
+    for sql in ["BEGIN", "INSERT INTO items VALUES (5001, 'mine')", "COMMIT"] {
+        client.batch_execute(sql).await.expect(sql);
+    }
+    assert!(
+        !read_only_transaction_on_replica(&client).await,
+        "a read after the client's own write went to the paused replica"
+    );
+    assert_eq!(
+        simple_scalar(&client, "SELECT note FROM items WHERE id = 5001")
+            .await
+            .as_deref(),
+        Some("mine")
+    );
+    c.resume_replay().await;
+}
+
+/// A client fenced by its write returns to the replica soon after the replica replays it, not
+/// at the health checker's next regular poll (here 10 s away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_reads_return_to_the_replica_soon_after_replay() {
+    let c = ReplicaCluster::start().await;
+    schema(&c).await;
+    let toml = config(&c, "").replace(
+        "replica_check_interval = \"100ms\"",
+        "replica_check_interval = \"10s\"",
+    );
+    let s = Sluice::start(toml);
+    let client = through(&s).await;
+    wait_routed_to_replica(&client).await;
+    client
+        .batch_execute("INSERT INTO items VALUES (6000, 'fenced')")
+        .await
+        .expect("insert");
+    let started = std::time::Instant::now();
+    // The write is replayed within milliseconds here; the fenced poll (every 10 ms while a
+    // client waits) must notice well before the regular 10 s one.
+    poll_until(
+        Duration::from_secs(3),
+        "reads back on the replica",
+        || async { on_replica(&client, "SELECT pg_is_in_recovery()").await },
+    )
+    .await;
+    let took = started.elapsed();
+    eprintln!("fenced reads back on the replica after {took:?}");
+    assert_eq!(
+        simple_scalar(&client, "SELECT note FROM items WHERE id = 6000")
+            .await
+            .as_deref(),
+        Some("fenced"),
+        "the replica read sees the write"
+    );
+}

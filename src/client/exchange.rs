@@ -39,6 +39,9 @@ pub enum Pending {
     /// sluice's read of the primary's WAL position after a client's write (read-your-writes),
     /// swallowed through its ReadyForQuery.
     LsnProbe,
+    /// sluice's question, just before a client's COMMIT, whether the transaction wrote anything
+    /// (read-your-writes), swallowed through its ReadyForQuery.
+    XidProbe,
     Parse {
         answer: Answer,
         undo: Undo,
@@ -192,8 +195,12 @@ impl Exchange {
     pub fn front_is_internal(&self) -> bool {
         matches!(
             self.pending.front(),
-            Some(Pending::Internal | Pending::LsnProbe)
+            Some(Pending::Internal | Pending::LsnProbe | Pending::XidProbe)
         )
+    }
+
+    pub fn front_is_xid_probe(&self) -> bool {
+        matches!(self.pending.front(), Some(Pending::XidProbe))
     }
 
     pub fn front_is_probe(&self) -> bool {

@@ -58,7 +58,16 @@ pub struct Routing {
     blocked: bool,
     /// The answer of an LSN probe so far.
     probe_lsn: Option<u64>,
+    /// An xid probe is out (see [`Routing::wants_xid_probe`]); true once another unit followed
+    /// it, which voids its answer.
+    xid_probe: Option<bool>,
+    /// The xid probe's answer so far: no transaction id was assigned.
+    no_xid: bool,
 }
+
+/// Asked just before a COMMIT on the primary: NULL when the transaction has no transaction id,
+/// that is, wrote nothing (PostgreSQL 9.6 and later; granted to everyone).
+pub const XID_PROBE_QUERY: &str = "SELECT txid_current_if_assigned()";
 
 impl Routing {
     pub fn new(router: Arc<Router>) -> Routing {
@@ -73,6 +82,8 @@ impl Routing {
             force_primary: false,
             blocked: false,
             probe_lsn: None,
+            xid_probe: None,
+            no_xid: false,
         }
     }
 
@@ -101,6 +112,10 @@ impl Routing {
         let Some(i) = self.on_replica else {
             if !unit.read || len.is_none() {
                 self.wrote = true;
+            }
+            if let Some(voided) = self.xid_probe.as_mut() {
+                // A unit after the probe: its answer no longer covers the transaction.
+                *voided = true;
             }
             return true;
         };
@@ -153,6 +168,9 @@ impl Routing {
         match replicas.pick(min) {
             Some(i) => Plan::Replica(i),
             None if min.is_some() && replicas.pick(None).is_some() => {
+                // Fenced: have the replicas polled fast so the next read can go there as soon
+                // as one has replayed the write.
+                replicas.want(min.unwrap_or(0));
                 Plan::Primary(Some(RouteReason::ReadYourWrites))
             }
             None => Plan::Primary(Some(RouteReason::NoReplica)),
@@ -204,6 +222,46 @@ impl Routing {
             .hint("replica_fallback = \"error\" is set; see SHOW REPLICAS on the admin console"));
         }
         Ok(())
+    }
+
+    /// Hook before a unit that continues on the attached server: whether to ask the primary,
+    /// ahead of it, if the transaction wrote anything. True for a unit that ends a transaction
+    /// (`tx_status` `T`: open and not failed) that counts as a write so far: if it wrote
+    /// nothing (`BEGIN; SET TRANSACTION READ ONLY; COMMIT`, a transaction of SELECTs) the
+    /// client's reads need no fence. The session sends [`XID_PROBE_QUERY`] ahead of the unit, in
+    /// the same write, and calls [`Routing::xid_probe_sent`].
+    pub fn wants_xid_probe(&self, unit: Unit, tx_status: u8) -> bool {
+        self.on_replica.is_none()
+            && self.wrote
+            && unit.ends_tx
+            && tx_status == b'T'
+            && self.router.read_your_writes != ReadYourWrites::Off
+    }
+
+    pub fn xid_probe_sent(&mut self) {
+        self.xid_probe = Some(false);
+        self.no_xid = false;
+    }
+
+    /// A reply to the xid probe. Returns true at its ReadyForQuery (the probe is done).
+    pub fn on_xid_probe_reply(&mut self, tag: BackendTag, body: &[u8]) -> bool {
+        match tag {
+            BackendTag::DataRow => {
+                self.no_xid = DataRow::decode(body)
+                    .ok()
+                    .and_then(|row| row.values().next())
+                    .is_some_and(|first| first.is_none());
+                false
+            }
+            BackendTag::ReadyForQuery => {
+                if self.xid_probe.take() == Some(false) && self.no_xid {
+                    // Nothing was written; the COMMIT behind the probe writes nothing either.
+                    self.wrote = false;
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A primary server was attached for a unit; `read`: the unit is provably read-only.
@@ -319,6 +377,7 @@ impl Routing {
     pub fn released(&mut self) {
         self.leave_server();
         self.retry = None;
+        self.xid_probe = None;
     }
 
     /// Hook on the loss of the attached server. Returns true when a held unit should be retried
@@ -327,6 +386,7 @@ impl Routing {
         if self.retry.is_some() {
             return true;
         }
+        self.xid_probe = None;
         if std::mem::take(&mut self.wrote) || probing {
             // The write may or may not have committed: keep reads on the primary a while.
             self.fence.record_write(None, Instant::now());

@@ -226,7 +226,7 @@ impl Session {
             && !self.exchange.unsynced()
             && !self.exchange.in_copy_in()
             && starts_unit(tag)
-            && !self.may_continue(&msg)
+            && !self.may_continue(tag, &msg)
         {
             // This unit must not run on the attached server (a replica): wait until the server
             // is released, then route it afresh.
@@ -423,13 +423,28 @@ impl Session {
             .fail_request(ends_at_ready, &err, &mut self.to_client);
     }
 
-    /// Whether the unit starting with `msg` may run on the server attached now.
-    fn may_continue(&mut self, msg: &[u8]) -> bool {
+    /// Whether the unit starting with `msg` may run on the server attached now; when it ends a
+    /// transaction on the primary, asks first whether that transaction wrote anything (routing's
+    /// xid probe, in the same write).
+    fn may_continue(&mut self, tag: FrontendTag, msg: &[u8]) -> bool {
         let Some(rs) = self.route.as_deref_mut() else {
             return true;
         };
         let (unit, len) = rs.classify(&self.statements, msg, &self.cli_in, self.max);
-        rs.may_continue(unit, len)
+        if !rs.may_continue(unit, len) {
+            return false;
+        }
+        // Only with nothing else in flight: then the last ReadyForQuery's status is the
+        // transaction's status now.
+        if tag == FrontendTag::Query
+            && !self.exchange.awaiting_reply()
+            && rs.wants_xid_probe(unit, self.exchange.tx_status())
+        {
+            frontend::write_query(super::routing::XID_PROBE_QUERY, &mut self.to_server);
+            self.exchange.sent(Pending::XidProbe);
+            rs.xid_probe_sent();
+        }
+        true
     }
 
     /// Checks out a server for the unit starting with `msg`: a replica's when the unit is
@@ -636,6 +651,14 @@ impl Session {
 
     /// A reply to sluice's own parameter-sync query or write-position probe.
     fn on_internal_reply(&mut self, tag: BackendTag, body: &[u8]) {
+        if self.exchange.front_is_xid_probe() {
+            if let Some(rs) = self.route.as_deref_mut() {
+                if rs.on_xid_probe_reply(tag, body) {
+                    self.exchange.internal_done();
+                }
+            }
+            return;
+        }
         if self.exchange.front_is_probe() {
             if let Some(rs) = self.route.as_deref_mut() {
                 if rs.on_probe_reply(tag, body) {

@@ -42,9 +42,11 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
@@ -133,6 +135,18 @@ impl Default for HealthPolicy {
 #[derive(Debug, Clone)]
 pub struct HealthHandle {
     rx: watch::Receiver<ReplicaHealth>,
+    wanted: Arc<Wanted>,
+}
+
+/// How often the checker polls while a client waits for this replica to replay its write.
+pub const FENCED_POLL: Duration = Duration::from_millis(10);
+
+/// The highest replay position a fenced client has waited for, and the wake-up that makes the
+/// checker poll at once and then every [`FENCED_POLL`] until the replica has replayed it.
+#[derive(Debug, Default)]
+struct Wanted {
+    lsn: AtomicU64,
+    wake: Notify,
 }
 
 /// Publishes readings to [`HealthHandle`]s made with [`HealthHandle::manual`].
@@ -157,7 +171,18 @@ impl HealthHandle {
     /// replica).
     pub fn manual(initial: ReplicaHealth) -> (HealthHandle, HealthReporter) {
         let (tx, rx) = watch::channel(initial);
-        (HealthHandle { rx }, HealthReporter { tx })
+        let wanted = Arc::default();
+        (HealthHandle { rx, wanted }, HealthReporter { tx })
+    }
+
+    /// A client's reads wait for this replica to replay `lsn` (its read-your-writes fence): the
+    /// checker polls at once and then every [`FENCED_POLL`] until the replica has, instead of
+    /// leaving the client on the primary for up to a whole `replica_check_interval`. Cheap when
+    /// called again for the same or a lower position (one atomic).
+    pub fn want(&self, lsn: u64) {
+        if self.wanted.lsn.fetch_max(lsn, Ordering::Relaxed) < lsn {
+            self.wanted.wake.notify_one();
+        }
     }
 
     /// A copy of the latest reading.
@@ -211,14 +236,16 @@ pub fn spawn_checker(
     policy: HealthPolicy,
 ) -> HealthHandle {
     let (tx, rx) = watch::channel(ReplicaHealth::default());
+    let wanted: Arc<Wanted> = Arc::default();
     let checker = Checker {
         primary: Endpoint::new(primary),
         replica: Endpoint::new(replica),
         policy,
         history: VecDeque::new(),
+        wanted: wanted.clone(),
     };
     tokio::spawn(checker.run(tx));
-    HealthHandle { rx }
+    HealthHandle { rx, wanted }
 }
 
 /// Parses an LSN as PostgreSQL prints it, `X/Y` in hex (each half up to 32 bits).
@@ -295,21 +322,37 @@ struct Checker {
     policy: HealthPolicy,
     /// (primary LSN, the last time a poll saw the primary at it), ascending in both.
     history: VecDeque<(u64, Instant)>,
+    /// What fenced clients wait for (see [`HealthHandle::want`]).
+    wanted: Arc<Wanted>,
 }
 
 impl Checker {
     async fn run(mut self, tx: watch::Sender<ReplicaHealth>) {
         let mut tick = tokio::time::interval(self.policy.interval.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut replayed = None;
         loop {
-            tokio::select! {
-                _ = tx.closed() => break,
-                _ = tick.tick() => {}
+            // While a fenced client waits for a position this replica has not replayed (as far
+            // as the last poll knows), poll every FENCED_POLL; otherwise at the interval, or at
+            // once when a client starts waiting.
+            let wanted = self.wanted.lsn.load(Ordering::Relaxed);
+            if wanted > 0 && replayed.is_some_and(|r| r < wanted) {
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    _ = tokio::time::sleep(FENCED_POLL) => {}
+                }
+            } else {
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    _ = tick.tick() => {}
+                    _ = self.wanted.wake.notified() => {}
+                }
             }
             let health = tokio::select! {
                 _ = tx.closed() => break,
                 h = self.poll() => h,
             };
+            replayed = health.replay_lsn.filter(|_| health.healthy);
             tx.send_replace(health);
         }
         self.primary.reset();
@@ -555,6 +598,7 @@ mod tests {
             replica: Endpoint::new(t),
             policy,
             history: VecDeque::new(),
+            wanted: Arc::default(),
         }
     }
 

@@ -67,6 +67,14 @@ impl ReplicaSet {
         &self.members[i].health
     }
 
+    /// A client's reads wait for a replica to replay `lsn`: every replica's checker polls fast
+    /// until it has (see [`HealthHandle::want`]).
+    pub fn want(&self, lsn: u64) {
+        for m in &self.members {
+            m.health.want(lsn);
+        }
+    }
+
     /// Reads in flight on replica `i` (as counted by [`ReplicaSet::acquire`]).
     pub fn outstanding(&self, i: usize) -> usize {
         self.members[i].outstanding.load(Ordering::Relaxed)

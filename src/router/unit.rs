@@ -56,6 +56,8 @@ impl Unit {
         }
         if c.route == Route::Primary {
             *self = Unit::primary(c.reason);
+            // Kept for a primary unit too: a COMMIT ends the transaction wherever it runs.
+            self.ends_tx = c.ends_tx && !c.chains_tx;
             return;
         }
         self.hint |= c.reason == Reason::HintReplica;
@@ -248,6 +250,19 @@ mod tests {
         let b = batch(frontend::sync);
         let (u, _) = classify_unit(&[], &b, &[], usize::MAX, none);
         assert!(!u.read);
+    }
+
+    /// A COMMIT goes to the primary and still says it ends the transaction (routing asks the
+    /// primary whether the transaction wrote anything just before it).
+    #[test]
+    fn commit_is_a_primary_unit_that_ends_the_transaction() {
+        for sql in ["commit", "END", "rollback"] {
+            let q = batch(|b| frontend::query(sql, b).unwrap());
+            let (u, _) = classify_unit(&[], &q, &[], usize::MAX, none);
+            assert!(!u.read && u.ends_tx, "{sql}: {u:?}");
+        }
+        let q = batch(|b| frontend::query("commit and chain", b).unwrap());
+        assert!(!classify_unit(&[], &q, &[], usize::MAX, none).0.ends_tx);
     }
 
     #[test]
