@@ -33,9 +33,6 @@ use crate::pool::{CheckoutError, Pool};
 
 use session::Session;
 
-/// Time allowed from connect to the end of authentication (PostgreSQL's authentication_timeout).
-const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Why a session ended early; written to the client as a FATAL error where possible.
 struct Fatal(ErrorResponse);
 
@@ -92,7 +89,13 @@ async fn start(
     // Boxed, like every rarely used big future here, so that what a client task keeps for its
     // whole life (its future is as big as the biggest state it can be in) stays small.
     let login = Box::pin(login::login(&shared, &mut stream, &mut inbuf, &mut admin));
-    let login = tokio::time::timeout(LOGIN_TIMEOUT, login).await;
+    // From connect to the end of login (`client_login_timeout`, PostgreSQL's
+    // authentication_timeout); zero: no limit.
+    let limit = match shared.config().pooler.client_login_timeout {
+        d if d.is_zero() => std::time::Duration::MAX,
+        d => d,
+    };
+    let login = tokio::time::timeout(limit, login).await;
     match login {
         Ok(Ok(Some(logged_in))) => {
             Some(Session::new(&shared, logged_in, stream, inbuf, peer, drain))

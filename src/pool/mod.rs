@@ -28,7 +28,7 @@ pub use checkout::CheckoutError;
 pub use guard::ServerGuard;
 pub use key::{PoolKey, Role};
 pub use pause::Pause;
-pub use settings::PoolSettings;
+pub use settings::{PoolSettings, SessionTimeouts};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

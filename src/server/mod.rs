@@ -2,6 +2,7 @@
 //!
 //! * [`connect()`] (connect.rs): open a socket and log in.
 //! * [`run_simple`] (query.rs): run one simple Query of sluice's own on an idle connection.
+//! * [`TcpOptions`] (tcp.rs): keepalive and user timeout on the socket.
 //! * [`list`]: a pool's list of its connections, for the admin console.
 //!
 //! Owns: one connection's socket and tracked state (parameters, prepared statements, transaction
@@ -11,9 +12,11 @@
 mod connect;
 pub mod list;
 mod query;
+mod tcp;
 
 pub use connect::connect;
 pub use query::run_simple;
+pub use tcp::TcpOptions;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
