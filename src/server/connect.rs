@@ -173,6 +173,7 @@ async fn connect_inner(
                     created: now,
                     last_used: now,
                     dirty: false,
+                    check_due: false,
                     statements: ServerStatements::default(),
                     entry: None,
                 });
