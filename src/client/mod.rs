@@ -8,7 +8,8 @@
 //! - [`relay`]: the I/O loop: polls the two sockets, walks messages by header, backpressure;
 //! - [`exchange`]: what the client is owed by the server (a state machine without I/O);
 //! - [`statements`]: the client's named prepared statements and their renaming;
-//! - [`routing`]: read/write splitting for one client (only when the pool has replicas).
+//! - [`routing`]: read/write splitting for one client (only when the pool has replicas);
+//! - [`timeouts`]: query, idle-in-transaction and idle timeouts, on one timer per session.
 
 mod auth;
 pub mod exchange;
@@ -17,6 +18,7 @@ mod relay;
 pub mod routing;
 mod session;
 pub mod statements;
+mod timeouts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
