@@ -170,8 +170,8 @@ impl Session {
         Box::pin(self.end(end)).await;
     }
 
-    /// Tells the client why its session ended (if it can still hear it), then lets go of the
-    /// server connection.
+    /// Tells the client why its session ended (if it can still hear it) and closes its side,
+    /// then lets go of the server connection.
     async fn end(&mut self, end: Result<(), Fatal>) {
         if let Err(Fatal(err)) = end {
             if err.code != sqlstate::CONNECTION_FAILURE {
@@ -186,6 +186,9 @@ impl Session {
             )
             .await;
         }
+        // The client is done now: it must not wait for the server side's cleanup (a session-mode
+        // reset can take seconds on a stalled link).
+        let _ = self.client.shutdown().await;
         self.finish_server().await;
     }
 

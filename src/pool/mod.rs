@@ -287,6 +287,11 @@ impl Pool {
         )
     }
 
+    /// Idle connections marked for a check before they are lent again (`server_check_delay`).
+    pub fn checks_due(&self) -> usize {
+        self.state().idle.iter().filter(|c| c.check_due).count()
+    }
+
     /// (idle, open, waiting, when the longest waiting checkout started), under one lock.
     pub fn wait_state(&self) -> (usize, usize, usize, Option<Instant>) {
         let st = self.state();
