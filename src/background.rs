@@ -1,5 +1,6 @@
 //! The pooler's background tasks, for as long as [`crate::run`] runs: closing idle server
-//! connections past their idle timeout or lifetime, the statistics upkeep (histogram folding,
+//! connections past their idle timeout or lifetime (and marking those idle past
+//! `server_check_delay` for a check), the statistics upkeep (histogram folding,
 //! SHOW STATS' period), and, with `metrics_listen`, the metrics endpoint.
 
 use std::sync::Arc;
@@ -64,12 +65,16 @@ async fn stats_upkeep(shared: Arc<Shared>) {
     }
 }
 
-/// Closes idle server connections past their idle timeout or lifetime.
+/// Closes idle server connections past their idle timeout or lifetime, and marks those idle past
+/// `server_check_delay` for a check.
 async fn expire(shared: Arc<Shared>) {
     let config = shared.config();
     let p = &config.pooler;
-    let tick = (p.server_idle_timeout.min(p.server_lifetime) / 4)
-        .clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut shortest = p.server_idle_timeout.min(p.server_lifetime);
+    if !p.server_check_delay.is_zero() {
+        shortest = shortest.min(p.server_check_delay);
+    }
+    let tick = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -75,6 +75,34 @@ pub struct PoolerConfig {
     #[serde(deserialize_with = "duration")]
     pub server_lifetime: Duration,
     pub server_reset_query: String,
+    /// Time from connect to the end of login; 0 = no limit.
+    #[serde(deserialize_with = "duration")]
+    pub client_login_timeout: Duration,
+    /// A logged-in client idle (nothing asked, outside a transaction) longer is closed; 0 = never.
+    #[serde(deserialize_with = "duration")]
+    pub client_idle_timeout: Duration,
+    /// A client idle inside a transaction longer is closed with its server connection; 0 = never.
+    #[serde(deserialize_with = "duration")]
+    pub idle_transaction_timeout: Duration,
+    /// A query unanswered longer is cancelled and its server connection closed; 0 = never.
+    #[serde(deserialize_with = "duration")]
+    pub query_timeout: Duration,
+    /// A server connection idle longer is checked with a round trip before it is lent; 0 = always.
+    #[serde(deserialize_with = "duration")]
+    pub server_check_delay: Duration,
+    /// TCP keepalive on server connections, with the OS's timings unless given below.
+    pub tcp_keepalive: bool,
+    /// Idle time before the first keepalive probe; 0 = the OS's.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_keepidle: Duration,
+    /// Time between keepalive probes; 0 = the OS's.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_keepintvl: Duration,
+    /// Unanswered probes before the connection is dropped; 0 = the OS's.
+    pub tcp_keepcnt: u32,
+    /// Sent data unacknowledged this long drops the connection (TCP_USER_TIMEOUT); 0 = the OS's.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_user_timeout: Duration,
     pub max_message_size: usize,
     pub max_prepared_statements: usize,
     /// Threads serving clients: 1 (the default) = one event loop on the main thread; 0 = one per
@@ -104,6 +132,16 @@ impl Default for PoolerConfig {
             server_idle_timeout: Duration::from_secs(600),
             server_lifetime: Duration::from_secs(3600),
             server_reset_query: "DISCARD ALL".into(),
+            client_login_timeout: Duration::from_secs(60),
+            client_idle_timeout: Duration::ZERO,
+            idle_transaction_timeout: Duration::ZERO,
+            query_timeout: Duration::ZERO,
+            server_check_delay: Duration::from_secs(30),
+            tcp_keepalive: true,
+            tcp_keepidle: Duration::ZERO,
+            tcp_keepintvl: Duration::ZERO,
+            tcp_keepcnt: 0,
+            tcp_user_timeout: Duration::ZERO,
             max_message_size: sluice_proto::MAX_MESSAGE_LEN,
             max_prepared_statements: 200,
             workers: 1,
@@ -324,6 +362,7 @@ impl Config {
                 "must be longer than 0",
             ));
         }
+        validate_tcp(p)?;
         if let Some(addr) = &p.metrics_listen {
             addr.parse::<SocketAddr>().map_err(|e| {
                 invalid(
@@ -453,6 +492,49 @@ impl Config {
         let addr = self.pooler.metrics_listen.as_ref()?;
         Some(addr.parse().expect("validated"))
     }
+}
+
+/// The TCP settings towards servers: what Linux accepts (whole seconds up to 32767 for the
+/// keepalive timings, at most 127 probes), and no keepalive timing with keepalive off.
+fn validate_tcp(p: &PoolerConfig) -> Result<(), ConfigError> {
+    for (key, d) in [
+        ("tcp_keepidle", p.tcp_keepidle),
+        ("tcp_keepintvl", p.tcp_keepintvl),
+    ] {
+        if d.subsec_nanos() != 0 || d.as_secs() > 32_767 {
+            return Err(invalid(
+                format!("pooler.{key}"),
+                "must be whole seconds, at most 32767s (\"0s\" = the OS's default)",
+            ));
+        }
+    }
+    if p.tcp_keepcnt > 127 {
+        return Err(invalid(
+            "pooler.tcp_keepcnt",
+            "must be at most 127 (0 = the OS's default)",
+        ));
+    }
+    if p.tcp_user_timeout.as_millis() > u128::from(i32::MAX as u32) {
+        return Err(invalid(
+            "pooler.tcp_user_timeout",
+            "must be at most 2147483647ms",
+        ));
+    }
+    if !p.tcp_keepalive {
+        for (key, set) in [
+            ("tcp_keepidle", !p.tcp_keepidle.is_zero()),
+            ("tcp_keepintvl", !p.tcp_keepintvl.is_zero()),
+            ("tcp_keepcnt", p.tcp_keepcnt != 0),
+        ] {
+            if set {
+                return Err(invalid(
+                    format!("pooler.{key}"),
+                    "has no effect with tcp_keepalive = false",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn auth_name(a: AuthType) -> &'static str {
@@ -610,6 +692,67 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("pooler.admin_users:"), "{e}");
+    }
+
+    #[test]
+    fn timeouts_and_tcp_settings_default_as_pgbouncer_and_errors_name_their_key() {
+        let p = Config::from_toml("").unwrap().pooler;
+        assert_eq!(p.client_login_timeout, Duration::from_secs(60));
+        assert_eq!(p.client_idle_timeout, Duration::ZERO);
+        assert_eq!(p.idle_transaction_timeout, Duration::ZERO);
+        assert_eq!(p.query_timeout, Duration::ZERO);
+        assert_eq!(p.server_check_delay, Duration::from_secs(30));
+        assert!(p.tcp_keepalive);
+        assert_eq!(
+            (
+                p.tcp_keepidle,
+                p.tcp_keepintvl,
+                p.tcp_keepcnt,
+                p.tcp_user_timeout
+            ),
+            (Duration::ZERO, Duration::ZERO, 0, Duration::ZERO)
+        );
+        let p = Config::from_toml(
+            "[pooler]\nquery_timeout = \"5m\"\ntcp_keepidle = \"60s\"\ntcp_keepcnt = 5\ntcp_user_timeout = \"30s\"\n",
+        )
+        .unwrap()
+        .pooler;
+        assert_eq!(p.query_timeout, Duration::from_secs(300));
+        assert_eq!(p.tcp_keepidle, Duration::from_secs(60));
+        assert_eq!(p.tcp_keepcnt, 5);
+        assert_eq!(p.tcp_user_timeout, Duration::from_secs(30));
+
+        for (text, key) in [
+            ("query_timeout = \"soon\"", "pooler.query_timeout"),
+            ("client_idle_timeout = 5", "pooler.client_idle_timeout"),
+            (
+                "idle_transaction_timeout = \"x\"",
+                "pooler.idle_transaction_timeout",
+            ),
+            (
+                "client_login_timeout = \"-1s\"",
+                "pooler.client_login_timeout",
+            ),
+            (
+                "server_check_delay = \"1 fortnight\"",
+                "pooler.server_check_delay",
+            ),
+            ("tcp_keepalive = \"yes\"", "pooler.tcp_keepalive"),
+            ("tcp_keepidle = \"1500ms\"", "pooler.tcp_keepidle:"),
+            ("tcp_keepintvl = \"10h\"", "pooler.tcp_keepintvl:"),
+            ("tcp_keepcnt = 1000", "pooler.tcp_keepcnt:"),
+            ("tcp_keepcnt = -1", "pooler.tcp_keepcnt"),
+            ("tcp_user_timeout = \"30d\"", "pooler.tcp_user_timeout:"),
+            (
+                "tcp_keepalive = false\ntcp_keepidle = \"60s\"",
+                "pooler.tcp_keepidle:",
+            ),
+        ] {
+            let e = Config::from_toml(&format!("[pooler]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -306,3 +306,134 @@ async fn replica_streams_from_its_primary_and_both_clean_up() {
         );
     }
 }
+
+/// An echo server on loopback; each connection's received bytes are reported when it closes.
+async fn echo_server() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let _ = tx.send(seen);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn fault_proxy_passes_stalls_delays_cuts_and_drops() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    async fn echo(s: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
+        s.write_all(bytes).await.unwrap();
+        let mut got = vec![0u8; bytes.len()];
+        within(STEP, "the echo", s.read_exact(&mut got))
+            .await
+            .unwrap();
+        got
+    }
+    async fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let _ = within(STEP, "the link to close", s.read_to_end(&mut got)).await;
+        got
+    }
+    let quiet = Duration::from_millis(300);
+    let (upstream, mut closed) = echo_server().await;
+    let proxy = FaultProxy::start(upstream);
+
+    // Pass.
+    let mut a = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert_eq!(echo(&mut a, b"ping").await, b"ping");
+    assert_eq!(proxy.accepted(), 1);
+    assert_eq!(proxy.peers(), vec![a.local_addr().unwrap()]);
+    poll_until(STEP, "the link to be open", || async { proxy.open() == 1 }).await;
+
+    // Stall: nothing forwarded; what was sent goes on once the stall ends.
+    proxy.set(Fault::Stall);
+    a.write_all(b"held").await.unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        tokio::time::timeout(quiet, a.read(&mut buf)).await.is_err(),
+        "a stalled link forwards nothing"
+    );
+    proxy.set(Fault::Pass);
+    let mut held = [0u8; 4];
+    within(STEP, "the held bytes", a.read_exact(&mut held))
+        .await
+        .unwrap();
+    assert_eq!(&held, b"held");
+
+    // Latency, both ways.
+    proxy.set(Fault::Latency(Duration::from_millis(150)));
+    let t = Instant::now();
+    assert_eq!(echo(&mut a, b"slow").await, b"slow");
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    proxy.set(Fault::Pass);
+
+    // Cut down: three more bytes towards the client, then the link closes.
+    proxy.set(Fault::CutDown(3));
+    a.write_all(b"abcdef").await.unwrap();
+    assert_eq!(read_to_end(&mut a).await, b"abc");
+    let seen = within(STEP, "the upstream side to close", closed.recv()).await;
+    assert_eq!(seen.as_deref(), Some(&b"pingheldslowabcdef"[..]));
+    poll_until(STEP, "the cut link to be closed", || async {
+        proxy.open() == 0
+    })
+    .await;
+
+    // Cut up: two more bytes towards the server, then the link closes.
+    proxy.set(Fault::Pass);
+    let mut b = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert_eq!(echo(&mut b, b"ok").await, b"ok");
+    proxy.set(Fault::CutUp(2));
+    b.write_all(b"xyz").await.unwrap();
+    read_to_end(&mut b).await;
+    let seen = within(STEP, "the upstream side to close", closed.recv()).await;
+    assert_eq!(seen.as_deref(), Some(&b"okxy"[..]));
+
+    // Only the links open now: an old link stalls, a new one passes.
+    proxy.set(Fault::Pass);
+    let mut old = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert_eq!(echo(&mut old, b"1").await, b"1");
+    proxy.set_existing(Fault::Stall);
+    let mut new = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert_eq!(echo(&mut new, b"2").await, b"2");
+    old.write_all(b"3").await.unwrap();
+    assert!(
+        tokio::time::timeout(quiet, old.read(&mut buf))
+            .await
+            .is_err(),
+        "the old link is stalled"
+    );
+
+    // Drop: open links close, and so does every new one.
+    proxy.set(Fault::Drop);
+    read_to_end(&mut old).await;
+    read_to_end(&mut new).await;
+    let mut late = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert!(read_to_end(&mut late).await.is_empty());
+    poll_until(STEP, "every link to be closed", || async {
+        proxy.open() == 0
+    })
+    .await;
+    assert_eq!(proxy.accepted(), 5);
+}

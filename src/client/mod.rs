@@ -8,7 +8,8 @@
 //! - [`relay`]: the I/O loop: polls the two sockets, walks messages by header, backpressure;
 //! - [`exchange`]: what the client is owed by the server (a state machine without I/O);
 //! - [`statements`]: the client's named prepared statements and their renaming;
-//! - [`routing`]: read/write splitting for one client (only when the pool has replicas).
+//! - [`routing`]: read/write splitting for one client (only when the pool has replicas);
+//! - [`timeouts`]: query, idle-in-transaction and idle timeouts, on one timer per session.
 
 mod auth;
 pub mod exchange;
@@ -17,6 +18,7 @@ mod relay;
 pub mod routing;
 mod session;
 pub mod statements;
+mod timeouts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,9 +33,6 @@ use crate::Shared;
 use crate::pool::{CheckoutError, Pool};
 
 use session::Session;
-
-/// Time allowed from connect to the end of authentication (PostgreSQL's authentication_timeout).
-const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a session ended early; written to the client as a FATAL error where possible.
 struct Fatal(ErrorResponse);
@@ -85,7 +84,13 @@ async fn start(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) -> 
     // Boxed, like every rarely used big future here, so that what a client task keeps for its
     // whole life (its future is as big as the biggest state it can be in) stays small.
     let login = Box::pin(login::login(&shared, &mut stream, &mut inbuf, &mut admin));
-    let login = tokio::time::timeout(LOGIN_TIMEOUT, login).await;
+    // From connect to the end of login (`client_login_timeout`, PostgreSQL's
+    // authentication_timeout); zero: no limit.
+    let limit = match shared.config().pooler.client_login_timeout {
+        d if d.is_zero() => std::time::Duration::MAX,
+        d => d,
+    };
+    let login = tokio::time::timeout(limit, login).await;
     match login {
         Ok(Ok(Some(logged_in))) => Some(Session::new(&shared, logged_in, stream, inbuf, peer)),
         Ok(Ok(None)) => {

@@ -38,6 +38,8 @@ enum Event {
     ClientWrote(std::io::Result<usize>),
     ServerRead(std::io::Result<usize>),
     ServerWrote(std::io::Result<usize>),
+    /// The session's timer went off (client/timeouts.rs).
+    Timer,
 }
 
 /// Polls `fut` once: its output if it is ready now, `None` if it would wait.
@@ -132,6 +134,7 @@ impl Session {
             {
                 self.srv_in.reserve(READ_CHUNK);
             }
+            self.arm_timer();
             let writable = self.writable();
             let blocked = self.route.as_deref().is_some_and(|r| r.is_blocked());
             // The sockets are polled directly, in this order (the first ready one wins), rather
@@ -143,9 +146,13 @@ impl Session {
             let read_client = idle
                 || (self.to_server.len() < HIGH_WATER
                     && !(blocked && self.cli_in.len() >= HIGH_WATER));
+            let this = &mut *self;
             let event = std::future::poll_fn(|cx| {
                 use std::task::Poll;
                 use tokio::io::AsyncWrite;
+                // The session is captured whole, by one reference: a closure capturing each field
+                // it uses would keep one reference per field in every idle client's future.
+                let this = &mut *this;
                 if !armed || info.stop_requested() & !handled != 0 {
                     armed = true;
                     if stop.as_mut().poll(cx).is_ready() {
@@ -156,31 +163,37 @@ impl Session {
                         });
                     }
                 }
-                if let (true, Some(g)) = (write_server, self.server.as_mut()) {
+                // Before the sockets: a result that streams without pause must not hide it.
+                if let Some(t) = this.timer.as_deref_mut() {
+                    if t.poll_expired(cx) {
+                        return Poll::Ready(Event::Timer);
+                    }
+                }
+                if let (true, Some(g)) = (write_server, this.server.as_mut()) {
                     let stream = Pin::new(&mut g.conn_mut().stream);
-                    if let Poll::Ready(r) = stream.poll_write(cx, &self.to_server) {
+                    if let Poll::Ready(r) = stream.poll_write(cx, &this.to_server) {
                         return Poll::Ready(Event::ServerWrote(r));
                     }
                 }
                 if writable > 0 {
-                    let client = Pin::new(&mut self.client);
-                    if let Poll::Ready(r) = client.poll_write(cx, &self.to_client[..writable]) {
+                    let client = Pin::new(&mut this.client);
+                    if let Poll::Ready(r) = client.poll_write(cx, &this.to_client[..writable]) {
                         return Poll::Ready(Event::ClientWrote(r));
                     }
                 }
-                if let (true, Some(g)) = (read_server, self.server.as_mut()) {
+                if let (true, Some(g)) = (read_server, this.server.as_mut()) {
                     let stream = Pin::new(&mut g.conn_mut().stream);
-                    if let Poll::Ready(r) = poll_read_buf(stream, cx, &mut self.srv_in) {
+                    if let Poll::Ready(r) = poll_read_buf(stream, cx, &mut this.srv_in) {
                         return Poll::Ready(Event::ServerRead(r));
                     }
                 }
                 if idle {
-                    if let Poll::Ready(r) = self.client.poll_read_ready(cx) {
+                    if let Poll::Ready(r) = this.client.poll_read_ready(cx) {
                         return Poll::Ready(Event::ClientReadable(r));
                     }
                 } else if read_client {
-                    let client = Pin::new(&mut self.client);
-                    if let Poll::Ready(r) = poll_read_buf(client, cx, &mut self.cli_in) {
+                    let client = Pin::new(&mut this.client);
+                    if let Poll::Ready(r) = poll_read_buf(client, cx, &mut this.cli_in) {
                         return Poll::Ready(Event::ClientRead(r));
                     }
                 }
@@ -226,6 +239,7 @@ impl Session {
                         Some(Err(e)) => return Err(e.into()),
                     }
                 }
+                Event::Timer => self.on_timer()?,
                 Event::ClientWrote(r) => self.client_wrote(r?),
                 Event::ServerWrote(Ok(n)) => self.server_wrote(n),
                 Event::ServerWrote(Err(e)) | Event::ServerRead(Err(e)) => {

@@ -28,6 +28,7 @@ use super::exchange::{Answer, Exchange, Pending, Verdict};
 use super::login::LoggedIn;
 use super::routing::{Plan, Routing};
 use super::statements::{ClientStatements, LocalParse, PoolPrepared};
+use super::timeouts::SessionTimer;
 use super::{Fatal, checkout_error};
 use crate::Shared;
 use crate::cancel::{CancelRegistration, CancelTarget};
@@ -77,9 +78,10 @@ pub(super) struct Session {
     pub(super) srv_skip: usize,
     pub(super) srv_skip_discard: bool,
     /// The server died while the client was idle in a transaction: the next request fails.
-    lost: Option<String>,
+    /// (Boxed strings, here and below: every client keeps these two fields for its whole life.)
+    pub(super) lost: Option<Box<str>>,
     /// An ErrorResponse the server sent while nothing was asked (it is about to close).
-    held_error: Option<String>,
+    held_error: Option<Box<str>>,
     /// Cap on a message held whole.
     pub(super) max: usize,
     /// The pooler is draining: the session ends at its next clean point.
@@ -88,6 +90,9 @@ pub(super) struct Session {
     pub(super) stats: SessionStats,
     /// Read/write splitting; None unless the pool has replicas (boxed: most pools have none).
     pub(super) route: Option<Box<Routing>>,
+    /// The timer of `query_timeout`, `idle_transaction_timeout` and `client_idle_timeout`; None
+    /// unless the pool has one of them set (boxed: most pools have none).
+    pub(super) timer: Option<Box<SessionTimer>>,
 }
 
 impl Session {
@@ -114,6 +119,11 @@ impl Session {
             wanted.get("application_name"),
             server.as_ref(),
         );
+        let timer = pool
+            .settings
+            .timeouts
+            .any()
+            .then(|| Box::new(SessionTimer::new(std::time::Instant::now())));
         let route = match mode {
             PoolMode::Transaction => pool.router.clone().map(|r| Box::new(Routing::new(r))),
             PoolMode::Session => None,
@@ -142,6 +152,7 @@ impl Session {
             draining: false,
             stats,
             route,
+            timer,
         };
         if let Some(guard) = server {
             s.attach_guard(guard);
@@ -156,8 +167,8 @@ impl Session {
         Box::pin(self.end(end)).await;
     }
 
-    /// Tells the client why its session ended (if it can still hear it), then lets go of the
-    /// server connection.
+    /// Tells the client why its session ended (if it can still hear it) and closes its side,
+    /// then lets go of the server connection.
     async fn end(&mut self, end: Result<(), Fatal>) {
         if let Err(Fatal(err)) = end {
             if err.code != sqlstate::CONNECTION_FAILURE {
@@ -172,6 +183,9 @@ impl Session {
             )
             .await;
         }
+        // The client is done now: it must not wait for the server side's cleanup (a session-mode
+        // reset can take seconds on a stalled link).
+        let _ = self.client.shutdown().await;
         self.finish_server().await;
     }
 
@@ -202,6 +216,7 @@ impl Session {
         }
         if self.handle_locally(tag, &msg)? {
             self.exchange.emit_local(&mut self.to_client);
+            self.touch();
             return Ok(Step::Next);
         }
         if self.server.is_none() {
@@ -414,6 +429,7 @@ impl Session {
 
     /// Answers a request sluice cannot run (no server) with `err`, as PostgreSQL would.
     fn fail_request(&mut self, tag: FrontendTag, err: ErrorResponse) {
+        self.touch();
         self.pool.counters.error_code(&err.code);
         let ends_at_ready = matches!(
             tag,
@@ -604,14 +620,18 @@ impl Session {
                 self.to_client.extend_from_slice(&ours);
             }
             Verdict::Unasked => {
-                self.held_error = Some(backend_view::error_code_and_message(body).1);
+                self.held_error = Some(backend_view::error_code_and_message(body).1.into());
             }
         }
         match tag {
             BackendTag::ReadyForQuery => {
                 let more = self.exchange.has_pending();
-                self.stats
+                let now = self
+                    .stats
                     .ready(&self.pool, self.exchange.tx_status(), more);
+                if let Some(t) = self.timer.as_deref_mut() {
+                    t.idle_since = now;
+                }
                 if self.route.as_deref().is_some_and(|r| r.refused()) {
                     self.retry_on_primary(false);
                     return false;
@@ -721,6 +741,12 @@ impl Session {
     /// The server connection failed. Whatever the client is owed gets an error; a transaction the
     /// client believes open fails its next request.
     pub(super) fn server_lost(&mut self, why: &str) {
+        self.abandon_server(why, None);
+    }
+
+    /// The server connection failed (`given_up` None) or sluice gave it up (a timeout: the error
+    /// each request the client is owed gets instead of 08006). It is closed, never given back.
+    pub(super) fn abandon_server(&mut self, why: &str, given_up: Option<ErrorResponse>) {
         if self.server.is_none() {
             return;
         }
@@ -734,19 +760,26 @@ impl Session {
             return;
         };
         guard.conn_mut().dirty = true;
-        self.stats.server_lost(&self.pool, &guard);
-        tracing::info!(pool = %self.pool.key, server = guard.conn().id, reason = why, "server connection lost");
+        match &given_up {
+            None => {
+                self.stats.server_lost(&self.pool, &guard);
+                tracing::info!(pool = %self.pool.key, server = guard.conn().id, reason = why, "server connection lost");
+            }
+            Some(err) => self.stats.gave_up(&self.pool, &err.code),
+        }
         drop(guard);
         self.cancel.slot.set(None);
-        let why = self.held_error.take().unwrap_or_else(|| why.to_owned());
+        let why: Box<str> = self.held_error.take().unwrap_or_else(|| why.into());
         if self.cli_skip > 0 {
             self.cli_skip_discard = true;
         }
-        let err = ErrorResponse::error(
-            sqlstate::CONNECTION_FAILURE,
-            "server connection lost; the transaction was rolled back",
-        )
-        .detail(why.clone());
+        let err = given_up.unwrap_or_else(|| {
+            ErrorResponse::error(
+                sqlstate::CONNECTION_FAILURE,
+                "server connection lost; the transaction was rolled back",
+            )
+            .detail(why.clone())
+        });
         // The server is gone: only the client's names are taken back.
         let statements = &mut self.statements;
         if self

@@ -63,8 +63,8 @@ impl SessionStats {
     }
 
     /// ReadyForQuery from the server: a request ended; a transaction too if `tx_status` is idle.
-    /// `more`: further requests are already queued behind it.
-    pub fn ready(&mut self, pool: &Pool, tx_status: u8, more: bool) {
+    /// `more`: further requests are already queued behind it. Returns the time it read.
+    pub fn ready(&mut self, pool: &Pool, tx_status: u8, more: bool) -> Instant {
         let now = Instant::now();
         let started = self.query_start.take().unwrap_or(now);
         pool.counters.record_query(now.duration_since(started));
@@ -76,6 +76,20 @@ impl SessionStats {
         if more {
             self.request();
         }
+        now
+    }
+
+    /// When the request the server is still answering went out; None when nothing is asked.
+    #[inline]
+    pub fn busy_since(&self) -> Option<Instant> {
+        self.query_start
+    }
+
+    /// sluice gave up the server connection (a timeout); `code` is the error the client got.
+    pub fn gave_up(&mut self, pool: &Pool, code: &str) {
+        self.query_start = None;
+        self.xact_start = None;
+        pool.counters.error_code(code);
     }
 
     /// The relay lost its server connection.

@@ -73,7 +73,7 @@ impl Pool {
         let mut first = None;
         if !self.pause.is_set() {
             match self.try_take()? {
-                Take::Conn(conn) if conn.is_alive() => {
+                Take::Conn(conn) if !self.must_check(&conn) && conn.is_alive() => {
                     self.counters.waited(Duration::ZERO);
                     return Ok(ServerGuard::new(self.clone(), conn));
                 }
@@ -123,16 +123,33 @@ impl Pool {
                 None => self.try_take()?,
             };
             let slot = match take {
-                Take::Conn(conn) => {
-                    if conn.is_alive() {
-                        return Ok(ServerGuard::new(self.clone(), conn));
-                    }
-                    tracing::debug!(pool = %self.key, server = conn.id, "idle server connection closed by the server");
-                    self.counters.closed(CloseReason::ServerLost);
-                    // Its slot is ours to reconnect with.
-                    Slot {
+                Take::Conn(mut conn) => {
+                    // Its slot, ours to reconnect with if it turns out dead (and given back if
+                    // this checkout is dropped during the check).
+                    let mut slot = Slot {
                         pool: Some(self.clone()),
-                    }
+                    };
+                    let dead = if !conn.is_alive() {
+                        "closed by the server".to_owned()
+                    } else if !self.must_check(&conn) {
+                        slot.pool = None;
+                        return Ok(ServerGuard::new(self.clone(), conn));
+                    } else {
+                        // Boxed: rare, and its future would make every checkout future bigger.
+                        let wait = self.settings.connect_timeout;
+                        match Box::pin(crate::server::check(&mut conn, wait)).await {
+                            Ok(()) => {
+                                conn.check_due = false;
+                                slot.pool = None;
+                                return Ok(ServerGuard::new(self.clone(), conn));
+                            }
+                            Err(why) => why,
+                        }
+                    };
+                    tracing::debug!(pool = %self.key, server = conn.id, reason = %dead, "idle server connection is dead");
+                    self.counters.closed(CloseReason::ServerLost);
+                    drop(conn);
+                    slot
                 }
                 Take::Slot(slot) => slot,
                 Take::Wait(rx) => match rx.await {
@@ -154,6 +171,12 @@ impl Pool {
             // future (and so every client task) that much bigger.
             return Box::pin(self.connect_with(slot)).await;
         }
+    }
+
+    /// Whether an idle connection must answer a check before it is lent (`server_check_delay`).
+    #[inline]
+    fn must_check(&self, conn: &ServerConn) -> bool {
+        conn.check_due || self.settings.check_delay.is_zero()
     }
 
     /// The synchronous part of a checkout, under the lock.

@@ -26,7 +26,7 @@ impl Pool {
         mut slot: Slot,
     ) -> Result<ServerGuard, CheckoutError> {
         let s = &self.settings;
-        match server::connect(self.target(), s.connect_timeout, s.max_message_size).await {
+        match server::connect(self.target(), s.connect_timeout, s.max_message_size, s.tcp).await {
             Ok(mut conn) => {
                 let local = conn.stream.local_addr().ok();
                 conn.entry = Some(self.servers.register(conn.id, conn.pid, local));

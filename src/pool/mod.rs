@@ -28,7 +28,7 @@ pub use checkout::CheckoutError;
 pub use guard::ServerGuard;
 pub use key::{PoolKey, Role};
 pub use pause::Pause;
-pub use settings::PoolSettings;
+pub use settings::{PoolSettings, SessionTimeouts};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -233,16 +233,25 @@ impl Pool {
         self.release_slot();
     }
 
-    /// Closes idle connections past `server_idle_timeout` or `server_lifetime`. Returns how many.
+    /// Closes idle connections past `server_idle_timeout` or `server_lifetime`, and marks those
+    /// idle past `server_check_delay` for a check before their next lending. Returns how many
+    /// were closed.
     pub fn close_expired(self: &Arc<Self>, now: Instant) -> usize {
         let expired: Vec<Box<ServerConn>> = {
             let mut st = self.state();
             let s = &self.settings;
-            let (keep, expired): (Vec<_>, Vec<_>) =
+            let (mut keep, expired): (Vec<_>, Vec<_>) =
                 std::mem::take(&mut st.idle).into_iter().partition(|c| {
                     now.duration_since(c.last_used) < s.idle_timeout
                         && now.duration_since(c.created) < s.lifetime
                 });
+            if !s.check_delay.is_zero() {
+                for c in &mut keep {
+                    if now.duration_since(c.last_used) >= s.check_delay {
+                        c.check_due = true;
+                    }
+                }
+            }
             st.idle = keep;
             expired
         };
@@ -276,6 +285,11 @@ impl Pool {
             st.open,
             st.waiters.iter().filter(|(w, _)| !w.is_closed()).count(),
         )
+    }
+
+    /// Idle connections marked for a check before they are lent again (`server_check_delay`).
+    pub fn checks_due(&self) -> usize {
+        self.state().idle.iter().filter(|c| c.check_due).count()
     }
 
     /// (idle, open, waiting, when the longest waiting checkout started), under one lock.

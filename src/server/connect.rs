@@ -15,21 +15,22 @@ use sluice_proto::backend_view::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{ConnectError, ServerConn, ServerTarget};
+use super::{ConnectError, ServerConn, ServerTarget, TcpOptions};
 use crate::net::Stream;
 use crate::params::Params;
 use crate::prepared::ServerStatements;
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Connects and logs in, within `timeout` for the whole exchange.
+/// Connects and logs in, within `timeout` for the whole exchange; `tcp`: the socket's options.
 pub async fn connect(
     target: Arc<ServerTarget>,
     timeout: Duration,
     max_message: usize,
+    tcp: TcpOptions,
 ) -> Result<ServerConn, ConnectError> {
     let addr = target.addr();
-    match tokio::time::timeout(timeout, connect_inner(target, max_message)).await {
+    match tokio::time::timeout(timeout, connect_inner(target, max_message, tcp)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Timeout { addr, timeout }),
     }
@@ -38,17 +39,21 @@ pub async fn connect(
 async fn connect_inner(
     target: Arc<ServerTarget>,
     max_message: usize,
+    tcp: TcpOptions,
 ) -> Result<ServerConn, ConnectError> {
     let addr = target.addr();
     let unreachable = |e: std::io::Error| ConnectError::Unreachable {
         addr: addr.clone(),
         reason: e.to_string(),
     };
-    let mut stream = Stream::from(
-        TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(unreachable)?,
-    );
+    let socket = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(unreachable)?;
+    if let Err(e) = tcp.apply(&socket) {
+        // Validated settings on a TCP socket: only a platform without these options gets here.
+        tracing::warn!(server = %addr, error = %e, "cannot set TCP keepalive / user timeout");
+    }
+    let mut stream = Stream::from(socket);
     stream.set_nodelay(true).map_err(unreachable)?;
 
     let mut out = BytesMut::with_capacity(256);
@@ -168,6 +173,7 @@ async fn connect_inner(
                     created: now,
                     last_used: now,
                     dirty: false,
+                    check_due: false,
                     statements: ServerStatements::default(),
                     entry: None,
                 });

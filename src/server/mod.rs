@@ -2,18 +2,24 @@
 //!
 //! * [`connect()`] (connect.rs): open a socket and log in.
 //! * [`run_simple`] (query.rs): run one simple Query of sluice's own on an idle connection.
+//! * [`check`] (check.rs): the round trip that proves an idle connection still answers.
+//! * [`TcpOptions`] (tcp.rs): keepalive and user timeout on the socket.
 //! * [`list`]: a pool's list of its connections, for the admin console.
 //!
 //! Owns: one connection's socket and tracked state (parameters, prepared statements, transaction
 //! cleanliness). Must not: know pools, clients or routing; a pool lends a connection out, a
 //! session relays on it.
 
+mod check;
 mod connect;
 pub mod list;
 mod query;
+mod tcp;
 
+pub use check::check;
 pub use connect::connect;
 pub use query::run_simple;
+pub use tcp::TcpOptions;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +86,9 @@ pub struct ServerConn {
     /// Set while a client holds it and may have left it mid-transaction. A guard dropped with
     /// `dirty` set closes the connection instead of returning it to the pool.
     pub dirty: bool,
+    /// Idle in the pool longer than `server_check_delay` (set by the pool's upkeep): a round
+    /// trip ([`check`]) must succeed before it is lent again.
+    pub check_due: bool,
     /// sluice's statements prepared on this connection (transaction mode).
     pub statements: ServerStatements,
     /// Its entry in the pool's server list (SHOW SERVERS), removed when it is dropped.

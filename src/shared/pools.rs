@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use super::{Shared, UserAuth};
 use crate::config::{Config, DatabaseConfig, PoolMode, ReplicaConfig};
-use crate::pool::{Pool, PoolKey, PoolSettings, Role};
+use crate::pool::{Pool, PoolKey, PoolSettings, Role, SessionTimeouts};
 use crate::prepared::PoolStatements;
 use crate::router::{HealthPolicy, ReplicaSet, ReplicaTarget, RouteStats, Router, spawn_checker};
-use crate::server::ServerTarget;
+use crate::server::{ServerTarget, TcpOptions};
 
 impl Shared {
     /// The pool for (database, user), made on first use.
@@ -166,6 +166,19 @@ pub(crate) fn pool_parts(
         query_wait_timeout: p.query_wait_timeout,
         max_message_size: p.max_message_size,
         max_prepared_statements: p.max_prepared_statements,
+        timeouts: SessionTimeouts::new(
+            p.query_timeout,
+            p.idle_transaction_timeout,
+            p.client_idle_timeout,
+        ),
+        check_delay: p.server_check_delay,
+        tcp: TcpOptions {
+            keepalive: p.tcp_keepalive,
+            keepidle: p.tcp_keepidle,
+            keepintvl: p.tcp_keepintvl,
+            keepcnt: p.tcp_keepcnt,
+            user_timeout: p.tcp_user_timeout,
+        },
     };
     (target, settings)
 }

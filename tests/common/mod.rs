@@ -2,7 +2,8 @@
 //! streaming replica, [`ReplicaCluster`]), the pooler in
 //! process ([`Sluice`]), real clients (tokio-postgres, psql, pgbench) and a raw wire-protocol
 //! client ([`RawConn`]) for what the real clients never send, with wire scripts ([`Batch`],
-//! [`check_script`]) that hold the pooler's answers to PostgreSQL's own.
+//! [`check_script`]) that hold the pooler's answers to PostgreSQL's own, and a fault proxy
+//! ([`FaultProxy`]) to put between the pooler and PostgreSQL.
 //!
 //! Every wait here has a deadline: a pooler that never answers fails the test instead of hanging
 //! the run. Nothing sleeps to synchronise; [`poll_until`] re-checks a condition until a deadline.
@@ -10,6 +11,7 @@
 //! Each test binary uses a different part of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+mod fault;
 mod metrics;
 mod pg;
 mod pooler;
@@ -17,6 +19,8 @@ mod raw;
 mod replica;
 mod script;
 
+#[allow(unused_imports)]
+pub use fault::*;
 #[allow(unused_imports)]
 pub use metrics::*;
 pub use pg::*;
