@@ -6,6 +6,7 @@
 //! - [`session`]: the logged-in client; owns its buffers, its server connection when it has one,
 //!   and composes the parts below; holds the release rule (`Session::at_clean_point`);
 //! - [`relay`]: the I/O loop: polls the two sockets, walks messages by header, backpressure;
+//! - `memory`: large messages against the process-wide `max_message_memory`;
 //! - [`exchange`]: what the client is owed by the server (a state machine without I/O);
 //! - [`statements`]: the client's named prepared statements and their renaming;
 //! - [`routing`]: read/write splitting for one client (only when the pool has replicas).
@@ -13,6 +14,7 @@
 mod auth;
 pub mod exchange;
 mod login;
+mod memory;
 mod relay;
 pub mod routing;
 mod session;
@@ -23,12 +25,13 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use sluice_proto::backend::ErrorResponse;
-use sluice_proto::sqlstate;
+use sluice_proto::{ProtocolError, sqlstate};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::Shared;
+use crate::metrics::{Incident, Incidents, Refusal};
 use crate::pool::{CheckoutError, Pool};
 
 use session::Session;
@@ -43,7 +46,27 @@ impl Fatal {
     fn new(code: &str, message: impl Into<String>) -> Self {
         Fatal(ErrorResponse::fatal(code, message))
     }
+
+    /// 08P01 for a message that cannot be framed; one over `max_message_size` says so.
+    fn invalid_message(e: ProtocolError) -> Self {
+        let err = ErrorResponse::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("invalid message: {e}"),
+        );
+        Fatal(match e {
+            ProtocolError::TooLarge { .. } => err.hint(OVERSIZED_HINT),
+            _ => err,
+        })
+    }
+
+    /// The refusal reason it is counted under.
+    fn refusal(&self) -> Refusal {
+        let oversized = self.0.hint.as_deref() == Some(OVERSIZED_HINT);
+        Refusal::of(&self.0.code, oversized)
+    }
 }
+
+const OVERSIZED_HINT: &str = "messages held whole are capped by sluice's max_message_size";
 
 impl From<std::io::Error> for Fatal {
     fn from(e: std::io::Error) -> Self {
@@ -111,8 +134,14 @@ async fn start(
             }
             None
         }
-        Ok(Err(Fatal(err))) => {
+        Ok(Err(fatal)) => {
+            let reason = fatal.refusal();
+            let Fatal(err) = fatal;
             tracing::debug!(%peer, code = %err.code, message = %err.message, "login refused");
+            shared
+                .limits
+                .incidents
+                .refused(reason, || format!("{peer}: {} {}", err.code, err.message));
             let mut out = BytesMut::new();
             err.write(&mut out);
             let _ = stream.write_all(&out).await;
@@ -120,6 +149,9 @@ async fn start(
             None
         }
         Err(_) => {
+            shared.limits.incidents.refused(Refusal::LoginTimeout, || {
+                format!("{peer}: no login within {LOGIN_TIMEOUT:?}")
+            });
             let mut out = BytesMut::new();
             ErrorResponse::fatal(
                 sqlstate::CANNOT_CONNECT_NOW,
@@ -132,8 +164,13 @@ async fn start(
     }
 }
 
-/// What a failed checkout tells the client.
-fn checkout_error(e: &CheckoutError, pool: &Pool) -> ErrorResponse {
+/// What a failed checkout tells the client; logged (rate-limited) for the operator.
+fn checkout_error(e: &CheckoutError, pool: &Pool, incidents: &Incidents) -> ErrorResponse {
+    let kind = match e {
+        CheckoutError::Timeout(_) => Incident::WaitTimeout,
+        CheckoutError::Connect(_) => Incident::ConnectFailed,
+    };
+    incidents.note(kind, || format!("pool {}: {e}", pool.key));
     match e {
         CheckoutError::Timeout(_) => {
             ErrorResponse::error(sqlstate::QUERY_CANCELED, format!("canceling statement: {e}"))
