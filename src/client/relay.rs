@@ -361,8 +361,12 @@ impl Session {
             }
             if self.cli_in.len() < len {
                 // A large message takes room under max_message_memory before it is read.
-                if self.needs_room(len) && !Box::pin(self.take_room(len)).await {
-                    return Err(self.no_room(len));
+                if self.needs_room(len) {
+                    if !Box::pin(self.take_room(len)).await {
+                        return Err(self.no_room(len));
+                    }
+                    // One allocation of the message's size, not a series of doublings up to it.
+                    self.cli_in.reserve(len - self.cli_in.len());
                 }
                 break;
             }
@@ -435,9 +439,13 @@ impl Session {
                 return self.server_lost("server sent an oversized message");
             }
             if self.srv_in.len() < len {
-                if self.needs_room(len) && !self.try_room(len) {
-                    // The relay waits for the room before it reads on (see `relay`).
-                    self.want_room = true;
+                if self.needs_room(len) {
+                    if self.try_room(len) {
+                        self.srv_in.reserve(len - self.srv_in.len());
+                    } else {
+                        // The relay waits for the room before it reads on (see `relay`).
+                        self.want_room = true;
+                    }
                 }
                 break;
             }
