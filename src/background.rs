@@ -1,7 +1,7 @@
 //! The pooler's background tasks, for as long as [`crate::run`] runs: closing idle server
 //! connections past their idle timeout or lifetime (and marking those idle past
-//! `server_check_delay` for a check), the statistics upkeep (histogram folding,
-//! SHOW STATS' period), and, with `metrics_listen`, the metrics endpoint.
+//! `server_check_delay` for a check), the statistics upkeep (histogram folding, SHOW STATS'
+//! period, the incident log's counts), and, with `metrics_listen`, the metrics endpoint.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +55,7 @@ async fn stats_upkeep(shared: Arc<Shared>) {
         if let Some(h) = &shared.histograms {
             h.upkeep();
         }
+        shared.limits.incidents.flush();
         let now = Instant::now();
         if now.duration_since(last_period) >= STATS_PERIOD {
             last_period = now;

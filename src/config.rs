@@ -116,6 +116,27 @@ pub struct PoolerConfig {
     pub admin_users: Vec<String>,
     /// Users (listed in `[users]`) allowed the admin console's SHOW commands.
     pub stats_users: Vec<String>,
+    /// Cap on the bytes of prepared-statement texts kept across all pools; a Parse that would
+    /// pass it fails with 53200.
+    pub max_prepared_statement_bytes: usize,
+    /// Cap on the bytes of large messages (over 64 KiB) held whole across all sessions; a
+    /// message that finds no room waits up to `query_wait_timeout`, then its client gets 53200.
+    pub max_message_memory: usize,
+    /// `text` (the default) or `json` (one JSON object per line).
+    pub log_format: LogFormat,
+    /// Incidents (refused logins, wait timeouts, ...) are logged at most once per kind per
+    /// interval, with counts.
+    #[serde(deserialize_with = "duration")]
+    pub error_log_interval: Duration,
+}
+
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for PoolerConfig {
@@ -149,6 +170,10 @@ impl Default for PoolerConfig {
             metrics_listen: None,
             admin_users: Vec::new(),
             stats_users: Vec::new(),
+            max_prepared_statement_bytes: 128 * 1024 * 1024,
+            max_message_memory: 256 * 1024 * 1024,
+            log_format: LogFormat::Text,
+            error_log_interval: Duration::from_secs(10),
         }
     }
 }
@@ -348,6 +373,27 @@ impl Config {
             return Err(invalid(
                 "pooler.max_message_size",
                 "must be at least 1024 bytes",
+            ));
+        }
+        if p.max_message_memory < p.max_message_size {
+            return Err(invalid(
+                "pooler.max_message_memory",
+                format!(
+                    "must be at least max_message_size ({} bytes), or a message of that size could never be held",
+                    p.max_message_size
+                ),
+            ));
+        }
+        if p.max_prepared_statement_bytes < 1024 {
+            return Err(invalid(
+                "pooler.max_prepared_statement_bytes",
+                "must be at least 1024 bytes",
+            ));
+        }
+        if p.error_log_interval.is_zero() {
+            return Err(invalid(
+                "pooler.error_log_interval",
+                "must be longer than 0",
             ));
         }
         if p.query_wait_timeout.is_zero() {
@@ -688,6 +734,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("pooler.metrics_listen:"), "{e}");
+        let e = Config::from_toml("[pooler]\nmax_message_memory = 1048576\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("pooler.max_message_memory:"), "{e}");
+        let e = Config::from_toml("[pooler]\nmax_prepared_statement_bytes = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("pooler.max_prepared_statement_bytes:"), "{e}");
+        let e = Config::from_toml("[pooler]\nlog_format = \"xml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pooler.log_format"), "{e}");
+        let e = Config::from_toml("[pooler]\nerror_log_interval = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("pooler.error_log_interval:"), "{e}");
         let e = Config::from_toml("[pooler]\nadmin_users = [\"ops\"]\n")
             .unwrap_err()
             .to_string();

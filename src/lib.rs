@@ -8,7 +8,8 @@
 //! then sessions, then the process: each module imports only modules listed before it.
 //!
 //! 1. Values and settings: [`config`], [`params`] (session parameters), [`clock`], [`buffers`],
-//!    [`net`] (the [`net::Stream`] under every connection).
+//!    [`memory`] (process-wide byte budgets), [`net`] (the [`net::Stream`] under every
+//!    connection).
 //! 2. Decisions: [`router`] (read/write splitting, replica health, read-your-writes).
 //! 3. Counting: [`metrics`] (counters, gauges, `/metrics`, `/healthz`, `/readyz`).
 //! 4. Connections: [`prepared`] (statement names), [`server`] (one PostgreSQL connection),
@@ -17,7 +18,7 @@
 //!    [`reload`] (RELOAD).
 //! 6. Sessions: [`admin`] (the admin console), [`client`] (one client session: login and relay).
 //! 7. The process: [`listener`] (accept loop), [`background`] (expiry, statistics upkeep, the
-//!    metrics endpoint), [`shutdown`] (drain).
+//!    metrics endpoint), [`shutdown`] (drain), [`signals`] (SIGHUP, SIGUSR1, SIGUSR2).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod params;
@@ -40,6 +42,7 @@ pub mod router;
 pub mod server;
 pub mod shared;
 pub mod shutdown;
+pub mod signals;
 
 pub use config::Config;
 pub use shared::{Shared, UserAuth};

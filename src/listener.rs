@@ -53,6 +53,7 @@ pub async fn accept(
                         });
                     }
                     Err(_) => {
+                        shared.limits.incidents.refused(crate::metrics::Refusal::MaxClientConn, || format!("{peer}: max_client_conn reached"));
                         clients.spawn(async move {
                             let mut out = BytesMut::new();
                             ErrorResponse::fatal(sluice_proto::sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already (max_client_conn)").write(&mut out);

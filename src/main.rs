@@ -1,10 +1,13 @@
 //! `sluice --config FILE`: run the pooler. `sluice --check --config FILE`: validate and exit.
+//! Signals: SIGHUP reloads the config, SIGUSR1 pauses, SIGUSR2 resumes, SIGTERM/SIGINT shut down
+//! (`sluice::signals`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use sluice::Config;
+use sluice::config::LogFormat;
 
 /// A PostgreSQL connection pooler.
 #[derive(Parser, Debug)]
@@ -18,18 +21,19 @@ struct Args {
     check: bool,
 }
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// EX_USAGE from sysexits.h, for a bad command line or config.
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         println!("sluice: {} is valid", args.config.display());
         return ExitCode::SUCCESS;
     }
+    init_logging(config.pooler.log_format);
     let runtime = match sluice::runtime(&config) {
         Ok(r) => r,
         Err(e) => {
@@ -57,22 +62,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// Log lines on stderr, as text or one JSON object per line; `SLUICE_LOG` filters (default
+/// `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 async fn serve(config: Config) -> std::io::Result<()> {
+    // Before listening: until the handlers are in, SIGHUP would end the process.
+    let (control, shutdown) = sluice::signals::install()?;
     let addr = config.listen_addr();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    tracing::info!(%addr, databases = config.databases.len(), "sluice listening");
-    sluice::run(config, listener, shutdown_signal()).await
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down: draining clients");
+    let shared = sluice::Shared::new(config);
+    tokio::spawn(control.serve(shared.clone()));
+    // The bound address: with port 0 in the config, the one the kernel chose.
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, databases = shared.config().databases.len(), "sluice listening");
+    sluice::run_shared(shared, listener, shutdown.wait()).await
 }

@@ -8,16 +8,24 @@
 //!
 //! Two clients preparing the same SQL under any names share one server-side statement; two clients
 //! using one name for different SQL get different statements.
+//!
+//! Texts are bounded: a statement leaves its pool's registry as soon as no client holds it (the
+//! server connections keep only its id and name), and the texts of all registries together stay
+//! under `max_prepared_statement_bytes` (a Parse past it fails with 53200).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::{Bytes, BytesMut};
 use sluice_proto::frontend::write_parse_tail;
 use sluice_proto::split_cstr;
 
-/// One distinct statement, shared by every client of a pool that prepares the same SQL.
+use crate::memory::ByteBudget;
+
+/// One distinct statement, shared by every client of a pool that prepares it. Server
+/// connections know it only by id: the text lives as long as some client's name (or a request
+/// under way) holds it, and leaves the registry the moment the last one lets go.
 #[derive(Debug)]
 pub struct Statement {
     pub id: u64,
@@ -27,6 +35,7 @@ pub struct Statement {
     pub validated: AtomicBool,
     /// Where it may run (read/write splitting), worked out on first use.
     pub class: OnceLock<crate::router::Classification>,
+    registry: Arc<Registry>,
 }
 
 impl Statement {
@@ -41,54 +50,113 @@ impl Statement {
     }
 }
 
+impl Drop for Statement {
+    /// The last holder let go: the text leaves the registry and its bytes the budget.
+    fn drop(&mut self) {
+        self.registry.forget(&self.tail);
+        self.registry.budget.give(self.tail.len());
+    }
+}
+
 /// The name a statement has on server connections.
 pub fn server_name(id: u64) -> String {
     format!("sluice_{id}")
 }
 
-/// The statements of a pool (shared with its database's replica pools): Parse tail → statement.
-/// Entries no client refers to any more are dropped.
-#[derive(Default)]
-pub struct PoolStatements {
+/// Parse tail → statement. The key shares the statement's bytes.
+#[derive(Debug)]
+struct Registry {
     map: Mutex<HashMap<Bytes, Weak<Statement>>>,
+    /// Every pool's statement texts count against this (`max_prepared_statement_bytes`).
+    budget: Arc<ByteBudget>,
+}
+
+impl Registry {
+    fn map(&self) -> MutexGuard<'_, HashMap<Bytes, Weak<Statement>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the entry for `tail` unless a newer statement with the same text took its place.
+    /// (An `Arc<Statement>` must never be dropped while the map is locked: its drop comes here.)
+    fn forget(&self, tail: &[u8]) {
+        let mut map = self.map();
+        if map.get(tail).is_some_and(|w| w.strong_count() == 0) {
+            map.remove(tail);
+        }
+    }
+}
+
+/// The statements of a pool (shared with its database's replica pools).
+#[derive(Debug)]
+pub struct PoolStatements {
+    registry: Arc<Registry>,
     next_id: AtomicU64,
-    inserts: AtomicU64,
+}
+
+/// A Parse that would take the statement registries past `max_prepared_statement_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverBudget {
+    pub len: usize,
+    pub used: usize,
+    pub cap: usize,
 }
 
 impl PoolStatements {
-    /// The statement for this Parse tail, made on first use.
-    pub fn intern(&self, tail: &[u8]) -> Arc<Statement> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+    /// An empty registry whose texts count against `budget`.
+    pub fn new(budget: Arc<ByteBudget>) -> PoolStatements {
+        PoolStatements {
+            registry: Arc::new(Registry {
+                map: Mutex::new(HashMap::new()),
+                budget,
+            }),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// The statement for this Parse tail, made on first use if its bytes fit in the budget.
+    pub fn intern(&self, tail: &[u8]) -> Result<Arc<Statement>, OverBudget> {
+        let mut map = self.registry.map();
         if let Some(stmt) = map.get(tail).and_then(Weak::upgrade) {
-            return stmt;
+            return Ok(stmt);
+        }
+        let budget = &self.registry.budget;
+        if !budget.try_take(tail.len()) {
+            return Err(OverBudget {
+                len: tail.len(),
+                used: budget.used(),
+                cap: budget.cap(),
+            });
         }
         let stmt = Arc::new(Statement {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             tail: Bytes::copy_from_slice(tail),
             validated: AtomicBool::new(false),
             class: OnceLock::new(),
+            registry: self.registry.clone(),
         });
         map.insert(stmt.tail.clone(), Arc::downgrade(&stmt));
-        if self.inserts.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
-            map.retain(|_, w| w.strong_count() > 0);
-        }
-        stmt
+        Ok(stmt)
     }
 
     /// The statement for this Parse tail if a server has accepted it before.
     pub fn validated(&self, tail: &[u8]) -> Option<Arc<Statement>> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(tail)
-            .and_then(Weak::upgrade)
-            .filter(|s| s.validated.load(Ordering::Relaxed))
+        // Upgraded under the lock, looked at (and maybe dropped) after it.
+        let stmt = self.registry.map().get(tail).and_then(Weak::upgrade);
+        stmt.filter(|s| s.validated.load(Ordering::Relaxed))
     }
 
+    /// Statements held now.
     pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.registry.map().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes of statement text held now by this registry.
+    pub fn bytes(&self) -> usize {
+        self.registry.map().keys().map(Bytes::len).sum()
     }
 }
 
@@ -196,17 +264,53 @@ fn strip_keyword<'a>(s: &'a str, kw: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    fn registry(cap: usize) -> (PoolStatements, Arc<ByteBudget>) {
+        let budget = Arc::new(ByteBudget::new(cap));
+        (PoolStatements::new(budget.clone()), budget)
+    }
+
     #[test]
     fn same_sql_same_statement_until_unused() {
-        let r = PoolStatements::default();
-        let a = r.intern(b"select 1\0\0\0");
-        let b = r.intern(b"select 1\0\0\0");
-        let c = r.intern(b"select 2\0\0\0");
+        let (r, _) = registry(1 << 20);
+        let a = r.intern(b"select 1\0\0\0").unwrap();
+        let b = r.intern(b"select 1\0\0\0").unwrap();
+        let c = r.intern(b"select 2\0\0\0").unwrap();
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
         drop((a, b));
-        let d = r.intern(b"select 1\0\0\0");
+        let d = r.intern(b"select 1\0\0\0").unwrap();
         assert_ne!(d.id, c.id);
+    }
+
+    /// The text goes the moment its last holder does (issue 16: five 60 MB statements stayed
+    /// until 1,024 more were made), and the budget gets its bytes back.
+    #[test]
+    fn a_statement_nobody_holds_is_freed_at_once() {
+        let (r, budget) = registry(1 << 20);
+        let big = vec![b'x'; 100_000];
+        let a = r.intern(&big).unwrap();
+        let b = r.intern(&big).unwrap();
+        assert_eq!((r.len(), r.bytes(), budget.used()), (1, 100_000, 100_000));
+        drop(a);
+        assert_eq!(r.len(), 1, "still held by b");
+        drop(b);
+        assert_eq!((r.len(), r.bytes(), budget.used()), (0, 0, 0));
+    }
+
+    #[test]
+    fn the_budget_caps_the_texts_of_every_registry() {
+        let budget = Arc::new(ByteBudget::new(1000));
+        let (r1, r2) = (
+            PoolStatements::new(budget.clone()),
+            PoolStatements::new(budget.clone()),
+        );
+        let a = r1.intern(&[b'a'; 600]).unwrap();
+        let over = r2.intern(&[b'b'; 600]).unwrap_err();
+        assert_eq!((over.len, over.used, over.cap), (600, 600, 1000));
+        let again = r1.intern(&[b'a'; 600]).unwrap();
+        assert_eq!(again.id, a.id, "a held statement costs nothing more");
+        drop((a, again));
+        assert!(r2.intern(&[b'b'; 600]).is_ok(), "room again");
     }
 
     #[test]

@@ -98,6 +98,10 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<String> {
         notes.push("pooler.workers changed: takes effect at restart".to_owned());
         n.workers = o.workers;
     }
+    if n.log_format != o.log_format {
+        notes.push("pooler.log_format changed: takes effect at restart".to_owned());
+        n.log_format = o.log_format;
+    }
     if n.max_client_conn != o.max_client_conn {
         notes.push("pooler.max_client_conn changed: takes effect at restart".to_owned());
         n.max_client_conn = o.max_client_conn;

@@ -9,6 +9,7 @@ pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
 pub const INVALID_CATALOG_NAME: &str = "3D000";
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
 pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
+pub const OUT_OF_MEMORY: &str = "53200";
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 pub const IDLE_SESSION_TIMEOUT: &str = "57P05";

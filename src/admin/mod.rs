@@ -285,28 +285,12 @@ async fn run_command(
             show::show(shared, &what.to_ascii_uppercase(), out)
         }
         "PAUSE" => {
-            let pools = pools_of(shared, arg.as_deref())?;
-            pause(shared, arg.as_deref(), &pools);
-            wait_released(&pools, &shared.clients).await;
-            for p in &pools {
-                p.close_idle(CloseReason::Admin);
-            }
+            pause_database(shared, arg.as_deref()).await?;
             backend::command_complete("PAUSE", out);
             Ok(())
         }
         "RESUME" => {
-            let pools = pools_of(shared, arg.as_deref())?;
-            if !shared.console.resume(arg.as_deref()) {
-                let db = arg.as_deref().unwrap_or_default();
-                return Err(ErrorResponse::error(
-                    "55000", // object_not_in_prerequisite_state
-                    format!("cannot resume \"{db}\" alone: every database is paused"),
-                )
-                .hint("RESUME without a database resumes all"));
-            }
-            for p in &pools {
-                p.pause.set(false);
-            }
+            resume_database(shared, arg.as_deref())?;
             backend::command_complete("RESUME", out);
             Ok(())
         }
@@ -366,6 +350,35 @@ async fn run_command(
         }
         _ => Err(syntax_error(command)),
     }
+}
+
+/// PAUSE `database` (every database with `None`; SIGUSR1 too): new checkouts wait; returns once
+/// the transactions under way have finished, their server connections closed.
+pub async fn pause_database(shared: &Shared, database: Option<&str>) -> Result<(), ErrorResponse> {
+    let pools = pools_of(shared, database)?;
+    pause(shared, database, &pools);
+    wait_released(&pools, &shared.clients).await;
+    for p in &pools {
+        p.close_idle(CloseReason::Admin);
+    }
+    Ok(())
+}
+
+/// RESUME `database` (every database with `None`; SIGUSR2 too).
+pub fn resume_database(shared: &Shared, database: Option<&str>) -> Result<(), ErrorResponse> {
+    let pools = pools_of(shared, database)?;
+    if !shared.console.resume(database) {
+        let db = database.unwrap_or_default();
+        return Err(ErrorResponse::error(
+            "55000", // object_not_in_prerequisite_state
+            format!("cannot resume \"{db}\" alone: every database is paused"),
+        )
+        .hint("RESUME without a database resumes all"));
+    }
+    for p in &pools {
+        p.pause.set(false);
+    }
+    Ok(())
 }
 
 /// The pools of `database` (every pool with `None`); 3D000 if no such database is configured.

@@ -47,12 +47,7 @@ pub(super) async fn read_message(
         match sluice_proto::split_message(buf, max) {
             Ok(Some(m)) => return Ok(Some(m)),
             Ok(None) => {}
-            Err(e) => {
-                return Err(Fatal::new(
-                    sqlstate::PROTOCOL_VIOLATION,
-                    format!("invalid message: {e}"),
-                ));
-            }
+            Err(e) => return Err(Fatal::invalid_message(e)),
         }
         if !read_more(stream, buf).await? {
             return Ok(None);
@@ -200,7 +195,8 @@ pub(super) async fn login(
         }
     }
 
-    let checkout_err = |e: CheckoutError| Fatal(checkout_error(&e, &pool));
+    let incidents = &shared.limits.incidents;
+    let checkout_err = |e: CheckoutError| Fatal(checkout_error(&e, &pool, incidents));
     let mut server = None;
     if pool.startup_params().is_none() || pool.settings.mode == PoolMode::Session {
         server = Some(pool.checkout(wait).await.map_err(checkout_err)?);

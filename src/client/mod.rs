@@ -6,6 +6,7 @@
 //! - [`session`]: the logged-in client; owns its buffers, its server connection when it has one,
 //!   and composes the parts below; holds the release rule (`Session::at_clean_point`);
 //! - [`relay`]: the I/O loop: polls the two sockets, walks messages by header, backpressure;
+//! - `memory`: large messages against the process-wide `max_message_memory`;
 //! - [`exchange`]: what the client is owed by the server (a state machine without I/O);
 //! - [`statements`]: the client's named prepared statements and their renaming;
 //! - [`routing`]: read/write splitting for one client (only when the pool has replicas);
@@ -14,6 +15,7 @@
 mod auth;
 pub mod exchange;
 mod login;
+mod memory;
 mod relay;
 pub mod routing;
 mod session;
@@ -25,11 +27,12 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use sluice_proto::backend::ErrorResponse;
-use sluice_proto::sqlstate;
+use sluice_proto::{ProtocolError, sqlstate};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::Shared;
+use crate::metrics::{Incident, Incidents, Refusal};
 use crate::pool::{CheckoutError, Pool};
 
 use session::Session;
@@ -41,7 +44,27 @@ impl Fatal {
     fn new(code: &str, message: impl Into<String>) -> Self {
         Fatal(ErrorResponse::fatal(code, message))
     }
+
+    /// 08P01 for a message that cannot be framed; one over `max_message_size` says so.
+    fn invalid_message(e: ProtocolError) -> Self {
+        let err = ErrorResponse::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("invalid message: {e}"),
+        );
+        Fatal(match e {
+            ProtocolError::TooLarge { .. } => err.hint(OVERSIZED_HINT),
+            _ => err,
+        })
+    }
+
+    /// The refusal reason it is counted under.
+    fn refusal(&self) -> Refusal {
+        let oversized = self.0.hint.as_deref() == Some(OVERSIZED_HINT);
+        Refusal::of(&self.0.code, oversized)
+    }
 }
+
+const OVERSIZED_HINT: &str = "messages held whole are capped by sluice's max_message_size";
 
 impl From<std::io::Error> for Fatal {
     fn from(e: std::io::Error) -> Self {
@@ -106,8 +129,14 @@ async fn start(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) -> 
             }
             None
         }
-        Ok(Err(Fatal(err))) => {
+        Ok(Err(fatal)) => {
+            let reason = fatal.refusal();
+            let Fatal(err) = fatal;
             tracing::debug!(%peer, code = %err.code, message = %err.message, "login refused");
+            shared
+                .limits
+                .incidents
+                .refused(reason, || format!("{peer}: {} {}", err.code, err.message));
             let mut out = BytesMut::new();
             err.write(&mut out);
             let _ = stream.write_all(&out).await;
@@ -115,6 +144,9 @@ async fn start(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) -> 
             None
         }
         Err(_) => {
+            shared.limits.incidents.refused(Refusal::LoginTimeout, || {
+                format!("{peer}: no login within {limit:?}")
+            });
             let mut out = BytesMut::new();
             ErrorResponse::fatal(
                 sqlstate::CANNOT_CONNECT_NOW,
@@ -127,8 +159,13 @@ async fn start(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) -> 
     }
 }
 
-/// What a failed checkout tells the client.
-fn checkout_error(e: &CheckoutError, pool: &Pool) -> ErrorResponse {
+/// What a failed checkout tells the client; logged (rate-limited) for the operator.
+fn checkout_error(e: &CheckoutError, pool: &Pool, incidents: &Incidents) -> ErrorResponse {
+    let kind = match e {
+        CheckoutError::Timeout(_) => Incident::WaitTimeout,
+        CheckoutError::Connect(_) => Incident::ConnectFailed,
+    };
+    incidents.note(kind, || format!("pool {}: {e}", pool.key));
     match e {
         CheckoutError::Timeout(_) => {
             ErrorResponse::error(sqlstate::QUERY_CANCELED, format!("canceling statement: {e}"))

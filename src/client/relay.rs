@@ -96,6 +96,18 @@ impl Session {
         let mut handled = 0u8;
         loop {
             self.write_now()?;
+            if self.want_room {
+                // A large server message waits for room under max_message_memory (memory.rs).
+                let len = self.wanted_room();
+                self.want_room = false;
+                if Box::pin(self.take_room(len)).await {
+                    self.process_server();
+                } else {
+                    self.server_no_room(len);
+                    self.server_lost("a large server message found no room under max_message_memory within query_wait_timeout");
+                }
+                continue;
+            }
             // A failed write to a replica may have put its unit back for the primary.
             if self.server.is_none() && self.route.as_deref_mut().is_some_and(|r| r.take_blocked())
             {
@@ -265,6 +277,7 @@ impl Session {
                     }
                 }
             }
+            self.give_room_if_small();
             // A unit that waited for the attached server (routing) may be able to go now.
             if !from_client
                 && self.route.as_deref_mut().is_some_and(|r| r.take_blocked())
@@ -342,12 +355,7 @@ impl Session {
             let header = match Header::parse(&self.cli_in, self.max) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
-                Err(e) => {
-                    return Err(Fatal::new(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        format!("invalid message: {e}"),
-                    ));
-                }
+                Err(e) => return Err(Fatal::invalid_message(e)),
             };
             let len = header.wire_len();
             if header.tag == FrontendTag::CopyData.as_u8() {
@@ -364,6 +372,14 @@ impl Session {
                 continue;
             }
             if self.cli_in.len() < len {
+                // A large message takes room under max_message_memory before it is read.
+                if self.needs_room(len) {
+                    if !Box::pin(self.take_room(len)).await {
+                        return Err(self.no_room(len));
+                    }
+                    // One allocation of the message's size, not a series of doublings up to it.
+                    self.cli_in.reserve(len - self.cli_in.len());
+                }
                 break;
             }
             let msg = self.cli_in.split_to(len).freeze();
@@ -377,7 +393,7 @@ impl Session {
                 } else {
                     Box::pin(self.attach())
                         .await
-                        .map_err(|e| checkout_error(&e, &self.pool))
+                        .map_err(|e| checkout_error(&e, &self.pool, &self.limits.incidents))
                 };
                 step = self.after_checkout(tag, msg, attached)?;
             }
@@ -435,6 +451,14 @@ impl Session {
                 return self.server_lost("server sent an oversized message");
             }
             if self.srv_in.len() < len {
+                if self.needs_room(len) {
+                    if self.try_room(len) {
+                        self.srv_in.reserve(len - self.srv_in.len());
+                    } else {
+                        // The relay waits for the room before it reads on (see `relay`).
+                        self.want_room = true;
+                    }
+                }
                 break;
             }
             let msg = self.srv_in.split_to(len);

@@ -30,12 +30,13 @@ use super::routing::{Plan, Routing};
 use super::statements::{ClientStatements, LocalParse, PoolPrepared};
 use super::timeouts::SessionTimer;
 use super::{Fatal, checkout_error};
-use crate::Shared;
 use crate::cancel::{CancelRegistration, CancelTarget};
 use crate::clients::SessionStats;
 use crate::config::PoolMode;
+use crate::metrics::Incident;
 use crate::params::{self, Params};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
+use crate::shared::{Limits, Shared};
 
 /// What the relay does after a client message.
 pub(super) enum Step {
@@ -93,6 +94,13 @@ pub(super) struct Session {
     /// The timer of `query_timeout`, `idle_transaction_timeout` and `client_idle_timeout`; None
     /// unless the pool has one of them set (boxed: most pools have none).
     pub(super) timer: Option<Box<SessionTimer>>,
+    /// Memory budgets and the incident log, shared by every session.
+    pub(super) limits: Arc<Limits>,
+    /// Room in `limits.messages` this session holds for a large message, in 64 KiB units
+    /// (`memory.rs`).
+    pub(super) held_units: u16,
+    /// A large server message waits for room before the relay reads on.
+    pub(super) want_room: bool,
 }
 
 impl Session {
@@ -153,6 +161,9 @@ impl Session {
             stats,
             route,
             timer,
+            limits: shared.limits.clone(),
+            held_units: 0,
+            want_room: false,
         };
         if let Some(guard) = server {
             s.attach_guard(guard);
@@ -170,9 +181,18 @@ impl Session {
     /// Tells the client why its session ended (if it can still hear it) and closes its side,
     /// then lets go of the server connection.
     async fn end(&mut self, end: Result<(), Fatal>) {
-        if let Err(Fatal(err)) = end {
+        if let Err(fatal) = end {
+            let reason = fatal.refusal();
+            let Fatal(err) = fatal;
             if err.code != sqlstate::CONNECTION_FAILURE {
                 self.pool.counters.error_code(&err.code);
+            }
+            // Cut off by sluice for what it sent (not a lost socket, a drain or a KILL).
+            if err.code != sqlstate::CONNECTION_FAILURE && err.code != sqlstate::ADMIN_SHUTDOWN {
+                let key = &self.pool.key;
+                self.limits.incidents.refused(reason, || {
+                    format!("pool {key}: {} {}", err.code, err.message)
+                });
             }
             err.write(&mut self.to_client);
         }
@@ -354,7 +374,7 @@ impl Session {
                 if self.intercept && !name.is_empty() {
                     let pool = Self::pool_statements(&self.pool);
                     let conn = self.server.as_mut().expect("attached").conn_mut();
-                    self.statements.parse(
+                    let parsed = self.statements.parse(
                         &pool,
                         &mut conn.statements,
                         name,
@@ -362,6 +382,15 @@ impl Session {
                         &mut self.exchange,
                         &mut self.to_server,
                     );
+                    if let Err(over) = parsed {
+                        let key = &self.pool.key;
+                        self.limits.incidents.note(Incident::StatementMemory, || {
+                            format!(
+                                "pool {key}: a Parse of {} bytes with {} of {} in use",
+                                over.len, over.used, over.cap
+                            )
+                        });
+                    }
                     return Ok(());
                 }
                 Pending::Parse {
@@ -497,7 +526,7 @@ impl Session {
         rs.to_primary(reason, &self.pool.key.database)?;
         self.attach()
             .await
-            .map_err(|e| checkout_error(&e, &self.pool))?;
+            .map_err(|e| checkout_error(&e, &self.pool, &self.limits.incidents))?;
         let read = unit.read && len.is_some();
         self.route.as_deref_mut().expect("routed").on_primary(read);
         Ok(())

@@ -19,7 +19,7 @@ use sluice_proto::sqlstate;
 
 use super::exchange::{Answer, Exchange, Pending};
 use crate::metrics::PoolCounters;
-use crate::prepared::{PoolStatements, ServerStatements, Statement, server_name};
+use crate::prepared::{OverBudget, PoolStatements, ServerStatements, Statement, server_name};
 
 /// What to take back if a Parse or Close never happens (the server rejects or skips it, or the
 /// server connection is lost before it answers). An enum, not a struct of options: it travels in
@@ -142,7 +142,9 @@ impl ClientStatements {
         backend::close_complete(to_client);
     }
 
-    /// A named Parse with a server attached.
+    /// A named Parse with a server attached. A Parse whose text would take the statement
+    /// registries past `max_prepared_statement_bytes` fails with 53200 in its turn (the session
+    /// goes on); the caller gets the figures to log.
     pub fn parse(
         &mut self,
         pool: &PoolPrepared<'_>,
@@ -151,11 +153,18 @@ impl ClientStatements {
         tail: &[u8],
         ex: &mut Exchange,
         to_server: &mut BytesMut,
-    ) {
+    ) -> Result<(), OverBudget> {
         if self.names.contains_key(name) {
-            return ex.fail_locally(&already_exists(name), to_server);
+            ex.fail_locally(&already_exists(name), to_server);
+            return Ok(());
         }
-        let stmt = pool.statements.intern(tail);
+        let stmt = match pool.statements.intern(tail) {
+            Ok(stmt) => stmt,
+            Err(over) => {
+                ex.fail_locally(&over_budget(&over), to_server);
+                return Err(over);
+            }
+        };
         let client = Bytes::copy_from_slice(name);
         self.names.insert(client.clone(), stmt.clone());
         if conn.touch(stmt.id) {
@@ -169,7 +178,7 @@ impl ClientStatements {
                 answer: Answer::Local,
                 undo,
             });
-            return;
+            return Ok(());
         }
         prepare_on_server(
             pool,
@@ -180,6 +189,7 @@ impl ClientStatements {
             ex,
             to_server,
         );
+        Ok(())
     }
 
     /// A Bind of a named statement: renamed, after a Parse if the connection lacks it.
@@ -321,6 +331,18 @@ fn prepare_on_server(
     ex.sent(Pending::Parse { answer, undo });
 }
 
+/// 53200: the statement registries are full (`max_prepared_statement_bytes`).
+fn over_budget(over: &OverBudget) -> ErrorResponse {
+    ErrorResponse::error(
+        sqlstate::OUT_OF_MEMORY,
+        format!(
+            "out of memory for prepared statements: this statement's {} bytes do not fit ({} of max_prepared_statement_bytes = {} in use)",
+            over.len, over.used, over.cap
+        ),
+    )
+    .hint("close prepared statements that are no longer needed, or raise max_prepared_statement_bytes")
+}
+
 fn already_exists(name: &[u8]) -> ErrorResponse {
     let msg = format!(
         "prepared statement \"{}\" already exists",
@@ -345,7 +367,9 @@ mod tests {
     impl Fixture {
         fn new(cap: usize) -> Fixture {
             Fixture {
-                statements: PoolStatements::default(),
+                statements: PoolStatements::new(std::sync::Arc::new(
+                    crate::memory::ByteBudget::new(1 << 20),
+                )),
                 counters: PoolCounters::default(),
                 cap,
             }
@@ -379,7 +403,8 @@ mod tests {
         let mut conn = ServerStatements::default();
         let mut ex = Exchange::default();
         let mut out = BytesMut::new();
-        c.parse(&f.pool(), &mut conn, b"q1", TAIL, &mut ex, &mut out);
+        c.parse(&f.pool(), &mut conn, b"q1", TAIL, &mut ex, &mut out)
+            .unwrap();
         c.bind(
             &f.pool(),
             &mut conn,
@@ -423,7 +448,8 @@ mod tests {
             TAIL,
             &mut ex,
             &mut BytesMut::new(),
-        );
+        )
+        .unwrap();
         let mut ex = Exchange::default();
         let mut second = ServerStatements::default();
         let mut out = BytesMut::new();
@@ -478,7 +504,8 @@ mod tests {
             b"select 1\0\0\0",
             &mut ex,
             &mut out,
-        );
+        )
+        .unwrap();
         ex.on_reply(BackendTag::ParseComplete, b"", drop);
         out.clear();
         c.parse(
@@ -488,7 +515,8 @@ mod tests {
             b"select 2\0\0\0",
             &mut ex,
             &mut out,
-        );
+        )
+        .unwrap();
         let tags: Vec<u8> = messages(&out).iter().map(|m| m.0).collect();
         assert_eq!(tags, b"CP", "Close of the old one, then Parse");
         assert_eq!(f.counters.prepared_evictions.load(Ordering::Relaxed), 1);
@@ -513,8 +541,10 @@ mod tests {
         let mut conn = ServerStatements::default();
         let mut ex = Exchange::default();
         let mut out = BytesMut::new();
-        c.parse(&f.pool(), &mut conn, b"x", TAIL, &mut ex, &mut out);
-        c.parse(&f.pool(), &mut conn, b"x", TAIL, &mut ex, &mut out);
+        c.parse(&f.pool(), &mut conn, b"x", TAIL, &mut ex, &mut out)
+            .unwrap();
+        c.parse(&f.pool(), &mut conn, b"x", TAIL, &mut ex, &mut out)
+            .unwrap();
         assert!(ex.discarding());
         ex.on_reply(BackendTag::ParseComplete, b"", drop);
         match ex.on_reply(BackendTag::ErrorResponse, b"SERROR\0C26000\0\0", drop) {
@@ -546,7 +576,7 @@ mod tests {
             c.parse_locally(&f.pool(), b"a", TAIL, &mut ex, &mut out),
             LocalParse::NeedsServer
         ));
-        let held = f.statements.intern(TAIL);
+        let held = f.statements.intern(TAIL).unwrap();
         held.validated.store(true, Ordering::Relaxed);
         assert!(matches!(
             c.parse_locally(&f.pool(), b"a", TAIL, &mut ex, &mut out),
@@ -580,7 +610,8 @@ mod tests {
             TAIL,
             &mut ex,
             &mut BytesMut::new(),
-        );
+        )
+        .unwrap();
         ex.on_reply(BackendTag::ParseComplete, b"", drop);
         ex.sent(Pending::Bind);
         c.close(b"a", &mut ex);
@@ -589,6 +620,42 @@ mod tests {
             c.undo(u, Some(&mut conn))
         });
         assert!(c.get(b"a").is_some(), "the skipped Close is taken back");
+    }
+
+    /// A Parse past max_prepared_statement_bytes fails with 53200 in its turn; the name is not
+    /// taken and the next Parse that fits works.
+    #[test]
+    fn parse_over_the_statement_budget_fails_in_its_turn() {
+        let f = Fixture {
+            statements: PoolStatements::new(std::sync::Arc::new(crate::memory::ByteBudget::new(
+                64,
+            ))),
+            counters: PoolCounters::default(),
+            cap: 10,
+        };
+        let mut c = ClientStatements::default();
+        let mut conn = ServerStatements::default();
+        let mut ex = Exchange::default();
+        let mut out = BytesMut::new();
+        let mut big = vec![b'x'; 100];
+        big.extend_from_slice(b"\0\0\0");
+        let over = c
+            .parse(&f.pool(), &mut conn, b"big", &big, &mut ex, &mut out)
+            .unwrap_err();
+        assert_eq!((over.len, over.cap), (103, 64));
+        assert!(c.get(b"big").is_none());
+        assert!(
+            ex.discarding(),
+            "the rest of the batch is skipped, as after a server error"
+        );
+        match ex.on_reply(BackendTag::ErrorResponse, b"", drop) {
+            Verdict::Replace(e) => assert!(e.windows(5).any(|w| w == b"53200")),
+            v => panic!("{v:?}"),
+        }
+        let mut ex = Exchange::default();
+        c.parse(&f.pool(), &mut conn, b"small", TAIL, &mut ex, &mut out)
+            .unwrap();
+        assert!(c.get(b"small").is_some());
     }
 
     #[test]
@@ -604,7 +671,8 @@ mod tests {
             TAIL,
             &mut ex,
             &mut BytesMut::new(),
-        );
+        )
+        .unwrap();
         assert_eq!(
             c.deallocate_target(b"DEALLOCATE s1\0"),
             Some(b"s1".to_vec())

@@ -10,6 +10,8 @@
 //!   Prometheus recorder.
 //! * [`prometheus`]: the `/metrics` page, written from readings taken at scrape time.
 //! * [`http`]: the endpoint serving `/metrics`, `/healthz` and `/readyz`.
+//! * [`incidents`]: refusals counted by reason, and the rate-limited incident log
+//!   ([`ratelimit`]: one line per kind per interval).
 //!
 //! Owns: counting and presenting. Must not: know pools, sessions or the shared state (it is
 //! handed counters and readings), nor hold anything a decision reads (pause, reconnect and the
@@ -19,12 +21,15 @@ pub mod counters;
 pub mod gauges;
 pub mod histograms;
 pub mod http;
+pub mod incidents;
 pub mod period;
 pub mod prometheus;
+pub mod ratelimit;
 
 pub use counters::{CloseReason, PoolCounters};
 pub use gauges::{PoolGauges, PoolState};
 pub use histograms::{HistogramRecorder, Histograms};
+pub use incidents::{Incident, Incidents, Refusal};
 pub use period::{Averages, STATS_PERIOD, Totals};
 pub use prometheus::{Globals, PoolSample};
 

@@ -4,16 +4,19 @@
 //!
 //! * `pools.rs`: making a pool (and its replica pools and router) from the config;
 //! * `users.rs`: [`UserAuth`], a user's parsed secrets;
-//! * `console.rs`: [`Console`], paused databases and SHUTDOWN.
+//! * `console.rs`: [`Console`], paused databases and SHUTDOWN;
+//! * `limits.rs`: [`Limits`], the memory budgets and the incident counters and log.
 //!
 //! Owns: the pooler-wide state, passed by handle (no global). Must not: run sessions, accept
 //! connections or apply a RELOAD (`listener`, `client`, `reload` do, through it).
 
 mod console;
+mod limits;
 mod pools;
 mod users;
 
 pub use console::Console;
+pub use limits::Limits;
 pub(crate) use pools::{pool_parts, replica_parts};
 pub use users::{UserAuth, users_of};
 
@@ -44,6 +47,8 @@ pub struct Shared {
     pub histograms: Option<HistogramRecorder>,
     /// Admin console state (PAUSE, SHUTDOWN).
     pub console: Console,
+    /// Memory budgets, refusal counters and the incident log.
+    pub limits: Arc<Limits>,
     /// Serialises the creation of pools.
     creating: std::sync::Mutex<()>,
 }
@@ -52,7 +57,9 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
         let users = users_of(&config);
         let histograms = config.metrics_addr().map(|_| HistogramRecorder::new());
+        let limits = Arc::new(Limits::new(&config));
         Arc::new(Shared {
+            limits,
             histograms,
             clients: Arc::default(),
             console: Console::default(),
@@ -88,6 +95,7 @@ impl Shared {
         let config = Arc::new(config);
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
+        self.limits.apply(&config);
         config
     }
 
@@ -109,7 +117,9 @@ impl Source for Shared {
             max_client_connections: self.config().pooler.max_client_conn,
             draining,
         };
-        prometheus::render(&samples, &globals, self.histograms.as_ref())
+        let mut page = prometheus::render(&samples, &globals, self.histograms.as_ref());
+        self.limits.render(&mut page);
+        page
     }
 
     fn config(&self) -> Arc<Config> {

@@ -35,7 +35,7 @@ impl Shared {
         if let Some(pool) = self.pools.get(&key) {
             return Ok(pool.clone());
         }
-        let statements = Arc::default();
+        let statements = Arc::new(PoolStatements::new(self.limits.statements.clone()));
         let (router, replicas) = match self.router_for(db, &key, &target, &settings, &statements) {
             Some((router, replicas)) => (Some(router), replicas),
             None => (None, Vec::new()),

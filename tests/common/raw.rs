@@ -313,6 +313,12 @@ impl RawConn {
         }
     }
 
+    /// The socket, for a test that writes and reads on its own terms (nothing is left unread
+    /// after the login's ReadyForQuery).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Writes `bytes` as they are (frontend messages made with postgres-protocol's writers), so a
     /// whole pipeline goes out in one write.
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
