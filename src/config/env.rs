@@ -110,9 +110,10 @@ impl Overrides {
     /// The process environment's overrides (variables whose value is not UTF-8 are skipped; a
     /// `SLUICE_` one of those cannot be a valid value anyway).
     pub fn from_process() -> Overrides {
-        Overrides::from_vars(std::env::vars_os().filter_map(|(k, v)| {
-            Some((k.into_string().ok()?, v.into_string().ok()?))
-        }))
+        Overrides::from_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -278,7 +279,10 @@ mod tests {
             );
         }
         for (k, _) in POOLER_KEYS {
-            assert!(fields.contains(k), "POOLER_KEYS names {k}, not a pooler key");
+            assert!(
+                fields.contains(k),
+                "POOLER_KEYS names {k}, not a pooler key"
+            );
         }
     }
 
@@ -348,7 +352,11 @@ mod tests {
                 "9930",
                 "SLUICE_METRICS_LISTEN (pooler.metrics_listen):",
             ),
-            ("SLUICE_POOL_MODE", "statement", "SLUICE_POOL_MODE (pooler.pool_mode):"),
+            (
+                "SLUICE_POOL_MODE",
+                "statement",
+                "SLUICE_POOL_MODE (pooler.pool_mode):",
+            ),
             (
                 "SLUICE_DEFAULT_POOL_SIZE",
                 "many",
@@ -384,15 +392,21 @@ mod tests {
             assert!(e.starts_with(expect), "{var}={value}: {e}");
         }
         // A mistake in the file itself still names the file's key.
-        let e = load("[pooler]\nworkers = \"x\"\n", &[("SLUICE_LISTEN", "127.0.0.1:1")])
-            .unwrap_err()
-            .to_string();
+        let e = load(
+            "[pooler]\nworkers = \"x\"\n",
+            &[("SLUICE_LISTEN", "127.0.0.1:1")],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("pooler.workers"), "{e}");
     }
 
     #[test]
     fn last_setting_wins_and_strangers_are_reported() {
-        let o = vars(&[("SLUICE_LISTEN", "127.0.0.1:1"), ("SLUICE_LISTEN", "127.0.0.1:2")]);
+        let o = vars(&[
+            ("SLUICE_LISTEN", "127.0.0.1:1"),
+            ("SLUICE_LISTEN", "127.0.0.1:2"),
+        ]);
         assert_eq!(o.list.len(), 1);
         assert_eq!(
             o.list[0].value,
