@@ -3,6 +3,7 @@
 //! any program could. `main.rs` parses the command line and hands over here.
 
 pub mod demo;
+pub mod import;
 pub mod print_config;
 
 use std::process::ExitCode;
@@ -20,6 +21,9 @@ pub enum Command {
     /// (read/write splitting, metrics, admin console), print how to connect, run a short
     /// pgbench, and clean everything up on Ctrl-C.
     Demo(demo::DemoArgs),
+    /// Write a sluice.toml equivalent to a pgbouncer.ini (and its userlist.txt), and list every
+    /// setting that could not be carried over and why.
+    ImportPgbouncer(import::ImportArgs),
 }
 
 impl Command {
@@ -28,12 +32,14 @@ impl Command {
     pub fn default_log_level(&self) -> &'static str {
         match self {
             Command::Demo(_) => "warn",
+            Command::ImportPgbouncer(_) => "warn",
         }
     }
 
     pub fn run(self) -> ExitCode {
         match self {
             Command::Demo(args) => demo::main(args),
+            Command::ImportPgbouncer(args) => import::main(args),
         }
     }
 }
