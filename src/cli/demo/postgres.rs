@@ -327,6 +327,8 @@ impl DemoDir {
                 .args(["-m", mode, "-w", "-t", "30", "-s", "stop"])
                 .current_dir("/")
                 .stdin(Stdio::null())
+                // A second Ctrl-C must not cut the clean-up short.
+                .process_group(0)
                 .output();
             match out {
                 Ok(o) if o.status.success() => return Ok(()),
