@@ -32,6 +32,9 @@ pub enum Kind {
     Integer,
     /// Comma-separated names; empty is the empty list.
     List,
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`); anything else is passed on as a
+    /// string and rejected as the file would reject it. (No key is a boolean yet.)
+    Bool,
 }
 
 /// Every `[pooler]` key and how its variable is read. A unit test checks that this covers every
@@ -194,6 +197,11 @@ fn read(kind: Kind, text: &str) -> Option<toml::Value> {
             Ok(n) => toml::Value::Integer(n),
             // Passed on as it is: the key's own check then says what was expected.
             Err(_) => toml::Value::String(text.to_owned()),
+        },
+        Kind::Bool => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+            "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+            _ => toml::Value::String(text.to_owned()),
         },
         Kind::List => toml::Value::Array(
             text.split(',')
@@ -399,6 +407,22 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("pooler.workers"), "{e}");
+    }
+
+    #[test]
+    fn values_by_kind() {
+        use toml::Value::*;
+        assert_eq!(read(Kind::Bool, "Yes"), Some(Boolean(true)));
+        assert_eq!(read(Kind::Bool, "off"), Some(Boolean(false)));
+        assert_eq!(read(Kind::Bool, "maybe"), Some(String("maybe".into())));
+        assert_eq!(read(Kind::Integer, " 12 "), Some(Integer(12)));
+        assert_eq!(read(Kind::Integer, "12x"), Some(String("12x".into())));
+        assert_eq!(read(Kind::OptionalText, ""), None);
+        assert_eq!(read(Kind::List, ""), Some(Array(vec![])));
+        assert_eq!(
+            read(Kind::Text, ""),
+            Some(String(std::string::String::new()))
+        );
     }
 
     #[test]
