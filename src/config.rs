@@ -2,6 +2,10 @@
 //!
 //! Unknown keys are errors (`deny_unknown_fields`), and [`Config::validate`] reports problems with
 //! the dotted path of the key at fault, e.g. `databases.app.pool_size: must be at least 1`.
+//! [`Config::load`] applies the `SLUICE_<KEY>` environment overrides of `[pooler]` keys
+//! ([`env`]) between reading the file and checking it.
+
+pub mod env;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,10 +13,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use sluice_proto::auth::PasswordSecret;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -26,7 +30,7 @@ pub struct Config {
     pub source: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// A server connection is bound to a client for one transaction.
@@ -45,7 +49,7 @@ impl fmt::Display for PoolMode {
 }
 
 /// How a client proves who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum AuthType {
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
@@ -56,7 +60,7 @@ pub enum AuthType {
     Trust,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolerConfig {
     pub listen: String,
@@ -131,7 +135,7 @@ pub struct PoolerConfig {
 }
 
 /// How log lines are written (`log_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -178,7 +182,7 @@ impl Default for PoolerConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// Plain text, `md5<hex>` or `SCRAM-SHA-256$...`, as in pg_authid.
@@ -187,7 +191,7 @@ pub struct UserConfig {
     pub pool_mode: Option<PoolMode>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     #[serde(default = "default_host")]
@@ -236,7 +240,7 @@ pub struct DatabaseConfig {
 }
 
 /// One streaming replica of a database.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaConfig {
     #[serde(default = "default_host")]
@@ -248,7 +252,7 @@ pub struct ReplicaConfig {
 }
 
 /// What a read that could go to a replica does when none is in rotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplicaFallback {
     #[default]
@@ -257,7 +261,7 @@ pub enum ReplicaFallback {
 }
 
 /// How reads are spread over the eligible replicas (`load_balance` setting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// The replica with the fewest reads in flight (ties go round robin).
@@ -268,7 +272,7 @@ pub enum Balance {
 }
 
 /// The `read_your_writes` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadYourWrites {
     /// Compare LSNs (falls back to the window when the LSN is unknown).
@@ -322,12 +326,18 @@ fn invalid(key: impl Into<String>, why: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// Reads `path`, applies the process's `SLUICE_<KEY>` overrides ([`env`]), and checks.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, &env::Overrides::from_process())
+    }
+
+    /// [`Config::load`] with the given overrides instead of the process's.
+    pub fn load_with(path: &Path, overrides: &env::Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let mut config = Self::from_toml(&text).map_err(|e| match e {
+        let mut config = Self::from_toml_with(&text, overrides).map_err(|e| match e {
             ConfigError::Parse(msg) => ConfigError::Parse(format!("{}: {msg}", path.display())),
             other => other,
         })?;
@@ -335,12 +345,23 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses and validates.
+    /// Parses and validates (no environment overrides).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_toml_with(text, &env::Overrides::none())
+    }
+
+    /// Parses, applies `overrides` to `[pooler]`, and validates; an error in an overridden key
+    /// names its variable.
+    pub fn from_toml_with(text: &str, overrides: &env::Overrides) -> Result<Config, ConfigError> {
+        Self::parse_and_check(text, overrides).map_err(|e| overrides.name_variable(e))
+    }
+
+    fn parse_and_check(text: &str, overrides: &env::Overrides) -> Result<Config, ConfigError> {
         // Syntax first (with line and column), then shape, through a tree so that every error
         // can name the dotted path of its key.
-        let table: toml::Table =
+        let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(describe_toml_error(&e)))?;
+        overrides.apply(&mut table)?;
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();

@@ -1,6 +1,9 @@
-//! `sluice --config FILE`: run the pooler. `sluice --check --config FILE`: validate and exit.
-//! Signals: SIGHUP reloads the config, SIGUSR1 pauses, SIGUSR2 resumes, SIGTERM/SIGINT shut down
-//! (`sluice::signals`).
+//! `sluice --config FILE`: run the pooler. `sluice --check --config FILE`: validate and exit;
+//! `--print-config`: print the effective config. `sluice demo`, `sluice import-pgbouncer`: see
+//! `cli/`. Signals: SIGHUP reloads the config, SIGUSR1 pauses, SIGUSR2 resumes, SIGTERM/SIGINT
+//! shut down (`sluice::signals`).
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +22,12 @@ struct Args {
     /// Validate the config and exit: 0 if it is good, 64 with the key at fault if not.
     #[arg(long)]
     check: bool,
+    /// Validate, print the effective config (the file, then SLUICE_<KEY> environment overrides,
+    /// defaults filled in, secrets masked) and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[command(subcommand)]
+    command: Option<cli::Command>,
 }
 
 #[cfg(feature = "jemalloc")]
@@ -29,11 +38,19 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// EX_USAGE from sysexits.h, for a bad command line or config.
-const EXIT_USAGE: u8 = 64;
+const EXIT_USAGE: u8 = cli::EXIT_USAGE;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(command) = args.command {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(command.default_log_level()));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+        return command.run();
+    }
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -41,6 +58,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if args.print_config {
+        return cli::print_config::print(&config, &args.config);
+    }
     if args.check {
         println!("sluice: {} is valid", args.config.display());
         return ExitCode::SUCCESS;

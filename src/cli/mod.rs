@@ -1,0 +1,45 @@
+//! The command line's tools beside running the pooler: `sluice demo`, `sluice import-pgbouncer`,
+//! and `--print-config`. Part of the binary, not of the library: each uses the library the way
+//! any program could. `main.rs` parses the command line and hands over here.
+
+pub mod demo;
+pub mod import;
+pub mod print_config;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+/// EX_USAGE from sysexits.h, for a bad command line or config.
+pub const EXIT_USAGE: u8 = 64;
+/// EX_UNAVAILABLE from sysexits.h: something the command needs is not there.
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start a throwaway PostgreSQL primary and streaming replica with sluice in front
+    /// (read/write splitting, metrics, admin console), print how to connect, run a short
+    /// pgbench, and clean everything up on Ctrl-C.
+    Demo(demo::DemoArgs),
+    /// Write a sluice.toml equivalent to a pgbouncer.ini (and its userlist.txt), and list every
+    /// setting that could not be carried over and why.
+    ImportPgbouncer(import::ImportArgs),
+}
+
+impl Command {
+    /// The log level when `SLUICE_LOG` does not say: the demo keeps its terminal for its own
+    /// output.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Demo(_) => "warn",
+            Command::ImportPgbouncer(_) => "warn",
+        }
+    }
+
+    pub fn run(self) -> ExitCode {
+        match self {
+            Command::Demo(args) => demo::main(args),
+            Command::ImportPgbouncer(args) => import::main(args),
+        }
+    }
+}
