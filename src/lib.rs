@@ -8,7 +8,8 @@
 //! then sessions, then the process: each module imports only modules listed before it.
 //!
 //! 1. Values and settings: [`config`], [`params`] (session parameters), [`clock`], [`buffers`],
-//!    [`net`] (the [`net::Stream`] under every connection).
+//!    [`net`] (the [`net::Stream`] under every connection, listening sockets), [`notify`]
+//!    (sd_notify to systemd).
 //! 2. Decisions: [`router`] (read/write splitting, replica health, read-your-writes).
 //! 3. Counting: [`metrics`] (counters, gauges, `/metrics`, `/healthz`, `/readyz`).
 //! 4. Connections: [`prepared`] (statement names), [`server`] (one PostgreSQL connection),
@@ -32,6 +33,7 @@ pub mod config;
 pub mod listener;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod params;
 pub mod pool;
 pub mod prepared;
@@ -43,6 +45,7 @@ pub mod shutdown;
 
 pub use config::Config;
 pub use shared::{Shared, UserAuth};
+pub use shutdown::Stop;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -86,9 +89,25 @@ pub async fn run_shared(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    run_until(shared, listener, async {
+        shutdown.await;
+        Stop::Drain
+    })
+    .await
+}
+
+/// [`run_shared`] until `stop` completes, which also says how the clients are let go
+/// ([`Stop`]: the binary waits for clients to leave on SIGTERM, for an online restart). Tells
+/// systemd when it is ready and when it stops ([`notify`]).
+pub async fn run_until(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    stop: impl Future<Output = Stop> + Send,
+) -> std::io::Result<()> {
     let (drain_tx, drain_rx) = watch::channel(false);
     let _background = background::start(&shared, drain_rx.clone()).await?;
-    let clients = listener::accept(&shared, listener, shutdown).await;
-    shutdown::drain(&shared, clients, &drain_tx).await;
+    notify::ready();
+    let (clients, stop) = listener::accept(&shared, listener, stop).await;
+    shutdown::drain(&shared, clients, &drain_tx, stop).await;
     Ok(())
 }

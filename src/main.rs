@@ -59,20 +59,26 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> std::io::Result<()> {
     let addr = config.listen_addr();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    // SO_REUSEPORT: a new sluice binds beside this one for an online restart (net/listen.rs).
+    let listener = sluice::net::listen::bind_shared(addr)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, databases = config.databases.len(), "sluice listening");
-    sluice::run(config, listener, shutdown_signal()).await
+    sluice::run_until(sluice::Shared::new(config), listener, stop_signal()).await
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// SIGTERM: stop accepting and wait for the clients to leave (online restart, rolling deploys);
+/// SIGINT (Ctrl-C): drain, each client ending at its next clean point. See shutdown.rs.
+async fn stop_signal() -> sluice::Stop {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("SIGINT: shutting down: draining clients");
+            sluice::Stop::Drain
+        }
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: shutting down: no new clients, waiting for connected ones to leave");
+            sluice::Stop::WaitForClients
+        }
     }
-    tracing::info!("shutting down: draining clients");
 }
