@@ -18,7 +18,7 @@
 //!    [`reload`] (RELOAD).
 //! 6. Sessions: [`admin`] (the admin console), [`client`] (one client session: login and relay).
 //! 7. The process: [`listener`] (accept loop), [`background`] (expiry, statistics upkeep, the
-//!    metrics endpoint), [`shutdown`] (drain).
+//!    metrics endpoint), [`shutdown`] (drain), [`healthcheck`] (`sluice healthcheck`).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -30,6 +30,7 @@ pub mod client;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod healthcheck;
 pub mod listener;
 pub mod metrics;
 pub mod net;

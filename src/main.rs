@@ -1,4 +1,5 @@
 //! `sluice --config FILE`: run the pooler. `sluice --check --config FILE`: validate and exit.
+//! `sluice healthcheck [URL]`: GET sluice's `/healthz` (container health checks).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,18 @@ struct Args {
     /// Validate the config and exit: 0 if it is good, 64 with the key at fault if not.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// GET URL (default: /healthz on the config's metrics_listen); exit 0 on a 2xx answer, 1
+    /// otherwise. For container health checks where there is no curl.
+    Healthcheck {
+        /// http://HOST:PORT/PATH
+        url: Option<String>,
+    },
 }
 
 /// EX_USAGE from sysexits.h, for a bad command line or config.
@@ -30,6 +43,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::Healthcheck { url: Some(url) }) = &args.command {
+        return healthcheck(url);
+    }
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -37,6 +53,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Some(Command::Healthcheck { url: None }) = &args.command {
+        let Some(url) = sluice::healthcheck::default_url(&config) else {
+            eprintln!("sluice: healthcheck: metrics_listen is not set; give a URL");
+            return ExitCode::from(EXIT_USAGE);
+        };
+        return healthcheck(&url);
+    }
     if args.check {
         println!("sluice: {} is valid", args.config.display());
         return ExitCode::SUCCESS;
@@ -52,6 +75,19 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(url: &str) -> ExitCode {
+    match sluice::healthcheck::check(url, sluice::healthcheck::TIMEOUT) {
+        Ok(status) => {
+            println!("{url}: {status}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice: healthcheck: {e}");
             ExitCode::FAILURE
         }
     }
