@@ -1,6 +1,6 @@
 //! The integration-test harness: a real PostgreSQL per test ([`PgCluster`]; a primary with a
-//! streaming replica, [`ReplicaCluster`]), the pooler in
-//! process ([`Sluice`]), real clients (tokio-postgres, psql, pgbench) and a raw wire-protocol
+//! streaming replica, [`ReplicaCluster`]), the pooler in process ([`Sluice`]) or as the built
+//! binary ([`SluiceProcess`]), real clients (tokio-postgres, psql, pgbench) and a raw wire-protocol
 //! client ([`RawConn`]) for what the real clients never send, with wire scripts ([`Batch`],
 //! [`check_script`]) that hold the pooler's answers to PostgreSQL's own.
 //!
@@ -13,6 +13,7 @@
 mod metrics;
 mod pg;
 mod pooler;
+mod process;
 mod raw;
 mod replica;
 mod script;
@@ -21,6 +22,8 @@ mod script;
 pub use metrics::*;
 pub use pg::*;
 pub use pooler::*;
+#[allow(unused_imports)]
+pub use process::*;
 #[allow(unused_imports)]
 pub use raw::*;
 #[allow(unused_imports)]
