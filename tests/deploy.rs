@@ -105,7 +105,7 @@ fn dns_name(name: &str, max: usize) -> bool {
         && (max > 63 || !name.contains('.'))
 }
 
-fn list<'a>(y: &'a Yaml) -> &'a [Yaml] {
+fn list(y: &Yaml) -> &[Yaml] {
     y.as_vec().map(Vec::as_slice).unwrap_or(&[])
 }
 
