@@ -9,7 +9,7 @@
 //!
 //! 1. Values and settings: [`config`], [`params`] (session parameters), [`clock`], [`buffers`],
 //!    [`memory`] (process-wide byte budgets), [`net`] (the [`net::Stream`] under every
-//!    connection).
+//!    connection, listening sockets), [`notify`] (sd_notify to systemd).
 //! 2. Decisions: [`router`] (read/write splitting, replica health, read-your-writes).
 //! 3. Counting: [`metrics`] (counters, gauges, `/metrics`, `/healthz`, `/readyz`).
 //! 4. Connections: [`prepared`] (statement names), [`server`] (one PostgreSQL connection),
@@ -18,7 +18,8 @@
 //!    [`reload`] (RELOAD).
 //! 6. Sessions: [`admin`] (the admin console), [`client`] (one client session: login and relay).
 //! 7. The process: [`listener`] (accept loop), [`background`] (expiry, statistics upkeep, the
-//!    metrics endpoint), [`shutdown`] (drain), [`signals`] (SIGHUP, SIGUSR1, SIGUSR2).
+//!    metrics endpoint), [`shutdown`] (drain), [`signals`] (SIGHUP, SIGUSR1, SIGUSR2),
+//!    [`healthcheck`] (`sluice healthcheck`).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -30,10 +31,12 @@ pub mod client;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod healthcheck;
 pub mod listener;
 pub mod memory;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod params;
 pub mod pool;
 pub mod prepared;
@@ -46,6 +49,7 @@ pub mod signals;
 
 pub use config::Config;
 pub use shared::{Shared, UserAuth};
+pub use shutdown::Stop;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -89,9 +93,25 @@ pub async fn run_shared(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    run_until(shared, listener, async {
+        shutdown.await;
+        Stop::Drain
+    })
+    .await
+}
+
+/// [`run_shared`] until `stop` completes, which also says how the clients are let go
+/// ([`Stop`]: the binary waits for clients to leave on SIGTERM, for an online restart). Tells
+/// systemd when it is ready and when it stops ([`notify`]).
+pub async fn run_until(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    stop: impl Future<Output = Stop> + Send,
+) -> std::io::Result<()> {
     let (drain_tx, drain_rx) = watch::channel(false);
     let _background = background::start(&shared, drain_rx.clone()).await?;
-    let clients = listener::accept(&shared, listener, shutdown).await;
-    shutdown::drain(&shared, clients, &drain_tx).await;
+    notify::ready();
+    let (clients, stop) = listener::accept(&shared, listener, stop).await;
+    shutdown::drain(&shared, clients, &drain_tx, stop).await;
     Ok(())
 }

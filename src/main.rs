@@ -1,7 +1,8 @@
 //! `sluice --config FILE`: run the pooler. `sluice --check --config FILE`: validate and exit;
 //! `--print-config`: print the effective config. `sluice demo`, `sluice import-pgbouncer`: see
 //! `cli/`. Signals: SIGHUP reloads the config, SIGUSR1 pauses, SIGUSR2 resumes, SIGTERM/SIGINT
-//! shut down (`sluice::signals`).
+//! shut down (`sluice::signals`). `sluice healthcheck [URL]`: GET sluice's `/healthz` (container
+//! health checks).
 
 mod cli;
 
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .init();
-        return command.run();
+        return command.run(&args.config);
     }
     let config = match Config::load(&args.config) {
         Ok(c) => c,
@@ -100,13 +101,13 @@ async fn serve(config: Config) -> std::io::Result<()> {
     // Before listening: until the handlers are in, SIGHUP would end the process.
     let (control, shutdown) = sluice::signals::install()?;
     let addr = config.listen_addr();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    // SO_REUSEPORT: a new sluice binds beside this one for an online restart (net/listen.rs).
+    let listener = sluice::net::listen::bind_shared(addr)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let shared = sluice::Shared::new(config);
     tokio::spawn(control.serve(shared.clone()));
     // The bound address: with port 0 in the config, the one the kernel chose.
     let addr = listener.local_addr()?;
     tracing::info!(%addr, databases = shared.config().databases.len(), "sluice listening");
-    sluice::run_shared(shared, listener, shutdown.wait()).await
+    sluice::run_until(shared, listener, shutdown.wait()).await
 }

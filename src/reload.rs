@@ -9,13 +9,21 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics::CloseReason;
+use crate::notify;
 use crate::pool::{Pool, Role};
 use crate::shared::{Shared, pool_parts, replica_parts};
 
 /// Reads the config file again and applies it. Returns what changed and what waits for a
 /// restart, one line each; on an invalid file, the error (naming the key at fault) and nothing
-/// changes.
+/// changes. systemd hears RELOADING=1 before and READY=1 after, either way ([`notify`]).
 pub fn apply(shared: &Shared) -> Result<Vec<String>, String> {
+    notify::reloading();
+    let result = apply_file(shared);
+    notify::ready();
+    result
+}
+
+fn apply_file(shared: &Shared) -> Result<Vec<String>, String> {
     let old = shared.config();
     let path = old
         .source

@@ -40,11 +40,19 @@ pub fn install() -> std::io::Result<(Control, Shutdown)> {
 }
 
 impl Shutdown {
-    /// Completes at SIGTERM or SIGINT.
-    pub async fn wait(mut self) {
+    /// Completes at SIGTERM (stop accepting and wait for the clients to leave: online restart,
+    /// rolling deploys) or SIGINT (drain: each client ends at its next clean point). See
+    /// shutdown.rs.
+    pub async fn wait(mut self) -> crate::shutdown::Stop {
         tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down, draining clients"),
-            _ = self.int.recv() => tracing::info!("SIGINT: shutting down, draining clients"),
+            _ = self.term.recv() => {
+                tracing::info!("SIGTERM: shutting down: no new clients, waiting for connected ones to leave");
+                crate::shutdown::Stop::WaitForClients
+            }
+            _ = self.int.recv() => {
+                tracing::info!("SIGINT: shutting down: draining clients");
+                crate::shutdown::Stop::Drain
+            }
         }
     }
 }

@@ -24,6 +24,12 @@ pub enum Command {
     /// Write a sluice.toml equivalent to a pgbouncer.ini (and its userlist.txt), and list every
     /// setting that could not be carried over and why.
     ImportPgbouncer(import::ImportArgs),
+    /// GET URL (default: /healthz on the config's metrics_listen); exit 0 on a 2xx answer, 1
+    /// otherwise. For container health checks where there is no curl.
+    Healthcheck {
+        /// http://HOST:PORT/PATH
+        url: Option<String>,
+    },
 }
 
 impl Command {
@@ -33,13 +39,49 @@ impl Command {
         match self {
             Command::Demo(_) => "warn",
             Command::ImportPgbouncer(_) => "warn",
+            Command::Healthcheck { .. } => "warn",
         }
     }
 
-    pub fn run(self) -> ExitCode {
+    /// `config`: the `--config` path (the health check's default URL comes from it).
+    pub fn run(self, config: &std::path::Path) -> ExitCode {
         match self {
             Command::Demo(args) => demo::main(args),
             Command::ImportPgbouncer(args) => import::main(args),
+            Command::Healthcheck { url } => healthcheck(url.as_deref(), config),
+        }
+    }
+}
+
+/// `sluice healthcheck [URL]`; without a URL, `/healthz` on the metrics_listen of `config`.
+fn healthcheck(url: Option<&str>, config: &std::path::Path) -> ExitCode {
+    let url = match url {
+        Some(u) => u.to_owned(),
+        None => {
+            let config = match sluice::Config::load(config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("sluice: healthcheck: invalid config: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match sluice::healthcheck::default_url(&config) {
+                Some(u) => u,
+                None => {
+                    eprintln!("sluice: healthcheck: metrics_listen is not set; give a URL");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+    };
+    match sluice::healthcheck::check(&url, sluice::healthcheck::TIMEOUT) {
+        Ok(status) => {
+            println!("{url}: {status}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice: healthcheck: {e}");
+            ExitCode::FAILURE
         }
     }
 }

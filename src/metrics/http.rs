@@ -27,14 +27,15 @@ pub trait Source: Send + Sync + 'static {
     fn config(&self) -> Arc<Config>;
 }
 
-/// Binds `addr` now (a taken port fails start-up) and serves it from then on; `drain` turns
+/// Binds `addr` now (a taken port fails start-up; another sluice process's does not: online
+/// restart, [`crate::net::listen`]) and serves it from then on; `drain` turns
 /// `/readyz` unready and `sluice_draining` to 1. The task runs until aborted.
 pub async fn start<S: Source>(
     addr: SocketAddr,
     source: Arc<S>,
     drain: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
+    let listener = crate::net::listen::bind_shared(addr).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot listen on {addr} (metrics_listen): {e}"),

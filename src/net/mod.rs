@@ -1,5 +1,7 @@
-//! Sockets: the byte stream every connection runs over ([`Stream`]).
+//! Sockets: the byte stream every connection runs over ([`Stream`]), and the listening sockets
+//! ([`listen::bind_shared`]).
 
+pub mod listen;
 pub mod stream;
 
 pub use stream::Stream;

@@ -16,6 +16,7 @@ mod metrics;
 mod pg;
 mod pooler;
 mod process;
+mod process_ops;
 mod raw;
 mod replica;
 mod script;
@@ -28,6 +29,8 @@ pub use pg::*;
 pub use pooler::*;
 #[allow(unused_imports)]
 pub use process::*;
+#[allow(unused_imports)]
+pub use process_ops::*;
 #[allow(unused_imports)]
 pub use raw::*;
 #[allow(unused_imports)]
