@@ -200,7 +200,8 @@ pub(super) async fn login(
         }
     }
 
-    let checkout_err = |e: CheckoutError| Fatal(checkout_error(&e, &pool));
+    // A server login that fails here ends the client's login: FATAL, with its SQLSTATE.
+    let checkout_err = |e: CheckoutError| Fatal::ending(checkout_error(&e, &pool));
     let mut server = None;
     if pool.startup_params().is_none() || pool.settings.mode == PoolMode::Session {
         server = Some(pool.checkout(wait).await.map_err(checkout_err)?);

@@ -43,6 +43,13 @@ impl Fatal {
     fn new(code: &str, message: impl Into<String>) -> Self {
         Fatal(ErrorResponse::fatal(code, message))
     }
+
+    /// `err`, which ends the connection: FATAL, whatever severity it was made with (a client
+    /// that sees ERROR expects its connection to stay usable).
+    fn ending(mut err: ErrorResponse) -> Self {
+        err.severity = sluice_proto::backend::Severity::Fatal;
+        Fatal(err)
+    }
 }
 
 impl From<std::io::Error> for Fatal {
