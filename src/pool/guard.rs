@@ -7,18 +7,31 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Pool;
+use super::outage::Ticket;
 use crate::metrics::CloseReason;
 use crate::server::ServerConn;
 
-/// The right to open one connection, counted in `open`. Dropped unused, it frees the slot.
+/// The right to open one connection, counted in `open`. Dropped unused, it frees the slot (and
+/// gives up its probe, if it was admitted as the outage's one probe).
 pub(super) struct Slot {
     pub(super) pool: Option<Arc<Pool>>,
+    /// Admitted to connect (see `outage.rs`); slots handed over are admitted when used.
+    pub(super) ticket: Option<Ticket>,
+}
+
+impl Slot {
+    pub(super) fn new(pool: Arc<Pool>, ticket: Option<Ticket>) -> Slot {
+        Slot {
+            pool: Some(pool),
+            ticket,
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {
-            pool.release_slot();
+            pool.release_slot(self.ticket.take());
         }
     }
 }

@@ -6,7 +6,8 @@
 //!   to the oldest waiter;
 //! * `guard.rs`: [`ServerGuard`] (a lent connection; dropped, it goes back, or is closed if
 //!   `dirty`) and the slot guard, which make a waiter that gives up safe;
-//! * `connect.rs`: opening a connection and the backoff after a failure;
+//! * `connect.rs`: opening a connection;
+//! * `outage.rs`: who may connect while the server is down (one probe at a time, the wait);
 //! * `pause.rs`: PAUSE; `key.rs`, `settings.rs`: what the pool is and how it is set up.
 //!
 //! Here: the pool itself, its control state (PAUSE, RECONNECT, RELOAD of size and address, the
@@ -21,6 +22,7 @@ mod checkout;
 mod connect;
 mod guard;
 mod key;
+mod outage;
 mod pause;
 mod settings;
 
@@ -43,8 +45,9 @@ use crate::params::{Params, ParamsInterner};
 use crate::prepared::PoolStatements;
 use crate::router::Router;
 use crate::server::list::ServerList;
-use crate::server::{ConnectError, ServerConn, ServerTarget};
+use crate::server::{ServerConn, ServerTarget};
 use checkout::Handoff;
+use outage::Outage;
 
 struct State {
     /// Boxed, as everywhere in the pool: a connection changes hands on every checkout and return,
@@ -54,10 +57,8 @@ struct State {
     open: usize,
     /// With when each started waiting.
     waiters: VecDeque<(oneshot::Sender<Handoff>, Instant)>,
-    /// After a failed connect, new connects wait until then and fail with the same error.
-    backoff: Option<(Instant, ConnectError)>,
-    /// Consecutive failed connects, for the backoff length.
-    failures: u32,
+    /// Whether the server is taken to be down, and who may connect meanwhile.
+    outage: Outage,
 }
 
 pub struct Pool {
@@ -117,8 +118,7 @@ impl Pool {
                 idle: Vec::new(),
                 open: 0,
                 waiters: VecDeque::new(),
-                backoff: None,
-                failures: 0,
+                outage: Outage::default(),
             }),
             startup_params: Mutex::new(None),
             client_defaults: OnceLock::new(),
@@ -230,7 +230,7 @@ impl Pool {
         tracing::debug!(pool = %self.key, server = conn.id, reason = reason.label(), "server connection closed");
         self.counters.closed(reason);
         drop(conn);
-        self.release_slot();
+        self.release_slot(None);
     }
 
     /// Closes idle connections past `server_idle_timeout` or `server_lifetime`. Returns how many.
