@@ -139,7 +139,12 @@ impl Pool {
                         if guard.conn().is_alive() {
                             return Ok(guard);
                         }
-                        guard.conn_mut().dirty = true;
+                        // Closed by the server while handed over: nothing to cancel.
+                        let conn = guard.conn_mut();
+                        conn.dirty = true;
+                        if let Some(e) = &conn.entry {
+                            e.info.lost.store(true, Ordering::Relaxed);
+                        }
                         drop(guard);
                         continue;
                     }

@@ -36,7 +36,8 @@ impl Drop for Slot {
     }
 }
 
-/// A server connection lent to one client. Dropped, it goes back to the pool, or is closed if dirty.
+/// A server connection lent to one client. Dropped, it goes back to the pool, or is closed if
+/// dirty (after a cancel of whatever it may still be running, unless the server is gone).
 pub struct ServerGuard {
     conn: Option<Box<ServerConn>>,
     pool: Arc<Pool>,
@@ -86,12 +87,11 @@ impl Drop for ServerGuard {
                     .entry
                     .as_ref()
                     .is_some_and(|e| e.info.lost.load(Ordering::Relaxed));
-                let reason = if lost {
-                    CloseReason::ServerLost
+                if lost {
+                    self.pool.discard(conn, CloseReason::ServerLost);
                 } else {
-                    CloseReason::Unclean
-                };
-                self.pool.discard(conn, reason);
+                    self.pool.close_unclean(conn);
+                }
             } else {
                 self.pool.checkin(conn);
             }

@@ -233,6 +233,23 @@ impl Pool {
         self.release_slot(None);
     }
 
+    /// Closes a connection that a client left in the middle of something (it vanished, was
+    /// killed, or its session failed). PostgreSQL notices a closed socket only when it next reads
+    /// or writes, so a query under way would run to its end, holding a backend beyond the pool's
+    /// size: a CancelRequest goes first (the backend's pid and key are known), then the
+    /// connection is closed. Its slot stays taken until then.
+    pub(super) fn close_unclean(self: &Arc<Self>, conn: Box<ServerConn>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return self.discard(conn, CloseReason::Unclean);
+        };
+        let pool = self.clone();
+        rt.spawn(async move {
+            let timeout = pool.settings.connect_timeout;
+            crate::cancel::send_cancel(&conn.target, conn.pid, conn.key, timeout).await;
+            pool.discard(conn, CloseReason::Unclean);
+        });
+    }
+
     /// Closes idle connections past `server_idle_timeout` or `server_lifetime`. Returns how many.
     pub fn close_expired(self: &Arc<Self>, now: Instant) -> usize {
         let expired: Vec<Box<ServerConn>> = {
