@@ -104,7 +104,6 @@ impl Session {
             pool,
             wanted,
             cancel,
-            server,
         } = logged_in;
         let mode = pool.settings.mode;
         let stats = SessionStats::new(
@@ -114,13 +113,12 @@ impl Session {
             peer,
             cancel.pid,
             wanted.get("application_name"),
-            server.as_ref(),
         );
         let route = match mode {
             PoolMode::Transaction => pool.router.clone().map(|r| Box::new(Routing::new(r))),
             PoolMode::Session => None,
         };
-        let mut s = Session {
+        Session {
             intercept: mode == PoolMode::Transaction && pool.settings.max_prepared_statements > 0,
             max: shared.config().pooler.max_message_size,
             pool,
@@ -145,11 +143,7 @@ impl Session {
             drain,
             stats,
             route,
-        };
-        if let Some(guard) = server {
-            s.attach_guard(guard);
         }
-        s
     }
 
     pub(super) async fn run(&mut self) {

@@ -41,7 +41,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::now_us;
 use crate::metrics::{CloseReason, PoolCounters, PoolGauges, PoolLabels, PoolSample, PoolState};
-use crate::params::{Params, ParamsInterner};
+use crate::params::{Params, ParamsInterner, StartupMemo};
 use crate::prepared::PoolStatements;
 use crate::router::Router;
 use crate::server::list::ServerList;
@@ -76,6 +76,9 @@ pub struct Pool {
     /// Parameter lists clients of this pool logged in with, shared by the clients that have the
     /// same ones (see [`Pool::shared_params`]).
     interned: ParamsInterner,
+    /// What startup parameter lists became on a server (login needs no server for a list it
+    /// knows).
+    pub startup_memo: StartupMemo,
     /// Prepared statements (transaction mode), shared by a database's primary and replica pools
     /// so that a statement has one server-side name wherever it runs.
     pub statements: Arc<PoolStatements>,
@@ -123,6 +126,7 @@ impl Pool {
             startup_params: Mutex::new(None),
             client_defaults: OnceLock::new(),
             interned: ParamsInterner::default(),
+            startup_memo: StartupMemo::default(),
             statements,
             router,
             replicas,
