@@ -153,7 +153,7 @@ impl Default for PoolerConfig {
             auth_type: AuthType::ScramSha256,
             query_wait_timeout: Duration::from_secs(30),
             server_connect_timeout: Duration::from_secs(5),
-            server_login_retry: Duration::from_secs(1),
+            server_login_retry: Duration::from_millis(500),
             server_idle_timeout: Duration::from_secs(600),
             server_lifetime: Duration::from_secs(3600),
             server_reset_query: "DISCARD ALL".into(),

@@ -69,6 +69,40 @@ impl ParamsInterner {
     }
 }
 
+/// What startup parameters became on a server, by the exact list a client sent them in, so that
+/// the next client sending the same list needs no server connection at login. PostgreSQL
+/// normalises some values (DateStyle "ISO" reads back "ISO, MDY", client_encoding "utf8"
+/// "UTF8") and rejects others, which is why a list is tried on a server once. An application
+/// sends the same startup packet every time, so its clients log in without waiting for a server
+/// even while every server connection is taken (session mode). Only what a server said while its
+/// values for those parameters were the pool's defaults (where a fresh PostgreSQL login starts)
+/// is remembered; up to `INTERNED` (32) lists.
+#[derive(Default)]
+pub struct StartupMemo(std::sync::Mutex<Vec<(StartupList, Params)>>);
+
+/// Startup parameters as a client sent them, in its order.
+type StartupList = Vec<(String, String)>;
+
+impl StartupMemo {
+    /// Sets in `wanted` what `requested` became last time; false when it is not known.
+    pub fn apply(&self, requested: &[(String, String)], wanted: &mut Params) -> bool {
+        let lists = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((_, became)) = lists.iter().find(|(r, _)| r == requested) else {
+            return false;
+        };
+        wanted.set_all(became);
+        true
+    }
+
+    /// Remembers that `requested` became `became` (the entries login set in a client's values).
+    pub fn remember(&self, requested: &[(String, String)], became: Params) {
+        let mut lists = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if lists.len() < INTERNED && !lists.iter().any(|(r, _)| r == requested) {
+            lists.push((requested.to_vec(), became));
+        }
+    }
+}
+
 impl Params {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries
@@ -131,6 +165,13 @@ impl Params {
                 value: value.to_owned(),
                 extra,
             }),
+        }
+    }
+
+    /// Sets every entry of `other` (an extra stays an extra).
+    pub fn set_all(&mut self, other: &Params) {
+        for e in other.entries.iter() {
+            self.set_entry(&e.name, &e.value, e.extra);
         }
     }
 
@@ -295,6 +336,42 @@ mod tests {
             assert_eq!(p.get("application_name"), Some(format!("app{i}").as_str()));
         }
         assert_eq!(interner.0.lock().unwrap().len(), INTERNED);
+    }
+
+    #[test]
+    fn startup_memo_gives_back_what_the_same_list_became() {
+        let memo = StartupMemo::default();
+        let requested = |style: &str| {
+            vec![
+                ("DateStyle".to_owned(), style.to_owned()),
+                ("search_path".to_owned(), "app".to_owned()),
+            ]
+        };
+        let mut became = Params::default();
+        became.set("DateStyle", "ISO, MDY");
+        became.set_extra("search_path", "app");
+        memo.remember(&requested("ISO"), became);
+
+        let mut wanted = Params::default();
+        wanted.set("DateStyle", "Postgres, MDY");
+        wanted.set("TimeZone", "UTC");
+        assert!(!memo.apply(&requested("SQL"), &mut wanted), "another list");
+        assert_eq!(wanted.get("DateStyle"), Some("Postgres, MDY"));
+        assert!(memo.apply(&requested("ISO"), &mut wanted));
+        assert_eq!(wanted.get("DateStyle"), Some("ISO, MDY"));
+        assert_eq!(wanted.get("TimeZone"), Some("UTC"));
+        assert_eq!(wanted.get("search_path"), Some("app"));
+        // The extra stays an extra: the next client without it has it RESET.
+        let sql = wanted.sync_sql(&Params::default());
+        assert_eq!(sql.as_deref(), Some("RESET \"search_path\""));
+        // Order matters (a later duplicate wins in PostgreSQL too): only the exact list.
+        let mut reversed = requested("ISO");
+        reversed.reverse();
+        assert!(!memo.apply(&reversed, &mut wanted));
+        for i in 0..2 * INTERNED {
+            memo.remember(&requested(&format!("x{i}")), Params::default());
+        }
+        assert_eq!(memo.0.lock().unwrap().len(), INTERNED);
     }
 
     #[test]

@@ -16,9 +16,8 @@ use super::auth::{authenticate, password_failed};
 use super::{Fatal, checkout_error};
 use crate::Shared;
 use crate::cancel::CancelRegistration;
-use crate::config::PoolMode;
 use crate::params::{self, Params};
-use crate::pool::{CheckoutError, Pool, ServerGuard};
+use crate::pool::{CheckoutError, Pool};
 
 /// Read at least this much at a time.
 pub(super) const READ_CHUNK: usize = 8 * 1024;
@@ -28,8 +27,6 @@ pub(super) struct LoggedIn {
     pub pool: Arc<Pool>,
     pub wanted: Params,
     pub cancel: CancelRegistration,
-    /// In session mode, the server connection the session keeps.
-    pub server: Option<ServerGuard>,
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<bool, Fatal> {
@@ -196,19 +193,22 @@ pub(super) async fn login(
     }
 
     let incidents = &shared.limits.incidents;
-    let checkout_err = |e: CheckoutError| Fatal(checkout_error(&e, &pool, incidents));
+    // A server login that fails here ends the client's login: FATAL, with its SQLSTATE.
+    let checkout_err = |e: CheckoutError| Fatal::ending(checkout_error(&e, &pool, incidents));
+    // The pool's first login learns the server's parameters: every greeting is made of them.
     let mut server = None;
-    if pool.startup_params().is_none() || pool.settings.mode == PoolMode::Session {
+    if pool.startup_params().is_none() {
         server = Some(pool.checkout(wait).await.map_err(checkout_err)?);
     }
     let defaults = pool.startup_params().expect("a login has been made");
     let mut wanted = pool.client_defaults().expect("a login has been made");
     // Values PostgreSQL would normalise (DateStyle=ISO reports "ISO, MDY") or reject are sent to a
-    // server once, so the client sees exactly what PostgreSQL would have said.
+    // server once, so the client sees exactly what PostgreSQL would have said; a list sent before
+    // is known (StartupMemo).
     let needs_server = requested
         .iter()
         .any(|(k, v)| defaults.get(k) != Some(v.as_str()));
-    if needs_server {
+    if needs_server && !pool.startup_memo.apply(&requested, &mut wanted) {
         let mut guard = match server.take() {
             Some(g) => g,
             None => pool.checkout(wait).await.map_err(checkout_err)?,
@@ -222,6 +222,10 @@ pub(super) async fn login(
             }
         }
         let conn = guard.conn_mut();
+        // Where a fresh PostgreSQL login would start from: what comes out is worth remembering.
+        let from_defaults = requested
+            .iter()
+            .all(|(k, _)| conn.params.get(k) == defaults.get(k));
         if let Some(sql) = conn.params.sync_sql(&target) {
             conn.dirty = true;
             match crate::server::run_simple(conn, &sql, pool.settings.max_message_size).await {
@@ -242,18 +246,23 @@ pub(super) async fn login(
                 }
             }
         }
+        let mut became = Params::default();
         for (k, _) in &requested {
             match conn.params.get(k) {
-                Some(v) if defaults.get(k).is_some() => wanted.set(k, v),
-                Some(v) => wanted.set_extra(k, v),
+                Some(v) if defaults.get(k).is_some() => became.set(k, v),
+                Some(v) => became.set_extra(k, v),
                 None => {}
             }
         }
-        server = Some(guard);
+        wanted.set_all(&became);
+        if from_defaults {
+            pool.startup_memo.remember(&requested, became);
+        }
     }
-    if pool.settings.mode == PoolMode::Transaction {
-        server = None;
-    }
+    // In either mode the client gets a server connection with its first query, not here: a
+    // session-mode login does not wait for one (the pool's connections may all be taken by
+    // sessions for as long as they last).
+    drop(server);
 
     for (k, v) in defaults.iter() {
         backend::parameter_status(k, wanted.get(k).unwrap_or(v), &mut out);
@@ -267,6 +276,5 @@ pub(super) async fn login(
         pool,
         wanted,
         cancel,
-        server,
     }))
 }

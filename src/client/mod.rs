@@ -62,6 +62,13 @@ impl Fatal {
         let oversized = self.0.hint.as_deref() == Some(OVERSIZED_HINT);
         Refusal::of(&self.0.code, oversized)
     }
+
+    /// `err`, which ends the connection: FATAL, whatever severity it was made with (a client
+    /// that sees ERROR expects its connection to stay usable).
+    fn ending(mut err: ErrorResponse) -> Self {
+        err.severity = sluice_proto::backend::Severity::Fatal;
+        Fatal(err)
+    }
 }
 
 const OVERSIZED_HINT: &str = "messages held whole are capped by sluice's max_message_size";

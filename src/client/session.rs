@@ -115,7 +115,6 @@ impl Session {
             pool,
             wanted,
             cancel,
-            server,
         } = logged_in;
         let mode = pool.settings.mode;
         let stats = SessionStats::new(
@@ -125,7 +124,6 @@ impl Session {
             peer,
             cancel.pid,
             wanted.get("application_name"),
-            server.as_ref(),
         );
         let timer = pool
             .settings
@@ -136,7 +134,7 @@ impl Session {
             PoolMode::Transaction => pool.router.clone().map(|r| Box::new(Routing::new(r))),
             PoolMode::Session => None,
         };
-        let mut s = Session {
+        Session {
             intercept: mode == PoolMode::Transaction && pool.settings.max_prepared_statements > 0,
             max: shared.config().pooler.max_message_size,
             pool,
@@ -164,11 +162,7 @@ impl Session {
             limits: shared.limits.clone(),
             held_units: 0,
             want_room: false,
-        };
-        if let Some(guard) = server {
-            s.attach_guard(guard);
         }
-        s
     }
 
     pub(super) async fn run(&mut self) {

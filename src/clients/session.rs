@@ -31,7 +31,6 @@ impl SessionStats {
         peer: SocketAddr,
         pid: i32,
         application_name: Option<&str>,
-        server: Option<&ServerGuard>,
     ) -> SessionStats {
         let client = clients.register(NewClient {
             database: &pool.key.database,
@@ -42,9 +41,6 @@ impl SessionStats {
             application_name: application_name.unwrap_or(""),
             remote_pid: pid,
         });
-        if let Some(g) = server {
-            link(&client, g);
-        }
         SessionStats {
             client,
             query_start: None,

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::Pool;
 use super::guard::{ServerGuard, Slot};
+use super::outage::Ticket;
 use crate::metrics::CloseReason;
 use crate::server::{ConnectError, ServerConn};
 
@@ -47,9 +48,9 @@ impl Pool {
                 break;
             };
             st.open += 1;
-            if let Err(Handoff::Slot(mut back)) = tx.send(Handoff::Slot(Slot {
-                pool: Some(self.clone()),
-            })) {
+            if let Err(Handoff::Slot(mut back)) =
+                tx.send(Handoff::Slot(Slot::new(self.clone(), None)))
+            {
                 // That waiter gave up: the slot is not used after all.
                 back.pool = None;
                 st.open -= 1;
@@ -124,11 +125,9 @@ impl Pool {
             };
             let slot = match take {
                 Take::Conn(mut conn) => {
-                    // Its slot, ours to reconnect with if it turns out dead (and given back if
-                    // this checkout is dropped during the check).
-                    let mut slot = Slot {
-                        pool: Some(self.clone()),
-                    };
+                    // Its slot, ours to reconnect with if it turns out dead (if the pool's outage
+                    // state admits it), and given back if this checkout is dropped during the check.
+                    let mut slot = Slot::new(self.clone(), None);
                     let dead = if !conn.is_alive() {
                         "closed by the server".to_owned()
                     } else if !self.must_check(&conn) {
@@ -157,7 +156,12 @@ impl Pool {
                         if guard.conn().is_alive() {
                             return Ok(guard);
                         }
-                        guard.conn_mut().dirty = true;
+                        // Closed by the server while handed over: nothing to cancel.
+                        let conn = guard.conn_mut();
+                        conn.dirty = true;
+                        if let Some(e) = &conn.entry {
+                            e.info.lost.store(true, Ordering::Relaxed);
+                        }
                         drop(guard);
                         continue;
                     }
@@ -186,15 +190,10 @@ impl Pool {
             return Ok(Take::Conn(conn));
         }
         if st.open < self.size() {
-            if let Some((until, err)) = &st.backoff {
-                if Instant::now() < *until {
-                    return Err(err.clone().into());
-                }
-            }
+            // While the server is down: the last error at once, or this checkout is the probe.
+            let ticket = st.outage.admit(Instant::now())?;
             st.open += 1;
-            return Ok(Take::Slot(Slot {
-                pool: Some(self.clone()),
-            }));
+            return Ok(Take::Slot(Slot::new(self.clone(), Some(ticket))));
         }
         let (tx, rx) = oneshot::channel();
         st.waiters.push_back((tx, Instant::now()));
@@ -232,17 +231,19 @@ impl Pool {
         st.idle.push(conn);
     }
 
-    /// A slot is free again: the oldest waiter may connect with it; else `open` shrinks.
-    pub(super) fn release_slot(self: &Arc<Self>) {
+    /// A slot is free again: the oldest waiter may connect with it (if the outage state admits it
+    /// then); else `open` shrinks. `ticket`: what the slot had been admitted with, if unused.
+    pub(super) fn release_slot(self: &Arc<Self>, ticket: Option<Ticket>) {
         let mut st = self.state();
+        if let Some(t) = ticket {
+            st.outage.abandoned(t);
+        }
         if st.open > self.size() {
             st.open -= 1;
             return;
         }
         while let Some((tx, _)) = st.waiters.pop_front() {
-            match tx.send(Handoff::Slot(Slot {
-                pool: Some(self.clone()),
-            })) {
+            match tx.send(Handoff::Slot(Slot::new(self.clone(), None))) {
                 Ok(()) => return,
                 Err(Handoff::Slot(mut back)) => back.pool = None,
                 Err(Handoff::Conn(_)) => unreachable!("we sent a slot"),

@@ -1,40 +1,40 @@
-//! Opening a connection for a checkout that took a slot, and the backoff after a failure: until
-//! it ends, checkouts that would connect fail at once with the same error instead of hammering a
-//! server that is down.
+//! Opening a connection for a checkout that took a slot. Whether it may connect at all while the
+//! server is down is `outage.rs`'s decision; this file asks it and tells it how the connect went.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::guard::{ServerGuard, Slot};
+use super::outage::refused_login;
 use super::{CheckoutError, Pool};
 use crate::server;
 
-/// How long new connects wait after `failures` failed ones in a row: 1x, 2x, 4x ... the
-/// configured `server_login_retry`, at most 30x.
-fn backoff(login_retry: Duration, failures: u32) -> Duration {
-    let factor = 1u32 << failures.saturating_sub(1).min(5);
-    login_retry
-        .saturating_mul(factor)
-        .min(login_retry.saturating_mul(30))
-}
-
 impl Pool {
-    /// Opens a connection with `slot`; a failure starts (or lengthens) the backoff.
+    /// Opens a connection with `slot`; a failure starts (or prolongs) the outage. A slot handed
+    /// over by another checkout is admitted first: while the server is down it fails at once with
+    /// the last error, unless it becomes the one probe.
     pub(super) async fn connect_with(
         self: &Arc<Self>,
         mut slot: Slot,
     ) -> Result<ServerGuard, CheckoutError> {
+        let ticket = match slot.ticket {
+            Some(t) => t,
+            None => {
+                // On failure the slot goes back (and on to the next waiter) when dropped here.
+                let t = self.state().outage.admit(Instant::now())?;
+                slot.ticket = Some(t);
+                t
+            }
+        };
         let s = &self.settings;
         match server::connect(self.target(), s.connect_timeout, s.max_message_size, s.tcp).await {
             Ok(mut conn) => {
                 let local = conn.stream.local_addr().ok();
                 conn.entry = Some(self.servers.register(conn.id, conn.pid, local));
                 self.counters.connects.fetch_add(1, Ordering::Relaxed);
-                {
-                    let mut st = self.state();
-                    st.backoff = None;
-                    st.failures = 0;
+                if self.state().outage.succeeded() {
+                    tracing::info!(pool = %self.key, "server reachable again");
                 }
                 {
                     let mut p = self
@@ -47,6 +47,7 @@ impl Pool {
                     }
                 }
                 tracing::debug!(pool = %self.key, server = conn.id, pid = conn.pid, "server connection opened");
+                slot.ticket = None;
                 slot.pool = None;
                 Ok(ServerGuard::new(self.clone(), Box::new(conn)))
             }
@@ -54,34 +55,21 @@ impl Pool {
                 self.counters
                     .connect_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(pool = %self.key, error = %err, "server connection failed");
-                let mut st = self.state();
-                st.failures = st.failures.saturating_add(1);
-                let wait = backoff(s.login_retry, st.failures);
-                st.backoff = Some((Instant::now() + wait, err.clone()));
-                drop(st);
+                let counted =
+                    self.state()
+                        .outage
+                        .failed(ticket, &err, Instant::now(), s.login_retry);
+                // Said when an outage starts, and at each retry of a refused login (at most every
+                // 30 x server_login_retry); not at every probe of a server that is down.
+                if counted && (!ticket.probe || refused_login(&err)) {
+                    tracing::warn!(pool = %self.key, error = %err, "server connection failed");
+                } else {
+                    tracing::debug!(pool = %self.key, error = %err, probe = ticket.probe, "server connection failed");
+                }
+                slot.ticket = None;
                 drop(slot);
                 Err(err.into())
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_thirty_times() {
-        let s = Duration::from_secs(1);
-        let waits: Vec<u64> = (1..=8).map(|f| backoff(s, f).as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
-        assert_eq!(backoff(s, 0), s, "no failure counted yet: one interval");
-        assert_eq!(backoff(Duration::ZERO, 9), Duration::ZERO);
-        assert_eq!(
-            backoff(Duration::MAX, u32::MAX),
-            Duration::MAX,
-            "no overflow"
-        );
     }
 }

@@ -7,23 +7,37 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Pool;
+use super::outage::Ticket;
 use crate::metrics::CloseReason;
 use crate::server::ServerConn;
 
-/// The right to open one connection, counted in `open`. Dropped unused, it frees the slot.
+/// The right to open one connection, counted in `open`. Dropped unused, it frees the slot (and
+/// gives up its probe, if it was admitted as the outage's one probe).
 pub(super) struct Slot {
     pub(super) pool: Option<Arc<Pool>>,
+    /// Admitted to connect (see `outage.rs`); slots handed over are admitted when used.
+    pub(super) ticket: Option<Ticket>,
+}
+
+impl Slot {
+    pub(super) fn new(pool: Arc<Pool>, ticket: Option<Ticket>) -> Slot {
+        Slot {
+            pool: Some(pool),
+            ticket,
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {
-            pool.release_slot();
+            pool.release_slot(self.ticket.take());
         }
     }
 }
 
-/// A server connection lent to one client. Dropped, it goes back to the pool, or is closed if dirty.
+/// A server connection lent to one client. Dropped, it goes back to the pool, or is closed if
+/// dirty (after a cancel of whatever it may still be running, unless the server is gone).
 pub struct ServerGuard {
     conn: Option<Box<ServerConn>>,
     pool: Arc<Pool>,
@@ -73,12 +87,11 @@ impl Drop for ServerGuard {
                     .entry
                     .as_ref()
                     .is_some_and(|e| e.info.lost.load(Ordering::Relaxed));
-                let reason = if lost {
-                    CloseReason::ServerLost
+                if lost {
+                    self.pool.discard(conn, CloseReason::ServerLost);
                 } else {
-                    CloseReason::Unclean
-                };
-                self.pool.discard(conn, reason);
+                    self.pool.close_unclean(conn);
+                }
             } else {
                 self.pool.checkin(conn);
             }

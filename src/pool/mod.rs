@@ -6,7 +6,8 @@
 //!   to the oldest waiter;
 //! * `guard.rs`: [`ServerGuard`] (a lent connection; dropped, it goes back, or is closed if
 //!   `dirty`) and the slot guard, which make a waiter that gives up safe;
-//! * `connect.rs`: opening a connection and the backoff after a failure;
+//! * `connect.rs`: opening a connection;
+//! * `outage.rs`: who may connect while the server is down (one probe at a time, the wait);
 //! * `pause.rs`: PAUSE; `key.rs`, `settings.rs`: what the pool is and how it is set up.
 //!
 //! Here: the pool itself, its control state (PAUSE, RECONNECT, RELOAD of size and address, the
@@ -21,6 +22,7 @@ mod checkout;
 mod connect;
 mod guard;
 mod key;
+mod outage;
 mod pause;
 mod settings;
 
@@ -39,12 +41,13 @@ use tokio::sync::oneshot;
 
 use crate::clock::now_us;
 use crate::metrics::{CloseReason, PoolCounters, PoolGauges, PoolLabels, PoolSample, PoolState};
-use crate::params::{Params, ParamsInterner};
+use crate::params::{Params, ParamsInterner, StartupMemo};
 use crate::prepared::PoolStatements;
 use crate::router::Router;
 use crate::server::list::ServerList;
-use crate::server::{ConnectError, ServerConn, ServerTarget};
+use crate::server::{ServerConn, ServerTarget};
 use checkout::Handoff;
+use outage::Outage;
 
 struct State {
     /// Boxed, as everywhere in the pool: a connection changes hands on every checkout and return,
@@ -54,10 +57,8 @@ struct State {
     open: usize,
     /// With when each started waiting.
     waiters: VecDeque<(oneshot::Sender<Handoff>, Instant)>,
-    /// After a failed connect, new connects wait until then and fail with the same error.
-    backoff: Option<(Instant, ConnectError)>,
-    /// Consecutive failed connects, for the backoff length.
-    failures: u32,
+    /// Whether the server is taken to be down, and who may connect meanwhile.
+    outage: Outage,
 }
 
 pub struct Pool {
@@ -75,6 +76,9 @@ pub struct Pool {
     /// Parameter lists clients of this pool logged in with, shared by the clients that have the
     /// same ones (see [`Pool::shared_params`]).
     interned: ParamsInterner,
+    /// What startup parameter lists became on a server (login needs no server for a list it
+    /// knows).
+    pub startup_memo: StartupMemo,
     /// Prepared statements (transaction mode), shared by a database's primary and replica pools
     /// so that a statement has one server-side name wherever it runs.
     pub statements: Arc<PoolStatements>,
@@ -117,12 +121,12 @@ impl Pool {
                 idle: Vec::new(),
                 open: 0,
                 waiters: VecDeque::new(),
-                backoff: None,
-                failures: 0,
+                outage: Outage::default(),
             }),
             startup_params: Mutex::new(None),
             client_defaults: OnceLock::new(),
             interned: ParamsInterner::default(),
+            startup_memo: StartupMemo::default(),
             statements,
             router,
             replicas,
@@ -230,7 +234,24 @@ impl Pool {
         tracing::debug!(pool = %self.key, server = conn.id, reason = reason.label(), "server connection closed");
         self.counters.closed(reason);
         drop(conn);
-        self.release_slot();
+        self.release_slot(None);
+    }
+
+    /// Closes a connection that a client left in the middle of something (it vanished, was
+    /// killed, or its session failed). PostgreSQL notices a closed socket only when it next reads
+    /// or writes, so a query under way would run to its end, holding a backend beyond the pool's
+    /// size: a CancelRequest goes first (the backend's pid and key are known), then the
+    /// connection is closed. Its slot stays taken until then.
+    pub(super) fn close_unclean(self: &Arc<Self>, conn: Box<ServerConn>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return self.discard(conn, CloseReason::Unclean);
+        };
+        let pool = self.clone();
+        rt.spawn(async move {
+            let timeout = pool.settings.connect_timeout;
+            crate::cancel::send_cancel(&conn.target, conn.pid, conn.key, timeout).await;
+            pool.discard(conn, CloseReason::Unclean);
+        });
     }
 
     /// Closes idle connections past `server_idle_timeout` or `server_lifetime`, and marks those

@@ -487,6 +487,19 @@ impl PgCluster {
         self.running = false;
     }
 
+    /// Kills the server (`pg_ctl stop -m immediate`: every process quits at once, no checkpoint,
+    /// crash recovery at the next start), as a crash or an operator in a hurry would.
+    pub fn kill(&mut self) {
+        let out = pg_ctl_stop(&self.data_dir(), "immediate");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop -m immediate: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail(20)
+        );
+        self.running = false;
+    }
+
     /// Starts a stopped server again on the same port and data directory.
     pub fn start_again(&mut self) {
         assert!(!self.running, "already running");

@@ -82,6 +82,24 @@ pub fn set_config(config: &str, key: &str, value: impl Into<toml::Value>) -> Str
     toml::to_string(&doc).expect("serialise config")
 }
 
+/// Returns `config` without the dotted `key`, so that sluice uses its default.
+pub fn unset_config(config: &str, key: &str) -> String {
+    let mut doc: toml::Table = config
+        .parse()
+        .unwrap_or_else(|e| panic!("test config is not TOML: {e}\n{config}"));
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("non-empty key");
+    let mut table = &mut doc;
+    for part in parts {
+        table = table
+            .get_mut(part)
+            .and_then(|t| t.as_table_mut())
+            .unwrap_or_else(|| panic!("no table {part} in {key}"));
+    }
+    assert!(table.remove(last).is_some(), "{key} was not set");
+    toml::to_string(&doc).expect("serialise config")
+}
+
 /// With `SLUICE_TEST_LOG` set (an EnvFilter such as `sluice=debug`), the pooler's tracing output
 /// goes to the test's captured output. Off by default.
 fn init_logging() {
