@@ -580,6 +580,20 @@ fn pooler_settings(p: &PoolerConfig) -> Vec<(&'static str, String)> {
         ),
         ("admin_users", p.admin_users.join(",")),
         ("stats_users", p.stats_users.join(",")),
+        (
+            "max_prepared_statement_bytes",
+            p.max_prepared_statement_bytes.to_string(),
+        ),
+        ("max_message_memory", p.max_message_memory.to_string()),
+        (
+            "log_format",
+            match p.log_format {
+                crate::config::LogFormat::Text => "text",
+                crate::config::LogFormat::Json => "json",
+            }
+            .to_owned(),
+        ),
+        ("error_log_interval", duration(p.error_log_interval)),
     ]
 }
 
