@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # sluice's resident memory after a 5,000-client storm, and its throughput, with each allocator
-# and purge setting. See bench/README.md, "Allocators".
+# and purge setting. See bench/README.md, "Memory and allocators".
 #
-#   bench/allocators.sh [--no-build] [--storm N] [--duration SECS] [--settle SECS] [--keep]
+#   bench/allocators.sh [--no-build] [--storm N] [--duration SECS] [--rounds N] [--settle SECS]
+#                       [--only REGEX] [--keep]
 #
-# Builds three release binaries (glibc's malloc, --features jemalloc, --features mimalloc; with
-# --no-build it takes them from $ALLOC_BIN_DIR, default /tmp/sluice-alloc-bin), starts a throw-away
-# PostgreSQL, then for each variant below: starts sluice, runs the storm (pgbench -c N: every
-# client logs in, then all run two SELECT 1 at once against a pool of 20), reads VmHWM and VmRSS
+# Builds three release binaries (glibc's malloc; jemalloc, sluice's default, with its settings
+# from src/main.rs; mimalloc. With --no-build it takes them from $ALLOC_BIN_DIR, default
+# /tmp/sluice-alloc-bin), starts a throw-away PostgreSQL, then for each variant below: starts
+# sluice, runs the storm (pgbench -c N: every client logs in, then all run two SELECT 1 at once
+# against a pool of 20), reads VmHWM and VmRSS
 # from /proc/PID/status right after and after --settle seconds of idleness, then measures
-# throughput (pgbench -S, 32 clients, --duration seconds) and RSS again. Prints a Markdown table.
+# throughput (pgbench -S, 32 clients, --duration seconds) and RSS again. Then --rounds more
+# throughput runs per variant, the variants taking turns (a fresh sluice each run), so that a
+# busy machine weighs on all alike; the table gives the median. --only keeps the variants whose
+# name matches REGEX (grep -E). Prints a Markdown table.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +27,8 @@ BUILD=1
 STORM=5000
 DURATION=15
 SETTLE=10
+ROUNDS=3
+ONLY=.
 KEEP=0
 BIN_DIR=${ALLOC_BIN_DIR:-/tmp/sluice-alloc-bin}
 while [ $# -gt 0 ]; do
@@ -30,8 +37,10 @@ while [ $# -gt 0 ]; do
         --storm) STORM=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --settle) SETTLE=$2; shift ;;
+        --rounds) ROUNDS=$2; shift ;;
+        --only) ONLY=$2; shift ;;
         --keep) KEEP=1 ;;
-        *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
     shift
 done
@@ -41,18 +50,28 @@ VARIANTS=(
     "glibc|glibc|"
     "glibc, MALLOC_TRIM_THRESHOLD_=128KiB MALLOC_MMAP_THRESHOLD_=128KiB|glibc|MALLOC_TRIM_THRESHOLD_=131072 MALLOC_MMAP_THRESHOLD_=131072"
     "glibc, MALLOC_ARENA_MAX=1 MALLOC_TRIM_THRESHOLD_=0|glibc|MALLOC_ARENA_MAX=1 MALLOC_TRIM_THRESHOLD_=0"
-    "jemalloc (dirty_decay_ms 10000, no background thread)|jemalloc|"
+    "jemalloc's defaults (dirty_decay_ms 10000, no background thread)|jemalloc|_RJEM_MALLOC_CONF=background_thread:false,dirty_decay_ms:10000"
     "jemalloc, background_thread, dirty_decay_ms:1000|jemalloc|_RJEM_MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
-    "jemalloc, background_thread, dirty_decay_ms:0|jemalloc|_RJEM_MALLOC_CONF=background_thread:true,dirty_decay_ms:0,muzzy_decay_ms:0"
+    "jemalloc, background_thread, dirty_decay_ms:0 (sluice's default)|jemalloc|"
     "mimalloc (purge_delay 10 ms)|mimalloc|"
     "mimalloc, MIMALLOC_PURGE_DELAY=0|mimalloc|MIMALLOC_PURGE_DELAY=0"
 )
 
+SELECTED=()
+for v in "${VARIANTS[@]}"; do
+    if printf '%s\n' "${v%%|*}" | grep -Eq -- "$ONLY"; then SELECTED+=("$v"); fi
+done
+[ "${#SELECTED[@]}" -gt 0 ] || die "no variant matches --only $ONLY"
+VARIANTS=("${SELECTED[@]}")
+
 if [ "$BUILD" = 1 ]; then
     mkdir -p "$BIN_DIR"
     for a in glibc jemalloc mimalloc; do
-        feat=()
-        [ "$a" = glibc ] || feat=(--features "$a")
+        case $a in
+            glibc) feat=(--no-default-features) ;;
+            jemalloc) feat=() ;;
+            mimalloc) feat=(--no-default-features --features mimalloc) ;;
+        esac
         log "cargo build --release ${feat[*]}"
         (cd "$ROOT" && cargo build --release --locked --bin sluice "${feat[@]}" >&2)
         cp "$ROOT/target/release/sluice" "$BIN_DIR/sluice-$a"
@@ -72,9 +91,10 @@ echo 'SELECT 1;' >"$WORK/select1.sql"
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
-ROWS=()
-for v in "${VARIANTS[@]}"; do
-    IFS='|' read -r name alloc envs <<<"$v"
+# name -> "start hwm after settled load" (KiB), and the throughput runs' tps
+declare -A RSS TPS
+start_variant() { # alloc envs
+    local alloc=$1 envs=$2
     SLUICE_TOML=$(cat <<EOF
 max_client_conn = $((STORM + 100))
 auth_type = "trust"
@@ -90,12 +110,21 @@ EOF
     [ -x "${SL_BIN[$alloc]}" ] || die "no ${SL_BIN[$alloc]} (build without --no-build first)"
     sluice_prepare "$alloc"
     SLUICE_NAMES=("$alloc")
-    log "$name"
     # shellcheck disable=SC2086
     (cd "$WORK" && exec env $envs SLUICE_LOG=warn "${SL_BIN[$alloc]}" --config "${SL_DIR[$alloc]}/sluice.toml" >>"${SL_DIR[$alloc]}/sluice.log" 2>&1) &
     SL_PID[$alloc]=$!
+    wait_ready "$alloc" "${SL_PORT[$alloc]}" "${SL_PID[$alloc]}" "${SL_DIR[$alloc]}"
+}
+throughput() { # alloc
+    "$PGBENCH" -n -S -h 127.0.0.1 -p "${SL_PORT[$1]}" -c 32 -j 2 -T "$DURATION" bench 2>&1 \
+        | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | cut -d. -f1
+}
+
+for v in "${VARIANTS[@]}"; do
+    IFS='|' read -r name alloc envs <<<"$v"
+    log "storm: $name"
+    start_variant "$alloc" "$envs"
     pid=${SL_PID[$alloc]}
-    wait_ready "$alloc" "${SL_PORT[$alloc]}" "$pid" "${SL_DIR[$alloc]}"
     start_kib=$(status_kib "$pid" VmRSS)
     "$PGBENCH" -n -h 127.0.0.1 -p "${SL_PORT[$alloc]}" -c "$STORM" -j 2 -t 2 -f "$WORK/select1.sql" bench \
         >"$WORK/storm.$alloc.log" 2>&1 || { tail -5 "$WORK/storm.$alloc.log" >&2; die "storm failed"; }
@@ -103,16 +132,29 @@ EOF
     after_kib=$(status_kib "$pid" VmRSS)
     sleep "$SETTLE"
     settled_kib=$(status_kib "$pid" VmRSS)
-    tps=$("$PGBENCH" -n -S -h 127.0.0.1 -p "${SL_PORT[$alloc]}" -c 32 -j 2 -T "$DURATION" bench 2>&1 \
-        | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+    TPS[$name]="$(throughput "$alloc")"
     load_kib=$(status_kib "$pid" VmRSS)
-    ROWS+=("| $name | $(mib "$start_kib") | $(mib "$hwm_kib") | $(mib "$after_kib") | $(mib "$settled_kib") | ${tps%.*} | $(mib "$load_kib") |")
+    RSS[$name]="$start_kib $hwm_kib $after_kib $settled_kib $load_kib"
     stop_sluice "$alloc"
 done
+for r in $(seq 1 "$ROUNDS"); do
+    for v in "${VARIANTS[@]}"; do
+        IFS='|' read -r name alloc envs <<<"$v"
+        log "throughput round $r: $name"
+        start_variant "$alloc" "$envs"
+        TPS[$name]="${TPS[$name]} $(throughput "$alloc")"
+        stop_sluice "$alloc"
+    done
+done
 
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 echo
-echo "Storm: $STORM clients (pgbench -c $STORM -j 2 -t 2, SELECT 1, pool_size 20); throughput: pgbench -S -c 32 -j 2 -T $DURATION; RSS in MiB."
+echo "Storm: $STORM clients (pgbench -c $STORM -j 2 -t 2, SELECT 1, pool_size 20). Throughput: pgbench -S -c 32 -j 2 -T $DURATION, median of $((ROUNDS + 1)) runs (all runs in brackets). RSS in MiB."
 echo
-echo "| allocator | RSS at start | peak (VmHWM) | right after the storm | after ${SETTLE} s idle | pgbench -S tps | RSS after the throughput run |"
+echo "| allocator | RSS at start | peak (VmHWM) | right after the storm | after ${SETTLE} s idle | after a throughput run | pgbench -S tps |"
 echo "|---|---|---|---|---|---|---|"
-printf '%s\n' "${ROWS[@]}"
+for v in "${VARIANTS[@]}"; do
+    IFS='|' read -r name alloc envs <<<"$v"
+    read -r a b c d e <<<"${RSS[$name]}"
+    echo "| $name | $(mib "$a") | $(mib "$b") | $(mib "$c") | $(mib "$d") | $(mib "$e") | $(echo "${TPS[$name]}" | median) (${TPS[$name]}) |"
+done

@@ -228,14 +228,10 @@ impl Session {
                 }
                 Event::ClientReadable(r) => {
                     r?;
-                    for buf in [
-                        &mut self.cli_in,
-                        &mut self.srv_in,
-                        &mut self.to_client,
-                        &mut self.to_server,
-                    ] {
-                        crate::buffers::take(buf);
-                    }
+                    // Only the read buffer: the other three are taken when a server is attached
+                    // (`attach_guard`), so that a client waiting in a pool's queue holds one
+                    // buffer, not four (a storm of 5,000 waiting clients, issue 16).
+                    crate::buffers::take(&mut self.cli_in);
                     self.cli_in.reserve(READ_CHUNK);
                     // Not try_read_buf: read_buf takes a short read as "socket drained", so the
                     // next round does not make a read syscall only to get EAGAIN.

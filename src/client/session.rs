@@ -576,6 +576,10 @@ impl Session {
     }
 
     fn attach_guard(&mut self, mut guard: ServerGuard) {
+        // A client gets these three buffers only now (relay.rs takes the read buffer alone).
+        for buf in [&mut self.srv_in, &mut self.to_server, &mut self.to_client] {
+            crate::buffers::take(buf);
+        }
         let conn = guard.conn_mut();
         conn.dirty = true;
         self.cancel.slot.set(Some(CancelTarget {
