@@ -161,6 +161,40 @@ async fn query_timeout_cancels_the_query_on_the_server() {
 }
 
 #[tokio::test]
+async fn the_timeouts_count_per_request_and_per_pause_not_per_session() {
+    // A transaction longer than every timeout, made of short statements with short pauses:
+    // none of them fires.
+    let pg = PgCluster::start();
+    let mut config = config_for(&pg, 2, PoolMode::Transaction);
+    for key in [
+        "pooler.query_timeout",
+        "pooler.idle_transaction_timeout",
+        "pooler.client_idle_timeout",
+    ] {
+        config = set_config(&config, key, s("1s"));
+    }
+    let pooler = Sluice::start(config);
+    let c = pooler.connect_app().await;
+    let started = Instant::now();
+    c.batch_execute("BEGIN").await.unwrap();
+    while started.elapsed() < Duration::from_millis(2500) {
+        within(
+            STEP,
+            "a short query",
+            c.batch_execute("SELECT pg_sleep(0.2)"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe_error(&e)));
+        // Pacing, not synchronisation: the client thinks between statements.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    within(STEP, "COMMIT", c.batch_execute("COMMIT"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe_error(&e)));
+    assert_eq!(simple_scalar(&c, "SELECT 1").await.as_deref(), Some("1"));
+}
+
+#[tokio::test]
 async fn idle_transaction_timeout_ends_the_session_and_rolls_back() {
     let pg = PgCluster::start();
     let su = pg.superuser(APP_DB).await;

@@ -146,7 +146,6 @@ impl Session {
             {
                 self.srv_in.reserve(READ_CHUNK);
             }
-            self.arm_timer();
             let writable = self.writable();
             let blocked = self.route.as_deref().is_some_and(|r| r.is_blocked());
             // The sockets are polled directly, in this order (the first ready one wins), rather
@@ -208,6 +207,10 @@ impl Session {
                     if let Poll::Ready(r) = poll_read_buf(client, cx, &mut this.cli_in) {
                         return Poll::Ready(Event::ClientRead(r));
                     }
+                }
+                // About to wait: the timer must wake this task by the deadline in force.
+                if this.timer_before_wait(cx) {
+                    return Poll::Ready(Event::Timer);
                 }
                 Poll::Pending
             })

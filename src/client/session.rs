@@ -285,6 +285,7 @@ impl Session {
     fn send(&mut self, tag: FrontendTag, msg: Bytes) -> Result<Step, Fatal> {
         self.forward(tag, msg)?;
         self.stats.request();
+        self.timer_stale();
         self.exchange.emit_local(&mut self.to_client);
         Ok(Step::Next)
     }
@@ -541,6 +542,7 @@ impl Session {
             guard.conn_mut().dirty = !clean;
         }
         self.cancel.slot.set(None);
+        self.touch();
         self.forget_server_exchange();
         // Names the unit's Parses gave are given again when it runs again.
         if self.intercept {
@@ -656,9 +658,7 @@ impl Session {
                 let now = self
                     .stats
                     .ready(&self.pool, self.exchange.tx_status(), more);
-                if let Some(t) = self.timer.as_deref_mut() {
-                    t.idle_since = now;
-                }
+                self.timer_ready(now);
                 if self.route.as_deref().is_some_and(|r| r.refused()) {
                     self.retry_on_primary(false);
                     return false;
@@ -796,6 +796,7 @@ impl Session {
         }
         drop(guard);
         self.cancel.slot.set(None);
+        self.touch();
         let why: Box<str> = self.held_error.take().unwrap_or_else(|| why.into());
         if self.cli_skip > 0 {
             self.cli_skip_discard = true;
