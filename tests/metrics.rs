@@ -405,9 +405,13 @@ async fn exposition_follows_prometheus_conventions_without_per_client_labels() {
         }
         let has = |k: &str| labels.iter().any(|(l, _)| l == k);
         assert_eq!(has("le"), name.ends_with("_bucket"), "{line:?}");
-        if family.starts_with("sluice_pool_")
-            || family.contains("_total")
-            || kind[&family] == "histogram"
+        // Refusals are process-wide: most happen before a pool is chosen (a wrong password, an
+        // unknown database, max_client_conn), so they carry only `reason`.
+        let process_wide = family == "sluice_client_refusals_total";
+        if !process_wide
+            && (family.starts_with("sluice_pool_")
+                || family.contains("_total")
+                || kind[&family] == "histogram")
         {
             assert!(
                 has("database") && has("user") && has("role"),

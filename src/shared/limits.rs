@@ -57,9 +57,11 @@ impl Limits {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");
             let _ = writeln!(out, "{name} {}", b.used());
-            let _ = writeln!(out, "# HELP {name}_limit The configured cap on {name}.");
-            let _ = writeln!(out, "# TYPE {name}_limit gauge");
-            let _ = writeln!(out, "{name}_limit {}", b.cap());
+            // Base unit last (Prometheus' naming): sluice_message_memory_limit_bytes.
+            let limit = format!("{}_limit_bytes", name.trim_end_matches("_bytes"));
+            let _ = writeln!(out, "# HELP {limit} The configured cap on {name}.");
+            let _ = writeln!(out, "# TYPE {limit} gauge");
+            let _ = writeln!(out, "{limit} {}", b.cap());
         }
     }
 }
