@@ -82,8 +82,16 @@ async fn no_leak(pool: usize) {
         others.push(tokio::spawn(async move {
             start.wait().await;
             for i in 0..40 {
-                assert_eq!(show(&client, "search_path").await, DEFAULT_PATH, "{name} #{i}");
-                assert_eq!(current(&client, "statement_timeout").await, "0", "{name} #{i}");
+                assert_eq!(
+                    show(&client, "search_path").await,
+                    DEFAULT_PATH,
+                    "{name} #{i}"
+                );
+                assert_eq!(
+                    current(&client, "statement_timeout").await,
+                    "0",
+                    "{name} #{i}"
+                );
                 let tx = client.transaction().await.unwrap();
                 let path: String = tx
                     .query_one("SELECT current_setting('search_path')", &[])
@@ -169,12 +177,19 @@ async fn reset_reset_all_and_discard_all_answer_as_postgresql() {
         // B uses the one server connection in between, and sees none of it.
         assert_eq!(show(&b, "search_path").await, DEFAULT_PATH, "after {step}");
         assert_eq!(show(&b, "statement_timeout").await, "0", "after {step}");
-        assert_eq!(simple_scalar(&b, "SELECT current_user").await.unwrap(), APP_USER);
+        assert_eq!(
+            simple_scalar(&b, "SELECT current_user").await.unwrap(),
+            APP_USER
+        );
         let through = simple_rows(&a, probe).await;
         let straight = simple_rows(&direct, probe).await;
         assert_eq!(through, straight, "settings after {step}");
         for name in ["TimeZone", "statement_timeout", "search_path"] {
-            assert_eq!(show(&a, name).await, show(&direct, name).await, "{name} after {step}");
+            assert_eq!(
+                show(&a, name).await,
+                show(&direct, name).await,
+                "{name} after {step}"
+            );
         }
     }
 }
@@ -184,15 +199,31 @@ async fn rolled_back_sets_are_undone_and_local_ones_do_not_stick() {
     let (_pg, sluice) = setup(1).await;
     let mut a = sluice.connect(APP_DB, APP_USER, APP_PASSWORD).await;
     let b = sluice.connect(APP_DB, APP_USER, APP_PASSWORD).await;
-    a.batch_execute("BEGIN; SET search_path = a_schema; ROLLBACK").await.unwrap();
+    a.batch_execute("BEGIN; SET search_path = a_schema; ROLLBACK")
+        .await
+        .unwrap();
     assert_eq!(show(&a, "search_path").await, DEFAULT_PATH, "rolled back");
 
-    a.batch_execute("BEGIN; SET search_path = a_schema").await.unwrap();
-    assert_eq!(show(&a, "search_path").await, "a_schema", "inside the transaction");
-    a.batch_execute("SAVEPOINT s; SET search_path = \"Other\"").await.unwrap();
+    a.batch_execute("BEGIN; SET search_path = a_schema")
+        .await
+        .unwrap();
+    assert_eq!(
+        show(&a, "search_path").await,
+        "a_schema",
+        "inside the transaction"
+    );
+    a.batch_execute("SAVEPOINT s; SET search_path = \"Other\"")
+        .await
+        .unwrap();
     assert_eq!(show(&a, "search_path").await, "\"Other\"");
-    a.batch_execute("ROLLBACK TO SAVEPOINT s; COMMIT").await.unwrap();
-    assert_eq!(show(&a, "search_path").await, "a_schema", "savepoint rolled back");
+    a.batch_execute("ROLLBACK TO SAVEPOINT s; COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(
+        show(&a, "search_path").await,
+        "a_schema",
+        "savepoint rolled back"
+    );
     assert_eq!(show(&b, "search_path").await, DEFAULT_PATH);
 
     // A savepoint taken before the SET undoes it; a failed transaction undoes it too.
@@ -205,18 +236,35 @@ async fn rolled_back_sets_are_undone_and_local_ones_do_not_stick() {
         .await;
     assert!(failed.is_err());
     a.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(show(&a, "search_path").await, "a_schema", "failed transaction");
+    assert_eq!(
+        show(&a, "search_path").await,
+        "a_schema",
+        "failed transaction"
+    );
     // An error later in a multi-statement query rolls back its implicit transaction.
-    assert!(a.batch_execute("SET search_path = \"Other\"; SELECT 1/0").await.is_err());
-    assert_eq!(show(&a, "search_path").await, "a_schema", "implicit transaction");
+    assert!(
+        a.batch_execute("SET search_path = \"Other\"; SELECT 1/0")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        show(&a, "search_path").await,
+        "a_schema",
+        "implicit transaction"
+    );
 
     // SET LOCAL and set_config(…, true) end with their transaction.
-    a.batch_execute("BEGIN; SET LOCAL statement_timeout = 1234; COMMIT").await.unwrap();
-    assert_eq!(show(&a, "statement_timeout").await, "0");
-    let tx = a.transaction().await.unwrap();
-    tx.query_one("SELECT set_config('statement_timeout', $1, true)", &[&"777"])
+    a.batch_execute("BEGIN; SET LOCAL statement_timeout = 1234; COMMIT")
         .await
         .unwrap();
+    assert_eq!(show(&a, "statement_timeout").await, "0");
+    let tx = a.transaction().await.unwrap();
+    tx.query_one(
+        "SELECT set_config('statement_timeout', $1, true)",
+        &[&"777"],
+    )
+    .await
+    .unwrap();
     let inside: String = tx
         .query_one("SELECT current_setting('statement_timeout')", &[])
         .await
@@ -224,9 +272,15 @@ async fn rolled_back_sets_are_undone_and_local_ones_do_not_stick() {
         .get(0);
     assert_eq!(inside, "777ms");
     tx.commit().await.unwrap();
-    assert_eq!(show(&a, "statement_timeout").await, "0", "set_config(…, true)");
+    assert_eq!(
+        show(&a, "statement_timeout").await,
+        "0",
+        "set_config(…, true)"
+    );
     // set_config(…, false) sticks, for A only.
-    a.batch_execute("SELECT set_config('statement_timeout', '888', false)").await.unwrap();
+    a.batch_execute("SELECT set_config('statement_timeout', '888', false)")
+        .await
+        .unwrap();
     for _ in 0..5 {
         assert_eq!(show(&a, "statement_timeout").await, "888ms");
         assert_eq!(show(&b, "statement_timeout").await, "0");
@@ -239,10 +293,14 @@ async fn extended_protocol_set_is_followed() {
     let (_pg, sluice) = setup(1).await;
     let mut a = sluice.connect(APP_DB, APP_USER, APP_PASSWORD).await;
     let b = sluice.connect(APP_DB, APP_USER, APP_PASSWORD).await;
-    a.execute("SET search_path = a_schema, public", &[]).await.unwrap();
+    a.execute("SET search_path = a_schema, public", &[])
+        .await
+        .unwrap();
     assert_eq!(show(&b, "search_path").await, DEFAULT_PATH);
     assert_eq!(current(&a, "search_path").await, "a_schema, public");
-    a.execute("SET statement_timeout TO '3s'", &[]).await.unwrap();
+    a.execute("SET statement_timeout TO '3s'", &[])
+        .await
+        .unwrap();
     a.query_one("SELECT set_config('work_mem', '5MB', false)", &[])
         .await
         .unwrap();
@@ -273,9 +331,12 @@ async fn untracked_changes_never_reach_another_client() {
     let mut a = sluice.connect(APP_DB, APP_USER, APP_PASSWORD).await;
     let b = sluice.connect(APP_DB, APP_USER, APP_PASSWORD).await;
     let before = backend_pid(&b).await;
-    a.query_one("SELECT set_config('search_path', $1, false)", &[&"a_schema"])
-        .await
-        .unwrap();
+    a.query_one(
+        "SELECT set_config('search_path', $1, false)",
+        &[&"a_schema"],
+    )
+    .await
+    .unwrap();
     assert_eq!(show(&b, "search_path").await, DEFAULT_PATH);
     let after = backend_pid(&b).await;
     assert_ne!(before, after, "the changed connection was closed");
@@ -302,15 +363,27 @@ async fn set_role_is_carried_for_its_client_only() {
     let b = sluice.connect(APP_DB, APP_USER, APP_PASSWORD).await;
     a.batch_execute("SET ROLE r1").await.unwrap();
     for _ in 0..5 {
-        assert_eq!(simple_scalar(&a, "SELECT current_user").await.unwrap(), "r1");
-        assert_eq!(simple_scalar(&b, "SELECT current_user").await.unwrap(), APP_USER);
+        assert_eq!(
+            simple_scalar(&a, "SELECT current_user").await.unwrap(),
+            "r1"
+        );
+        assert_eq!(
+            simple_scalar(&b, "SELECT current_user").await.unwrap(),
+            APP_USER
+        );
     }
     // A role the pool's user may not take fails on the server, as directly, and changes nothing.
     let err = a.batch_execute("SET ROLE postgres").await.unwrap_err();
     assert_eq!(sqlstate(&err), Some("42501"));
-    assert_eq!(simple_scalar(&a, "SELECT current_user").await.unwrap(), "r1");
+    assert_eq!(
+        simple_scalar(&a, "SELECT current_user").await.unwrap(),
+        "r1"
+    );
     a.batch_execute("RESET ROLE").await.unwrap();
-    assert_eq!(simple_scalar(&a, "SELECT current_user").await.unwrap(), APP_USER);
+    assert_eq!(
+        simple_scalar(&a, "SELECT current_user").await.unwrap(),
+        APP_USER
+    );
 }
 
 /// psql, one statement per -c, through a pool of 1 that another client keeps using: the same

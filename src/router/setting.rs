@@ -392,8 +392,8 @@ pub fn string_value(lit: &[u8]) -> Option<String> {
     if let Some(inner) = text.strip_prefix("E'").or_else(|| text.strip_prefix("e'")) {
         return unescape(inner.strip_suffix('\'')?);
     }
-    if text.starts_with('$') {
-        let tag_end = text[1..].find('$')? + 2;
+    if let Some(after) = text.strip_prefix('$') {
+        let tag_end = after.find('$')? + 2;
         let tag = &text[..tag_end];
         return Some(text[tag_end..].strip_suffix(tag)?.to_owned());
     }
