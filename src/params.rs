@@ -4,8 +4,8 @@
 //! Tracked: the parameters PostgreSQL reports (ParameterStatus) that a client may change and that
 //! change results: client_encoding, DateStyle, TimeZone, IntervalStyle, standard_conforming_strings,
 //! application_name; plus any other parameter the client gave in its startup packet (for example
-//! pgJDBC's extra_float_digits). A client's own later `SET` of an unreported parameter is not seen
-//! by the pooler (PostgreSQL does not report it); see README "Limits".
+//! pgJDBC's extra_float_digits). A client's own later `SET` of an unreported parameter is read
+//! from its statements (`router/setting.rs`, `client/settings.rs`) and kept here as an extra.
 
 use std::sync::Arc;
 

@@ -14,6 +14,7 @@
 
 mod auth;
 pub mod exchange;
+mod follow;
 mod login;
 mod memory;
 mod relay;

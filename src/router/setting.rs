@@ -62,17 +62,17 @@ const LIST_QUOTE: &[&str] = &[
 /// queries are not lexed. `in_transaction_work`: changes are pending, so savepoint commands
 /// matter too.
 pub fn might_matter(sql: &[u8], in_transaction_work: bool) -> bool {
-    contains_ci(sql, b"set")
-        || contains_ci(sql, b"discard")
-        || (in_transaction_work
-            && (contains_ci(sql, b"savepoint")
-                || contains_ci(sql, b"release")
-                || contains_ci(sql, b"rollback")))
-}
-
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    // One pass, looking closer only at the first letter of a word sought.
+    let at = |i: usize, word: &[u8]| {
+        sql.get(i..i + word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    };
+    (0..sql.len()).any(|i| match sql[i] | 0x20 {
+        b's' => at(i, b"set") || (in_transaction_work && at(i, b"savepoint")),
+        b'd' => at(i, b"discard"),
+        b'r' => in_transaction_work && (at(i, b"release") || at(i, b"rollback")),
+        _ => false,
+    })
 }
 
 /// The effects of a simple Query's statements: `(index, effect)` for each statement with one,
@@ -437,7 +437,7 @@ fn quote_ident_if_needed(s: &str) -> String {
         .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
         && s.bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-        && !QUOTED_KEYWORDS.contains(&s);
+        && !QUOTED_KEYWORDS.split_ascii_whitespace().any(|k| k == s);
     if plain {
         s.to_owned()
     } else {
@@ -446,160 +446,21 @@ fn quote_ident_if_needed(s: &str) -> String {
 }
 
 /// Keywords `quote_identifier` quotes (reserved, column-name and type/function-name keywords).
-const QUOTED_KEYWORDS: &[&str] = &[
-    "all",
-    "analyse",
-    "analyze",
-    "and",
-    "any",
-    "array",
-    "as",
-    "asc",
-    "asymmetric",
-    "authorization",
-    "between",
-    "bigint",
-    "binary",
-    "bit",
-    "boolean",
-    "both",
-    "case",
-    "cast",
-    "char",
-    "character",
-    "check",
-    "coalesce",
-    "collate",
-    "collation",
-    "column",
-    "concurrently",
-    "constraint",
-    "create",
-    "cross",
-    "current_catalog",
-    "current_date",
-    "current_role",
-    "current_schema",
-    "current_time",
-    "current_timestamp",
-    "current_user",
-    "dec",
-    "decimal",
-    "default",
-    "deferrable",
-    "desc",
-    "distinct",
-    "do",
-    "else",
-    "end",
-    "except",
-    "exists",
-    "extract",
-    "false",
-    "fetch",
-    "float",
-    "for",
-    "foreign",
-    "freeze",
-    "from",
-    "full",
-    "grant",
-    "greatest",
-    "group",
-    "grouping",
-    "having",
-    "ilike",
-    "in",
-    "initially",
-    "inner",
-    "inout",
-    "int",
-    "integer",
-    "intersect",
-    "interval",
-    "into",
-    "is",
-    "isnull",
-    "join",
-    "lateral",
-    "leading",
-    "least",
-    "left",
-    "like",
-    "limit",
-    "localtime",
-    "localtimestamp",
-    "national",
-    "natural",
-    "nchar",
-    "none",
-    "normalize",
-    "not",
-    "notnull",
-    "null",
-    "nullif",
-    "numeric",
-    "offset",
-    "on",
-    "only",
-    "or",
-    "order",
-    "out",
-    "outer",
-    "overlaps",
-    "overlay",
-    "placing",
-    "position",
-    "precision",
-    "primary",
-    "real",
-    "references",
-    "returning",
-    "right",
-    "row",
-    "select",
-    "session_user",
-    "setof",
-    "similar",
-    "smallint",
-    "some",
-    "substring",
-    "symmetric",
-    "system_user",
-    "table",
-    "tablesample",
-    "then",
-    "time",
-    "timestamp",
-    "to",
-    "trailing",
-    "treat",
-    "trim",
-    "true",
-    "union",
-    "unique",
-    "user",
-    "using",
-    "values",
-    "varchar",
-    "variadic",
-    "verbose",
-    "when",
-    "where",
-    "window",
-    "with",
-    "xmlattributes",
-    "xmlconcat",
-    "xmlelement",
-    "xmlexists",
-    "xmlforest",
-    "xmlnamespaces",
-    "xmlparse",
-    "xmlpi",
-    "xmlroot",
-    "xmlserialize",
-    "xmltable",
-];
+const QUOTED_KEYWORDS: &str = "\
+    all analyse analyze and any array as asc asymmetric authorization between bigint binary \
+    bit boolean both case cast char character check coalesce collate collation column \
+    concurrently constraint create cross current_catalog current_date current_role \
+    current_schema current_time current_timestamp current_user dec decimal default deferrable \
+    desc distinct do else end except exists extract false fetch float for foreign freeze from \
+    full grant greatest group grouping having ilike in initially inner inout int integer \
+    intersect interval into is isnull join lateral leading least left like limit localtime \
+    localtimestamp national natural nchar none normalize not notnull null nullif numeric \
+    offset on only or order out outer overlaps overlay placing position precision primary real \
+    references returning right row select session_user setof similar smallint some substring \
+    symmetric system_user table tablesample then time timestamp to trailing treat trim true \
+    union unique user using values varchar variadic verbose when where window with \
+    xmlattributes xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi \
+    xmlroot xmlserialize xmltable";
 
 /// `RESET …` after the `RESET`.
 fn read_reset(t: &[Token<'_>]) -> Effect {
