@@ -641,6 +641,9 @@ impl Session {
         let body = &msg[Header::LEN..];
         if internal {
             self.on_internal_reply(tag, body);
+            // Answers sluice owes that waited behind its own request (a ParseComplete for a
+            // statement the server already has) go out now, before the server's next reply.
+            self.exchange.emit_local(&mut self.to_client);
             return true;
         }
         let fatal = tag == BackendTag::ErrorResponse && backend_view::is_fatal(body);
