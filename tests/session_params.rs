@@ -424,3 +424,68 @@ async fn psql_sets_like_postgresql() {
     assert!(String::from_utf8_lossy(&through.stdout).contains("a_schema, \"Other\"|90s"));
     busy.await.unwrap();
 }
+
+/// RESET returns to the value the client gave at login (startup `options`), as on PostgreSQL,
+/// even though the pooled connections started without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_returns_to_the_login_value() {
+    let (pg, sluice) = setup(1).await;
+    let mut through_cfg = sluice.pg_config(APP_DB, APP_USER, APP_PASSWORD);
+    through_cfg.options("-c search_path=a_schema -c statement_timeout=5s");
+    let mut direct_cfg = pg.pg_config(APP_DB, APP_USER, APP_PASSWORD);
+    direct_cfg.options("-c search_path=a_schema -c statement_timeout=5s");
+    let (a, _) = connect_config(&through_cfg).await.unwrap();
+    let (direct, _) = connect_config(&direct_cfg).await.unwrap();
+    let b = sluice.connect(APP_DB, APP_USER, APP_PASSWORD).await;
+    for step in [
+        "SET search_path = \"Other\"; SET statement_timeout = 1000",
+        "RESET search_path",
+        "RESET ALL",
+        "SET search_path = public",
+        "DISCARD ALL",
+    ] {
+        a.batch_execute(step).await.unwrap();
+        direct.batch_execute(step).await.unwrap();
+        for name in ["search_path", "statement_timeout"] {
+            assert_eq!(
+                show(&a, name).await,
+                show(&direct, name).await,
+                "{name} after {step}"
+            );
+            assert_eq!(current(&a, name).await, current(&direct, name).await);
+        }
+        assert_eq!(show(&b, "search_path").await, DEFAULT_PATH);
+    }
+}
+
+/// SET SESSION AUTHORIZATION (a superuser pool) is carried like SET ROLE, and resets the role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_authorization_is_carried_for_its_client_only() {
+    let pg = PgCluster::start();
+    let su = pg.superuser(APP_DB).await;
+    su.batch_execute("CREATE ROLE r1; GRANT r1 TO app")
+        .await
+        .unwrap();
+    let config = config_for(&pg, 1, PoolMode::Transaction);
+    let config = set_config(
+        &config,
+        &format!("users.{SUPERUSER}.password"),
+        SUPERUSER_PASSWORD,
+    );
+    let sluice = Sluice::start(config);
+    let a = sluice.connect(APP_DB, SUPERUSER, SUPERUSER_PASSWORD).await;
+    let b = sluice.connect(APP_DB, SUPERUSER, SUPERUSER_PASSWORD).await;
+    let who = "SELECT session_user || ' ' || current_user";
+    a.batch_execute("SET SESSION AUTHORIZATION app; SET ROLE r1")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(simple_scalar(&a, who).await.unwrap(), "app r1");
+        assert_eq!(simple_scalar(&b, who).await.unwrap(), "postgres postgres");
+    }
+    a.batch_execute("RESET SESSION AUTHORIZATION")
+        .await
+        .unwrap();
+    assert_eq!(simple_scalar(&a, who).await.unwrap(), "postgres postgres");
+    assert_eq!(simple_scalar(&b, who).await.unwrap(), "postgres postgres");
+}
