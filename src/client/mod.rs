@@ -14,11 +14,13 @@
 
 mod auth;
 pub mod exchange;
+mod follow;
 mod login;
 mod memory;
 mod relay;
 pub mod routing;
 mod session;
+pub mod settings;
 pub mod statements;
 mod timeouts;
 
