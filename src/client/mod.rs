@@ -19,6 +19,7 @@ mod memory;
 mod relay;
 pub mod routing;
 mod session;
+pub mod sql_prepare;
 pub mod statements;
 mod timeouts;
 

@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use super::exchange::{Answer, Exchange, Pending, Verdict};
 use super::login::LoggedIn;
 use super::routing::{Plan, Routing};
+use super::sql_prepare::{ExecuteInParse, OnServer, SqlStep, candidate};
 use super::statements::{ClientStatements, LocalParse, PoolPrepared};
 use super::timeouts::SessionTimer;
 use super::{Fatal, checkout_error};
@@ -294,14 +295,8 @@ impl Session {
     fn handle_locally(&mut self, tag: FrontendTag, msg: &Bytes) -> Result<bool, Fatal> {
         let body = &msg[Header::LEN..];
         if self.server.is_some() {
-            // With a server attached, local answers still go through the exchange for their order.
-            if self.intercept && tag == FrontendTag::Query {
-                if let Some(name) = self.statements.deallocate_target(body) {
-                    self.statements.remove(&name);
-                    self.exchange.sent(Pending::LocalCommand("DEALLOCATE"));
-                    return Ok(true);
-                }
-            }
+            // With a server attached, local answers go through the exchange for their order
+            // (`forward`).
             return Ok(false);
         }
         match tag {
@@ -337,15 +332,19 @@ impl Session {
                 self.statements.close_locally(name, &mut self.to_client);
                 Ok(true)
             }
-            FrontendTag::Query if self.intercept => match self.statements.deallocate_target(body) {
-                Some(name) => {
-                    self.statements.remove(&name);
-                    backend::command_complete("DEALLOCATE", &mut self.to_client);
-                    backend::ready_for_query(b'I', &mut self.to_client);
-                    Ok(true)
-                }
-                None => Ok(false),
-            },
+            // SQL PREPARE / EXECUTE / DEALLOCATE that need no server (sql_prepare.rs).
+            FrontendTag::Query if self.intercept => {
+                let pool = Self::pool_statements(&self.pool);
+                let step = self.statements.sql_command(
+                    &pool,
+                    None,
+                    body,
+                    &mut self.exchange,
+                    &mut self.to_server,
+                    &mut self.to_client,
+                );
+                Ok(matches!(step, SqlStep::Done))
+            }
             _ => Ok(false),
         }
     }
@@ -355,6 +354,26 @@ impl Session {
     fn forward(&mut self, tag: FrontendTag, msg: Bytes) -> Result<(), Fatal> {
         let body = &msg[Header::LEN..];
         let pending = match tag {
+            FrontendTag::Query if self.intercept => {
+                let pool = Self::pool_statements(&self.pool);
+                let conn = self.server.as_mut().expect("attached").conn_mut();
+                let on_server = OnServer {
+                    conn: &mut conn.statements,
+                    failed_tx: self.exchange.tx_status() == b'E',
+                };
+                let step = self.statements.sql_command(
+                    &pool,
+                    Some(on_server),
+                    body,
+                    &mut self.exchange,
+                    &mut self.to_server,
+                    &mut self.to_client,
+                );
+                if matches!(step, SqlStep::Done) {
+                    return Ok(());
+                }
+                Pending::Query
+            }
             FrontendTag::Query => Pending::Query,
             FrontendTag::FunctionCall => Pending::Call,
             FrontendTag::Sync => Pending::Sync,
@@ -365,7 +384,38 @@ impl Session {
             }
             FrontendTag::Execute => Pending::Execute,
             FrontendTag::Parse => {
-                let (name, tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                let (name, mut tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                // SQL EXECUTE of the client's statement in a Parse: renamed (sql_prepare.rs).
+                let (rewritten, mut needs);
+                if self.intercept && candidate(tail) {
+                    let pool = Self::pool_statements(&self.pool);
+                    let conn = self.server.as_mut().expect("attached").conn_mut();
+                    match self.statements.execute_in_parse(
+                        &pool,
+                        &mut conn.statements,
+                        tail,
+                        &mut self.exchange,
+                        &mut self.to_server,
+                    ) {
+                        ExecuteInParse::AsIs => needs = None,
+                        ExecuteInParse::Failed => return Ok(()),
+                        ExecuteInParse::Rewritten(t, stmt) => {
+                            rewritten = t;
+                            tail = &rewritten;
+                            needs = Some(stmt);
+                        }
+                    }
+                } else {
+                    needs = None;
+                }
+                if needs.is_some() && name.is_empty() {
+                    frontend::write_parse_tail("", tail, &mut self.to_server);
+                    self.exchange.sent(Pending::Parse {
+                        answer: Answer::Server,
+                        undo: Default::default(),
+                    });
+                    return Ok(());
+                }
                 if self.intercept && !name.is_empty() {
                     let pool = Self::pool_statements(&self.pool);
                     let conn = self.server.as_mut().expect("attached").conn_mut();
@@ -377,6 +427,9 @@ impl Session {
                         &mut self.exchange,
                         &mut self.to_server,
                     );
+                    if let (Some(dep), Some(stmt)) = (needs.take(), self.statements.get(name)) {
+                        let _ = stmt.needs.set(dep);
+                    }
                     if let Err(over) = parsed {
                         let key = &self.pool.key;
                         self.limits.incidents.note(Incident::StatementMemory, || {

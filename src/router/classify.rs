@@ -784,6 +784,7 @@ impl<'a> Stream<'a> {
                 hint_primary: false,
                 hint_replica: false,
                 problem: None,
+                start: 0,
             },
             peeked: None,
         }
@@ -822,6 +823,8 @@ struct Lexer<'a> {
     hint_replica: bool,
     /// Set when the text cannot be read with certainty; lexing stops there.
     problem: Option<Problem>,
+    /// Where the last token started.
+    start: usize,
 }
 
 fn is_ident_start(b: u8) -> bool {
@@ -919,6 +922,7 @@ impl<'a> Lexer<'a> {
 
     fn token(&mut self, b: u8) -> Option<Tok<'a>> {
         let start = self.pos;
+        self.start = start;
         match b {
             b'\'' => self.standard_string(start),
             b'"' => self.quoted_ident(start, false),
@@ -1071,6 +1075,55 @@ impl<'a> Lexer<'a> {
             }
         }
         self.pos = i;
+    }
+}
+
+/// One token of SQL text with its byte range, for callers that rewrite a statement in place
+/// (SQL-level `PREPARE`/`EXECUTE`). Strings, numbers and parameters are [`SqlToken::Literal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlToken<'a> {
+    /// An unquoted identifier or keyword, as written.
+    Word(&'a [u8]),
+    /// A `"quoted identifier"`: the text between the quotes, doubled quotes as written.
+    QuotedIdent(&'a [u8]),
+    /// A `U&"…"` identifier: its name cannot be read without its escapes.
+    UnicodeIdent,
+    Literal,
+    Punct(u8),
+}
+
+/// The tokens of `sql` with their byte ranges, with the lexer rules of [`classify`]; comments and
+/// whitespace are skipped. [`SqlTokens::certain`] says afterwards whether the text was read
+/// with certainty (no unterminated or ambiguous part).
+pub struct SqlTokens<'a> {
+    lx: Lexer<'a>,
+}
+
+impl<'a> SqlTokens<'a> {
+    pub fn new(sql: &'a [u8]) -> SqlTokens<'a> {
+        SqlTokens {
+            lx: Stream::new(sql).lx,
+        }
+    }
+
+    /// Nothing so far was unterminated or ambiguous.
+    pub fn certain(&self) -> bool {
+        self.lx.problem.is_none()
+    }
+}
+
+impl<'a> Iterator for SqlTokens<'a> {
+    type Item = (SqlToken<'a>, std::ops::Range<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let tok = match self.lx.next()? {
+            Tok::Word(w) => SqlToken::Word(w),
+            Tok::QuotedIdent { unicode: true, .. } => SqlToken::UnicodeIdent,
+            Tok::QuotedIdent { body, .. } => SqlToken::QuotedIdent(body),
+            Tok::Literal => SqlToken::Literal,
+            Tok::Punct(b) => SqlToken::Punct(b),
+        };
+        Some((tok, self.lx.start..self.lx.pos))
     }
 }
 
