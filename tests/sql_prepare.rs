@@ -266,7 +266,10 @@ async fn simple_query_executes_on_a_connection_that_never_saw_the_prepare() {
         assert_eq!(n, 10);
         let err = c.query_one("EXECUTE nope", &[]).await.unwrap_err();
         assert_eq!(error_of(&err).0, "26000");
-        assert_eq!(error_of(&err).1, "prepared statement \"nope\" does not exist");
+        assert_eq!(
+            error_of(&err).1,
+            "prepared statement \"nope\" does not exist"
+        );
     }
     let misses = pooler
         .pool(APP_DB, APP_USER)

@@ -501,7 +501,17 @@ impl Session {
         };
         self.exchange.sent(pending);
         self.to_server.extend_from_slice(&msg);
+        // A streamed Query's head went out: its rest follows (relay.rs).
+        self.cli_skip_discard = false;
         Ok(())
+    }
+
+    /// Whether a simple Query over max_message_size may stream to the server instead of being
+    /// refused: the session then sees only its head, without the closing NUL (so a SQL
+    /// prepared-statement command that long is sent as written). Not with replicas: routing
+    /// reads the whole text.
+    pub(super) fn query_streams(&self) -> bool {
+        self.route.is_none()
     }
 
     /// Answers a request sluice cannot run (no server) with `err`, as PostgreSQL would.
