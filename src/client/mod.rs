@@ -21,6 +21,7 @@ mod relay;
 pub mod routing;
 mod session;
 pub mod settings;
+pub mod sql_prepare;
 pub mod statements;
 mod timeouts;
 

@@ -28,6 +28,7 @@ use super::exchange::{Answer, Exchange, Pending, Verdict};
 use super::login::LoggedIn;
 use super::routing::{Plan, Routing};
 use super::settings::Settings;
+use super::sql_prepare::{ExecuteInParse, OnServer, SqlStep, candidate};
 use super::statements::{ClientStatements, LocalParse, PoolPrepared};
 use super::timeouts::SessionTimer;
 use super::{Fatal, checkout_error};
@@ -308,14 +309,8 @@ impl Session {
     fn handle_locally(&mut self, tag: FrontendTag, msg: &Bytes) -> Result<bool, Fatal> {
         let body = &msg[Header::LEN..];
         if self.server.is_some() {
-            // With a server attached, local answers still go through the exchange for their order.
-            if self.intercept && tag == FrontendTag::Query {
-                if let Some(name) = self.statements.deallocate_target(body) {
-                    self.statements.remove(&name);
-                    self.exchange.sent(Pending::LocalCommand("DEALLOCATE"));
-                    return Ok(true);
-                }
-            }
+            // With a server attached, local answers go through the exchange for their order
+            // (`forward`).
             return Ok(false);
         }
         match tag {
@@ -351,15 +346,19 @@ impl Session {
                 self.statements.close_locally(name, &mut self.to_client);
                 Ok(true)
             }
-            FrontendTag::Query if self.intercept => match self.statements.deallocate_target(body) {
-                Some(name) => {
-                    self.statements.remove(&name);
-                    backend::command_complete("DEALLOCATE", &mut self.to_client);
-                    backend::ready_for_query(b'I', &mut self.to_client);
-                    Ok(true)
-                }
-                None => Ok(false),
-            },
+            // SQL PREPARE / EXECUTE / DEALLOCATE that need no server (sql_prepare.rs).
+            FrontendTag::Query if self.intercept => {
+                let pool = Self::pool_statements(&self.pool);
+                let step = self.statements.sql_command(
+                    &pool,
+                    None,
+                    body,
+                    &mut self.exchange,
+                    &mut self.to_server,
+                    &mut self.to_client,
+                );
+                Ok(matches!(step, SqlStep::Done))
+            }
             _ => Ok(false),
         }
     }
@@ -372,6 +371,26 @@ impl Session {
             self.follow_request(tag, body);
         }
         let pending = match tag {
+            FrontendTag::Query if self.intercept => {
+                let pool = Self::pool_statements(&self.pool);
+                let conn = self.server.as_mut().expect("attached").conn_mut();
+                let on_server = OnServer {
+                    conn: &mut conn.statements,
+                    failed_tx: self.exchange.tx_status() == b'E',
+                };
+                let step = self.statements.sql_command(
+                    &pool,
+                    Some(on_server),
+                    body,
+                    &mut self.exchange,
+                    &mut self.to_server,
+                    &mut self.to_client,
+                );
+                if matches!(step, SqlStep::Done) {
+                    return Ok(());
+                }
+                Pending::Query
+            }
             FrontendTag::Query => Pending::Query,
             FrontendTag::FunctionCall => Pending::Call,
             FrontendTag::Sync => Pending::Sync,
@@ -382,7 +401,38 @@ impl Session {
             }
             FrontendTag::Execute => Pending::Execute,
             FrontendTag::Parse => {
-                let (name, tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                let (name, mut tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                // SQL EXECUTE of the client's statement in a Parse: renamed (sql_prepare.rs).
+                let (rewritten, mut needs);
+                if self.intercept && candidate(tail) {
+                    let pool = Self::pool_statements(&self.pool);
+                    let conn = self.server.as_mut().expect("attached").conn_mut();
+                    match self.statements.execute_in_parse(
+                        &pool,
+                        &mut conn.statements,
+                        tail,
+                        &mut self.exchange,
+                        &mut self.to_server,
+                    ) {
+                        ExecuteInParse::AsIs => needs = None,
+                        ExecuteInParse::Failed => return Ok(()),
+                        ExecuteInParse::Rewritten(t, stmt) => {
+                            rewritten = t;
+                            tail = &rewritten;
+                            needs = Some(stmt);
+                        }
+                    }
+                } else {
+                    needs = None;
+                }
+                if needs.is_some() && name.is_empty() {
+                    frontend::write_parse_tail("", tail, &mut self.to_server);
+                    self.exchange.sent(Pending::Parse {
+                        answer: Answer::Server,
+                        undo: Default::default(),
+                    });
+                    return Ok(());
+                }
                 if self.intercept && !name.is_empty() {
                     let pool = Self::pool_statements(&self.pool);
                     let conn = self.server.as_mut().expect("attached").conn_mut();
@@ -394,6 +444,9 @@ impl Session {
                         &mut self.exchange,
                         &mut self.to_server,
                     );
+                    if let (Some(dep), Some(stmt)) = (needs.take(), self.statements.get(name)) {
+                        let _ = stmt.needs.set(dep);
+                    }
                     if let Err(over) = parsed {
                         let key = &self.pool.key;
                         self.limits.incidents.note(Incident::StatementMemory, || {
@@ -465,7 +518,17 @@ impl Session {
         };
         self.exchange.sent(pending);
         self.to_server.extend_from_slice(&msg);
+        // A streamed Query's head went out: its rest follows (relay.rs).
+        self.cli_skip_discard = false;
         Ok(())
+    }
+
+    /// Whether a simple Query over max_message_size may stream to the server instead of being
+    /// refused: the session then sees only its head, without the closing NUL (so a SQL
+    /// prepared-statement command that long is sent as written). Not with replicas: routing
+    /// reads the whole text.
+    pub(super) fn query_streams(&self) -> bool {
+        self.route.is_none()
     }
 
     /// Answers a request sluice cannot run (no server) with `err`, as PostgreSQL would.
