@@ -31,6 +31,7 @@ use sluice_proto::frontend::{self, FrontendTag};
 use sluice_proto::{Header, split_cstr, sqlstate};
 
 use super::Fatal;
+use super::exchange::Pending;
 use super::session::{Session, Step};
 use crate::pubsub::{Command, Parsed, Subscriber, command};
 
@@ -53,17 +54,25 @@ pub(super) struct Subscribe {
     commands: Vec<Command>,
     /// A simple Query (CommandCompletes and ReadyForQuery) rather than an Execute.
     simple: bool,
+    /// Inside a transaction: the commands take effect at its COMMIT.
+    in_transaction: bool,
+}
+
+enum Turn {
+    Now,
+    Wait,
+    Refuse,
 }
 
 const MIXED: &str =
     "LISTEN and UNLISTEN must be sent as queries of their own through sluice in transaction mode";
 const IN_BATCH: &str = "LISTEN and UNLISTEN cannot be pipelined behind other statements through sluice in transaction mode";
 
-/// A statement that makes the server raise `message` (0A000) in its turn, with the effects any
-/// error has on the transaction.
-fn raising(message: &str) -> String {
+/// A statement that makes the server raise `message` (SQLSTATE `code`) in its turn, with the
+/// effects any error has on the transaction.
+fn raising(code: &str, message: &str) -> String {
     format!(
-        "DO $sluice$BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = '{}'; END$sluice$",
+        "DO $sluice$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = '{}'; END$sluice$",
         message.replace('\'', "''")
     )
 }
@@ -128,8 +137,11 @@ impl Session {
                 }
                 match command::parse(sql) {
                     Parsed::None => Ok(None),
-                    Parsed::Mixed => Err(query_message(&raising(MIXED))),
-                    Parsed::Only(commands) => Ok(self.subscription_query(commands, msg)),
+                    Parsed::Mixed => Err(query_message(&raising(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        MIXED,
+                    ))),
+                    Parsed::Only(commands) => self.subscription_query(commands, msg),
                 }
             }
             FrontendTag::Parse => {
@@ -152,20 +164,23 @@ impl Session {
                 if commands.len() != 1 {
                     return Ok(None);
                 }
-                let server = self.server.is_some();
-                if server && self.exchange.tx_status() == b'E' && !self.exchange.has_pending() {
+                match self.turn(msg) {
+                    Turn::Now => {}
+                    Turn::Wait => return Ok(Some(Step::Wait)),
+                    Turn::Refuse => {
+                        let mut out = BytesMut::new();
+                        frontend::write_parse(
+                            &String::from_utf8_lossy(name),
+                            &raising(sqlstate::FEATURE_NOT_SUPPORTED, IN_BATCH),
+                            [],
+                            &mut out,
+                        );
+                        return Err(out.freeze());
+                    }
+                }
+                if self.server.is_some() && self.exchange.tx_status() == b'E' {
                     // In a failed transaction the server refuses it (25P02), as it should.
                     return Ok(None);
-                }
-                if self.exchange.has_pending() || (server && self.exchange.unsynced()) {
-                    let mut out = BytesMut::new();
-                    frontend::write_parse(
-                        &String::from_utf8_lossy(name),
-                        &raising(IN_BATCH),
-                        [],
-                        &mut out,
-                    );
-                    return Err(out.freeze());
                 }
                 let c = commands.pop().expect("one");
                 self.listening().statements.insert(name.into(), c);
@@ -186,7 +201,10 @@ impl Session {
                 let Some(c) = l.statements.get(name).cloned() else {
                     return Ok(None);
                 };
-                l.portals.insert(portal.into(), c);
+                if let Some(step) = self.not_now(msg) {
+                    return Ok(Some(step));
+                }
+                self.listening().portals.insert(portal.into(), c);
                 backend::bind_complete(&mut self.to_client);
                 Ok(Some(Step::Next))
             }
@@ -207,6 +225,9 @@ impl Session {
                 if !ours {
                     return Ok(None);
                 }
+                if let Some(step) = self.not_now(msg) {
+                    return Ok(Some(step));
+                }
                 if kind == b'S' {
                     backend::parameter_description(&[], &mut self.to_client);
                 }
@@ -224,12 +245,20 @@ impl Session {
                     return Ok(None);
                 };
                 let ours = match kind {
-                    b'S' => l.statements.remove(name).is_some(),
-                    _ => l.portals.remove(name).is_some(),
+                    b'S' => l.statements.contains_key(name),
+                    _ => l.portals.contains_key(name),
                 };
                 if !ours {
                     return Ok(None);
                 }
+                if let Some(step) = self.not_now(msg) {
+                    return Ok(Some(step));
+                }
+                let l = self.listening();
+                match kind {
+                    b'S' => l.statements.remove(name),
+                    _ => l.portals.remove(name),
+                };
                 backend::close_complete(&mut self.to_client);
                 Ok(Some(Step::Next))
             }
@@ -243,11 +272,10 @@ impl Session {
                 let Some(c) = l.portals.get(portal).cloned() else {
                     return Ok(None);
                 };
+                if let Some(step) = self.not_now(msg) {
+                    return Ok(Some(step));
+                }
                 match (self.server.is_some(), self.exchange.tx_status()) {
-                    (true, b'T') => {
-                        self.stage(vec![c]);
-                        Ok(Some(Step::Next))
-                    }
                     (true, b'E') => {
                         let err = ErrorResponse::error(
                             sqlstate::IN_FAILED_SQL_TRANSACTION,
@@ -257,9 +285,10 @@ impl Session {
                         self.exchange.fail_locally(&err, to_server);
                         Ok(Some(Step::Next))
                     }
-                    _ => Ok(Some(Step::Subscribe(Box::new(Subscribe {
+                    (server, _) => Ok(Some(Step::Subscribe(Box::new(Subscribe {
                         commands: vec![c],
                         simple: false,
+                        in_transaction: server,
                     })))),
                 }
             }
@@ -267,52 +296,77 @@ impl Session {
         }
     }
 
-    /// A simple Query made only of LISTEN / UNLISTEN.
-    fn subscription_query(&mut self, commands: Vec<Command>, msg: &Bytes) -> Option<Step> {
-        if self.exchange.has_pending() {
-            // Answers are owed before this one: wait for them (the relay comes back here).
-            self.unread_message(msg);
-            self.listening().waiting = true;
-            return Some(Step::Wait);
+    /// Whether sluice may answer `msg` now: nothing is owed before it ([`Turn::Now`]); answers are
+    /// owed for requests that need nothing more from the client, so it waits for them
+    /// ([`Turn::Wait`]: the message is put back and the relay comes back to it); or it is part of
+    /// a batch the server is working on, where an answer from sluice would come out of turn
+    /// ([`Turn::Refuse`]).
+    fn turn(&mut self, msg: &Bytes) -> Turn {
+        if self.server.is_none() || !self.exchange.has_pending() {
+            return Turn::Now;
         }
-        if self.server.is_none() {
-            return Some(Step::Subscribe(Box::new(Subscribe {
-                commands,
-                simple: true,
-            })));
+        if self.exchange.unsynced() {
+            return Turn::Refuse;
         }
-        match self.exchange.tx_status() {
-            // A failed transaction: the server refuses it (25P02) without effect.
-            b'E' => None,
-            status => {
-                self.stage(commands);
-                backend::ready_for_query(status, &mut self.to_client);
+        self.unread_message(msg);
+        self.listening().waiting = true;
+        Turn::Wait
+    }
+
+    /// For an extended-protocol message about a LISTEN statement: `None` when it may be answered
+    /// now, else what to do (wait, or refuse it with 0A000 in its turn).
+    fn not_now(&mut self, msg: &Bytes) -> Option<Step> {
+        match self.turn(msg) {
+            Turn::Now => None,
+            Turn::Wait => Some(Step::Wait),
+            Turn::Refuse => {
+                let err = ErrorResponse::error(sqlstate::FEATURE_NOT_SUPPORTED, IN_BATCH);
+                let to_server = &mut self.to_server;
+                self.exchange.fail_locally(&err, to_server);
                 Some(Step::Next)
             }
         }
     }
 
-    /// Commands inside a transaction: answered now, in effect at COMMIT. Their channels are
-    /// listened to from now on.
-    fn stage(&mut self, commands: Vec<Command>) {
-        let l = self.listening();
-        let (hub, id) = (l.sub.hub.clone(), l.sub.id);
-        let mut out = BytesMut::new();
-        for c in &commands {
-            if let Command::Listen(ch) = c {
-                // Not waited for: the COMMIT is some way off.
-                drop(hub.reserve(id, ch));
+    /// A simple Query made only of LISTEN / UNLISTEN.
+    fn subscription_query(
+        &mut self,
+        commands: Vec<Command>,
+        msg: &Bytes,
+    ) -> Result<Option<Step>, Bytes> {
+        match self.turn(msg) {
+            Turn::Now => {}
+            Turn::Wait => return Ok(Some(Step::Wait)),
+            // Not while a batch is open (the client sent a Query in the middle of one).
+            Turn::Refuse => {
+                return Err(query_message(&raising(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    IN_BATCH,
+                )));
             }
-            backend::command_complete(c.tag(), &mut out);
         }
-        l.staged.extend(commands);
-        self.to_client.extend_from_slice(&out);
+        let server = self.server.is_some();
+        if server && self.exchange.tx_status() == b'E' {
+            // A failed transaction: the server refuses it (25P02) without effect.
+            return Ok(None);
+        }
+        Ok(Some(Step::Subscribe(Box::new(Subscribe {
+            commands,
+            simple: true,
+            in_transaction: server,
+        }))))
     }
 
-    /// LISTEN / UNLISTEN outside a transaction: in effect once the dedicated connection listens to
-    /// the channels. Answers the client (CommandCompletes, and for a simple Query its
-    /// ReadyForQuery), or PostgreSQL-shaped errors when the channel could not be listened to.
+    /// LISTEN / UNLISTEN: answered once the dedicated connection listens to the channels (so that
+    /// nothing sent after the answer, or after the COMMIT, is missed). Outside a transaction they
+    /// take effect now, inside one at its COMMIT. Answers the client (CommandCompletes, and for a
+    /// simple Query its ReadyForQuery), or an error when a channel could not be listened to.
     pub(super) async fn subscribe(&mut self, s: Box<Subscribe>) -> Result<Step, Fatal> {
+        let status = if s.in_transaction {
+            self.exchange.tx_status()
+        } else {
+            b'I'
+        };
         let limit = self.pool.settings.query_wait_timeout;
         let l = self.listening();
         let (hub, id) = (l.sub.hub.clone(), l.sub.id);
@@ -329,6 +383,7 @@ impl Session {
             backend::command_complete(c.tag(), &mut out);
         }
         match failed {
+            None if s.in_transaction => self.listening().staged.extend(s.commands),
             None => hub.commit(id, &s.commands),
             Some((i, why)) => {
                 // As in PostgreSQL's implicit transaction: nothing of the Query takes effect.
@@ -337,9 +392,22 @@ impl Session {
                     sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                     "could not listen: the pool's listening connection is not available",
                 )
-                .detail(why);
-                if s.simple {
+                .detail(why.clone());
+                if s.simple && s.in_transaction {
+                    // The server raises it, so that the transaction fails as on PostgreSQL.
+                    self.to_client.extend_from_slice(&out);
+                    let sql = raising(&err.code, &format!("{}: {why}", err.message));
+                    frontend::write_query(&sql, &mut self.to_server);
+                    self.exchange.sent(Pending::Query);
+                    return Ok(Step::Next);
+                } else if s.simple {
                     err.write(&mut out);
+                } else if s.in_transaction {
+                    // In its turn, and the transaction fails as it would on PostgreSQL.
+                    self.to_client.extend_from_slice(&out);
+                    let to_server = &mut self.to_server;
+                    self.exchange.fail_locally(&err, to_server);
+                    return Ok(Step::Next);
                 } else {
                     self.to_client.extend_from_slice(&out);
                     self.exchange.fail_request(false, &err, &mut self.to_client);
@@ -348,7 +416,7 @@ impl Session {
             }
         }
         if s.simple {
-            backend::ready_for_query(b'I', &mut out);
+            backend::ready_for_query(status, &mut out);
         }
         self.to_client.extend_from_slice(&out);
         Ok(Step::Next)

@@ -51,8 +51,7 @@ pub fn parse(sql: &[u8]) -> Parsed {
     let mut lx = Lexer { s: sql, i: 0 };
     let mut commands = Vec::new();
     let mut others = false;
-    loop {
-        let Some(first) = lx.next() else { break };
+    while let Some(first) = lx.next() {
         let command = match first {
             Tok::Semi => continue,
             Tok::Word(w) if w.eq_ignore_ascii_case(b"listen") => match lx.next() {

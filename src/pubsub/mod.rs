@@ -48,6 +48,12 @@ pub type Connector = Box<
         + Sync,
 >;
 
+/// Told when a channel is listened to, or why it could not be.
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+/// What the dedicated connection must do: (channels to LISTEN, channels to UNLISTEN).
+type Diff = (Vec<Box<str>>, Vec<Box<str>>);
+
 /// What a hub needs besides its connector.
 #[derive(Debug, Clone)]
 pub struct HubSettings {
@@ -89,7 +95,7 @@ struct State {
     /// Channels an UNLISTEN is under way for on the dedicated connection.
     removing: Vec<Box<str>>,
     /// LISTENs waiting for their channel to be listened.
-    waiters: Vec<(Box<str>, oneshot::Sender<Result<(), String>>)>,
+    waiters: Vec<(Box<str>, Waiter)>,
 }
 
 impl Hub {
@@ -256,7 +262,7 @@ impl Hub {
     /// The changes the dedicated connection must make: (channels to LISTEN, to UNLISTEN). `None`
     /// when there is nothing to listen to any more: the task then stops (under the same lock, so
     /// a LISTEN arriving now starts a new one).
-    fn diff(&self) -> Option<(Vec<Box<str>>, Vec<Box<str>>)> {
+    fn diff(&self) -> Option<Diff> {
         let mut st = self.state();
         if st.registry.is_empty() && st.listened.is_empty() {
             st.running = false;
@@ -392,10 +398,6 @@ impl Inbox {
             return None;
         }
         Some(st.queue.take())
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().queue.len()
     }
 }
 
