@@ -308,7 +308,7 @@ impl Session {
         if self.exchange.unsynced() {
             return Turn::Refuse;
         }
-        self.unread_message(msg);
+        self.unread(msg);
         self.listening().waiting = true;
         Turn::Wait
     }

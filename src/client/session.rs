@@ -581,11 +581,7 @@ impl Session {
     }
 
     /// Puts client bytes back in front of what is still to be processed.
-    pub(super) fn unread_message(&mut self, bytes: &[u8]) {
-        self.unread(bytes);
-    }
-
-    fn unread(&mut self, bytes: &[u8]) {
+    pub(super) fn unread(&mut self, bytes: &[u8]) {
         let mut back = BytesMut::with_capacity(bytes.len() + self.cli_in.len());
         back.extend_from_slice(bytes);
         back.extend_from_slice(&self.cli_in);
