@@ -211,6 +211,18 @@ async fn answers_are_postgres_answers() {
             ],
         ),
         step(
+            "behind a pipelined query",
+            Batch::new().query("SELECT 1").query("UNLISTEN c"),
+            &[
+                "RowDescription ?column?",
+                "DataRow 1",
+                "CommandComplete SELECT 1",
+                "ReadyForQuery I",
+                "CommandComplete UNLISTEN",
+                "ReadyForQuery I",
+            ],
+        ),
+        step(
             "notify passes through",
             Batch::new().query("NOTIFY nobody, 'x'"),
             &["CommandComplete NOTIFY", "ReadyForQuery I"],
@@ -226,6 +238,38 @@ async fn answers_are_postgres_answers() {
         "{answer:?}"
     );
     assert_eq!(answer.last().map(String::as_str), Some("ReadyForQuery I"));
+    // An extended-protocol LISTEN in a batch the server is working on: refused in its turn.
+    let answer = exchange(
+        &mut pooled,
+        &Batch::new()
+            .parse("", "SELECT 2")
+            .run("", &[])
+            .parse("", "LISTEN h")
+            .run("", &[])
+            .sync(),
+    )
+    .await;
+    assert_eq!(
+        answer[..4],
+        [
+            "ParseComplete",
+            "BindComplete",
+            "DataRow 2",
+            "CommandComplete SELECT 1"
+        ]
+    );
+    // The Parse the server got raises this error when executed, so the statement's own
+    // ParseComplete and BindComplete come first.
+    assert_eq!(
+        answer[4..6],
+        ["ParseComplete", "BindComplete"],
+        "{answer:?}"
+    );
+    assert!(
+        answer[6].starts_with("Error 0A000 LISTEN and UNLISTEN cannot be pipelined"),
+        "{answer:?}"
+    );
+    assert_eq!(answer[7..], ["ReadyForQuery I"]);
 
     // No pooled server connection ever listened.
     let su = pg.superuser(APP_DB).await;
@@ -405,6 +449,31 @@ async fn unlisten_and_two_listeners() {
     notify(&notifier, "other", "after").await;
     assert_eq!(seen(&next(&mut two_inbox, "two").await).1, "after");
     assert!(one_inbox.try_recv().is_err(), "one unlistened everything");
+    two.batch_execute("UNLISTEN other").await.expect("UNLISTEN");
+    // Nobody listens: the dedicated connection is closed.
+    poll_until(STEP, "the listening connection to close", || async {
+        !pool.pubsub().sample().connected
+    })
+    .await;
+    let su = pg.superuser(APP_DB).await;
+    poll_until(STEP, "its backend to go", || async {
+        let n: i64 = su
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND query LIKE 'LISTEN \"%' \
+                 OR query LIKE 'UNLISTEN \"%'",
+                &[&APP_USER],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        n == 0
+    })
+    .await;
+    two.batch_execute("LISTEN again")
+        .await
+        .expect("LISTEN again");
+    notify(&notifier, "again", "reopened").await;
+    assert_eq!(seen(&next(&mut two_inbox, "two").await).1, "reopened");
 
     // A client that leaves takes its subscriptions with it.
     drop(two);
@@ -502,6 +571,31 @@ async fn the_queue_bound() {
     c.batch_execute("SELECT 1")
         .await
         .expect("the pool still serves");
+}
+
+/// Session mode is unchanged: the client's LISTEN goes to its own server connection, and sluice
+/// keeps no subscriptions.
+#[tokio::test]
+async fn session_mode_listens_on_the_clients_own_connection() {
+    let pg = PgCluster::start();
+    let sluice = Sluice::start(config_for(&pg, 2, PoolMode::Session));
+    let cfg = sluice.pg_config(APP_DB, APP_USER, APP_PASSWORD);
+    let (l, mut inbox) = listener(&cfg).await;
+    l.batch_execute("LISTEN own").await.expect("LISTEN");
+    let channels = simple_scalar(
+        &l,
+        "SELECT string_agg(c, ',') FROM pg_listening_channels() c",
+    )
+    .await;
+    assert_eq!(
+        channels.as_deref(),
+        Some("own"),
+        "the server itself listens"
+    );
+    let notifier = sluice.connect_app().await;
+    notify(&notifier, "own", "direct").await;
+    assert_eq!(seen(&next(&mut inbox, "session mode").await).1, "direct");
+    assert!(sluice.pool(APP_DB, APP_USER).sample().pubsub.is_none());
 }
 
 /// psycopg 3 (everything as extended protocol; `conn.notifies()`) and node-postgres (simple

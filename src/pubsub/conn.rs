@@ -44,7 +44,6 @@ pub(super) async fn run(hub: Arc<Hub>) {
         tracing::debug!(pool = %name, pid = conn.pid, "listening connection opened");
         match serve(&hub, &mut conn).await {
             Ok(()) => {
-                hub.connected.store(false, Ordering::Relaxed);
                 tracing::debug!(pool = %name, "listening connection no longer needed");
                 return;
             }

@@ -266,6 +266,7 @@ impl Hub {
         let mut st = self.state();
         if st.registry.is_empty() && st.listened.is_empty() {
             st.running = false;
+            self.connected.store(false, Ordering::Relaxed);
             for (_, w) in st.waiters.drain(..) {
                 let _ = w.send(Err("nothing to listen to".into()));
             }
