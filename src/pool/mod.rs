@@ -211,6 +211,10 @@ impl Pool {
     /// RECONNECT: connections made until now are closed when given back.
     pub fn reconnect(&self) {
         self.reconnect_before.store(now_us(), Ordering::Relaxed);
+        // The listening connection too: it may be on a server the pool has moved away from.
+        if let Some(hub) = self.pubsub.get() {
+            hub.reconnect();
+        }
     }
 
     /// Whether a connection made at `connect_time` (µs) must be closed instead of reused.

@@ -58,7 +58,11 @@ pub(super) async fn run(hub: Arc<Hub>) {
 /// Keeps `conn` listening to the union and dispatches what arrives. Ok when the union is empty.
 async fn serve(hub: &Hub, conn: &mut ServerConn) -> Result<(), String> {
     let mut buf = BytesMut::with_capacity(8192);
+    hub.reopen.store(false, Ordering::Relaxed);
     loop {
+        if hub.reopen.swap(false, Ordering::Relaxed) {
+            return Err("RECONNECT: opening it again".into());
+        }
         let Some((add, remove)) = hub.diff() else {
             return Ok(());
         };

@@ -76,6 +76,8 @@ pub struct Hub {
     next_client: AtomicU64,
     /// The dedicated connection is up.
     connected: AtomicBool,
+    /// RECONNECT (or a RELOAD that moved the server): open the dedicated connection again.
+    reopen: AtomicBool,
     /// Notifications put in a client's queue.
     pub deliveries: AtomicU64,
     /// Notifications lost to a queue overflow.
@@ -107,6 +109,7 @@ impl Hub {
             changed: Notify::new(),
             next_client: AtomicU64::new(1),
             connected: AtomicBool::new(false),
+            reopen: AtomicBool::new(false),
             deliveries: AtomicU64::new(0),
             drops: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
@@ -334,6 +337,14 @@ impl Hub {
                 i += 1;
             }
         }
+    }
+
+    /// Closes the dedicated connection and opens it again, to the pool's target as it is now, with
+    /// every channel (RECONNECT, or a RELOAD that moved the server). Notifications sent in
+    /// between are lost.
+    pub fn reconnect(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
     }
 
     /// The numbers `/metrics` shows.
