@@ -25,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::exchange::{Answer, Exchange, Pending, Verdict};
+use super::listen::Listening;
 use super::login::LoggedIn;
 use super::routing::{Plan, Routing};
 use super::settings::Settings;
@@ -50,6 +51,8 @@ pub(super) enum Step {
     Close,
     /// The message needs a server connection: check one out, then call `after_checkout`.
     Checkout(FrontendTag, Bytes),
+    /// A LISTEN outside a transaction: await [`Session::subscribe`] (client/listen.rs).
+    Subscribe(Box<super::listen::Subscribe>),
 }
 
 pub(super) struct Session {
@@ -108,6 +111,9 @@ pub(super) struct Session {
     pub(super) held_units: u16,
     /// A large server message waits for room before the relay reads on.
     pub(super) want_room: bool,
+    /// LISTEN / NOTIFY in transaction mode; None until the client's first LISTEN or UNLISTEN
+    /// (client/listen.rs).
+    pub(super) listen: Option<Box<Listening>>,
 }
 
 impl Session {
@@ -171,6 +177,7 @@ impl Session {
             limits: shared.limits.clone(),
             held_units: 0,
             want_room: false,
+            listen: None,
         }
     }
 
@@ -236,6 +243,17 @@ impl Session {
         };
         if !self.exchange.accept_from_client(tag == FrontendTag::Sync) {
             return Ok(Step::Next);
+        }
+        let mut msg = msg;
+        if self.mode == PoolMode::Transaction {
+            match self.on_subscription_message(tag, &msg) {
+                Ok(None) => {}
+                Ok(Some(step)) => {
+                    self.touch();
+                    return Ok(step);
+                }
+                Err(replacement) => msg = replacement,
+            }
         }
         if matches!(tag, FrontendTag::Parse | FrontendTag::Close) {
             self.follow_names(tag, &msg[Header::LEN..]);
@@ -643,7 +661,7 @@ impl Session {
     }
 
     /// Puts client bytes back in front of what is still to be processed.
-    fn unread(&mut self, bytes: &[u8]) {
+    pub(super) fn unread(&mut self, bytes: &[u8]) {
         let mut back = BytesMut::with_capacity(bytes.len() + self.cli_in.len());
         back.extend_from_slice(bytes);
         back.extend_from_slice(&self.cli_in);
@@ -737,6 +755,9 @@ impl Session {
             Verdict::Unasked => {
                 self.held_error = Some(backend_view::error_code_and_message(body).1.into());
             }
+        }
+        if self.listen.is_some() {
+            self.subscription_reply(tag, body);
         }
         match tag {
             BackendTag::ReadyForQuery => {
