@@ -11,6 +11,7 @@
 //! Each test binary uses a different part of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+mod certs;
 mod fault;
 mod metrics;
 mod pg;
@@ -21,6 +22,8 @@ mod raw;
 mod replica;
 mod script;
 
+#[allow(unused_imports)]
+pub use certs::*;
 #[allow(unused_imports)]
 pub use fault::*;
 #[allow(unused_imports)]
