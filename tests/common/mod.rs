@@ -1,6 +1,6 @@
 //! The integration-test harness: a real PostgreSQL per test ([`PgCluster`]; a primary with a
 //! streaming replica, [`ReplicaCluster`]), the pooler in
-//! process ([`Sluice`]) or as the built binary ([`SluiceProcess`], for signals and RSS), real clients (tokio-postgres, psql, pgbench) and a raw wire-protocol
+//! process ([`Sluice`]) or as the built binary ([`SluiceProcess`], for signals and RSS), real clients (tokio-postgres, psql, pgbench, and the drivers applications use: [`Driver`]) and a raw wire-protocol
 //! client ([`RawConn`]) for what the real clients never send, with wire scripts ([`Batch`],
 //! [`check_script`]) that hold the pooler's answers to PostgreSQL's own, and a fault proxy
 //! ([`FaultProxy`]) to put between the pooler and PostgreSQL.
@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 mod certs;
+mod drivers;
 mod fault;
 mod metrics;
 mod pg;
@@ -24,6 +25,8 @@ mod script;
 
 #[allow(unused_imports)]
 pub use certs::*;
+#[allow(unused_imports)]
+pub use drivers::*;
 #[allow(unused_imports)]
 pub use fault::*;
 #[allow(unused_imports)]
