@@ -442,3 +442,124 @@ async fn certificates_reload_without_dropping_sessions() {
         Some("5")
     );
 }
+
+#[tokio::test]
+async fn client_certificates_under_verify_ca() {
+    use std::os::unix::fs::PermissionsExt;
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("sluice test CA");
+    let files = client_side(dir.path(), &ca);
+    let client_ca = TestCa::new("client CA");
+    let client_ca_file = write_pem(dir.path(), "client-ca.crt", &client_ca.pem);
+    let config = set_config(
+        &tls_config(&pg, "verify-ca", &files),
+        "pooler.client_tls_ca_file",
+        client_ca_file.display().to_string(),
+    );
+    let pooler = Sluice::start(config);
+    let port = pooler.port();
+    // libpq wants the key readable by its owner only.
+    let pair_files = |name: &str, pair: &CertPair| {
+        let cert = write_pem(dir.path(), &format!("{name}.crt"), &pair.cert);
+        let key = write_pem(dir.path(), &format!("{name}.key"), &pair.key);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (cert.display().to_string(), key.display().to_string())
+    };
+
+    let (cert, key) = pair_files("app", &client_ca.issue("app", &[]));
+    let with_cert = [
+        ("PGSSLMODE", "require"),
+        ("PGSSLCERT", cert.as_str()),
+        ("PGSSLKEY", key.as_str()),
+    ];
+    let out = psql_tls(port, "localhost", &with_cert, "SELECT 'certified'").await;
+    assert!(
+        out.status.success(),
+        "a good client certificate: {}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "certified");
+
+    // No certificate: the handshake fails (rustls's alert names it).
+    let out = psql_tls(port, "localhost", &[("PGSSLMODE", "require")], "SELECT 1").await;
+    assert!(
+        !out.status.success(),
+        "logged in without a client certificate"
+    );
+    assert!(
+        stderr(&out).contains("certificate required"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A certificate from another CA.
+    let (cert, key) = pair_files("stranger", &ca.issue("app", &[]));
+    let stranger = [
+        ("PGSSLMODE", "require"),
+        ("PGSSLCERT", cert.as_str()),
+        ("PGSSLKEY", key.as_str()),
+    ];
+    let out = psql_tls(port, "localhost", &stranger, "SELECT 1").await;
+    assert!(
+        !out.status.success(),
+        "a certificate from another CA was accepted"
+    );
+    assert!(stderr(&out).contains("unknown ca"), "{}", stderr(&out));
+}
+
+/// A driver's whole check script over TLS (`sslmode=verify-full` against the test CA), through
+/// a transaction pool of 5 that refuses plain logins, so every check ran encrypted.
+async fn driver_over_tls(driver: Driver) {
+    if !driver.available() {
+        return;
+    }
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("sluice test CA");
+    let files = client_side(dir.path(), &ca);
+    let ca_file = write_pem(dir.path(), "ca.crt", &ca.pem);
+    let config = set_config(
+        &tls_config(&pg, "require", &files),
+        "databases.app.pool_size",
+        5,
+    );
+    let pooler = Sluice::start(set_config(&config, "pooler.default_pool_size", 5));
+    let mut target = DriverTarget::new(pooler.port(), APP_DB, APP_USER, APP_PASSWORD);
+    target.sslmode = Some("verify-full".into());
+    target.sslrootcert = Some(ca_file);
+    let passed = driver.check(&target).await;
+    for check in [
+        "select",
+        "prepared",
+        "transactions",
+        "error recovery",
+        "concurrent",
+    ] {
+        assert!(
+            passed.iter().any(|p| p == check),
+            "{} over TLS: {check} missing from {passed:?}",
+            driver.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn psycopg_over_tls() {
+    driver_over_tls(Driver::Psycopg).await;
+}
+
+#[tokio::test]
+async fn asyncpg_over_tls() {
+    driver_over_tls(Driver::Asyncpg).await;
+}
+
+#[tokio::test]
+async fn node_postgres_over_tls() {
+    driver_over_tls(Driver::NodePostgres).await;
+}
+
+#[tokio::test]
+async fn pgjdbc_over_tls() {
+    driver_over_tls(Driver::Jdbc).await;
+}
