@@ -583,6 +583,11 @@ async fn gauges_stay_exact_when_clients_leave_mid_transaction_or_while_waiting()
     const ROUNDS: usize = 3;
     const CLIENTS: usize = 12;
     for round in 0..ROUNDS {
+        // Each round starts once the last round's sessions have all been noticed gone.
+        poll_until(STEP, "the last round's sessions gone", || async move {
+            sample(&scrape(port).await, "sluice_client_connections", &[]) == Some(0.0)
+        })
+        .await;
         let mut conns = Vec::new();
         for _ in 0..CLIENTS {
             conns.push(RawConn::connect_app(pooler.addr()).await);
@@ -593,23 +598,35 @@ async fn gauges_stay_exact_when_clients_leave_mid_transaction_or_while_waiting()
             if i % 3 == 0 {
                 c.send_query("BEGIN").await.unwrap();
             } else {
-                c.send_query("SELECT pg_sleep(0.2)").await.unwrap();
+                c.send_query("SELECT pg_sleep(0.5)").await.unwrap();
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let text = scrape(port).await;
-        let active = pool_sample(&text, "sluice_pool_servers", &[("state", "active")]);
-        let clients_active = pool_sample(&text, "sluice_pool_clients", &[("state", "active")]);
-        let waiting = pool_sample(&text, "sluice_pool_clients", &[("state", "waiting")]);
-        let idle = pool_sample(&text, "sluice_pool_clients", &[("state", "idle")]);
-        assert!(active <= 2.0, "round {round}: {active} active servers");
-        assert_eq!(active, clients_active, "round {round}");
-        assert_eq!(
-            clients_active + waiting + idle,
-            CLIENTS as f64,
-            "round {round}: every session counted once\n{text}"
-        );
-        assert!(waiting > 0.0, "round {round}: nobody waits\n{text}");
+        // Every session is counted exactly once, in one state, and some queue.
+        poll_until(
+            STEP,
+            "every session counted once, some waiting",
+            || async move {
+                let text = scrape(port).await;
+                let active = pool_sample(&text, "sluice_pool_servers", &[("state", "active")]);
+                let clients_active =
+                    pool_sample(&text, "sluice_pool_clients", &[("state", "active")]);
+                let waiting = pool_sample(&text, "sluice_pool_clients", &[("state", "waiting")]);
+                let idle = pool_sample(&text, "sluice_pool_clients", &[("state", "idle")]);
+                assert!(
+                    active <= 2.0,
+                    "round {round}: {active} active servers\n{text}"
+                );
+                assert!(
+                    clients_active + waiting + idle <= CLIENTS as f64,
+                    "round {round}: a session counted twice\n{text}"
+                );
+                let done = clients_active + waiting + idle == CLIENTS as f64
+                    && waiting > 0.0
+                    && active == clients_active;
+                done
+            },
+        )
+        .await;
         // Everyone leaves abruptly (no Terminate): inside a transaction, mid-query, or queued.
         // Half now, half a moment later, so some go while others still move through the queue.
         let later = conns.split_off(CLIENTS / 2);
