@@ -330,11 +330,9 @@ async fn sluice_to_postgres_in_verify_full() {
         other_file.display().to_string(),
     );
     let wrong_ca = Sluice::start(config);
-    let err = wrong_ca
-        .try_connect(APP_DB, APP_USER, APP_PASSWORD)
-        .await
-        .err()
-        .expect("a server certificate from another CA was accepted");
+    let Err(err) = wrong_ca.try_connect(APP_DB, APP_USER, APP_PASSWORD).await else {
+        panic!("a server certificate from another CA was accepted");
+    };
     let text = describe_error(&err);
     assert!(
         text.contains("server_tls_mode = verify-full") && text.contains("UnknownIssuer"),
@@ -352,11 +350,9 @@ async fn sluice_to_postgres_in_verify_full() {
         "127.0.0.1",
     );
     let wrong_name = Sluice::start(by_ip.clone());
-    let err = wrong_name
-        .try_connect(APP_DB, APP_USER, APP_PASSWORD)
-        .await
-        .err()
-        .expect("a certificate for another host name was accepted");
+    let Err(err) = wrong_name.try_connect(APP_DB, APP_USER, APP_PASSWORD).await else {
+        panic!("a certificate for another host name was accepted");
+    };
     let text = describe_error(&err);
     assert!(text.contains("not valid for name"), "{text}");
     let per_db = set_config(&by_ip, "databases.app.server_tls_mode", "verify-ca");
@@ -409,10 +405,9 @@ async fn certificates_reload_without_dropping_sessions() {
         Some("2")
     );
     // New connections get the second certificate.
-    let err = connect_tls(&pooler, &first.pem, SslNegotiation::Postgres)
-        .await
-        .err()
-        .expect("the first CA still verifies after the reload");
+    let Err(err) = connect_tls(&pooler, &first.pem, SslNegotiation::Postgres).await else {
+        panic!("the first CA still verifies after the reload");
+    };
     assert!(
         describe_error(&err).contains("UnknownIssuer"),
         "{}",
