@@ -117,8 +117,14 @@ async fn psql_require_verify_full_and_channel_binding() {
     let ca = TestCa::new("sluice test CA");
     let files = client_side(dir.path(), &ca);
     let ca_file = write_pem(dir.path(), "ca.crt", &ca.pem);
-    let pooler = Sluice::start(tls_config(&pg, "require", &files));
+    let config = tls_config(&pg, "require", &files);
+    let pooler = Sluice::start(set_config(&config, "pooler.admin_users", vec!["app"]));
     let port = pooler.port();
+    // SHOW CLIENTS names the protocol and cipher suite (here of the console session itself).
+    let console = [("PGSSLMODE", "require"), ("PGDATABASE", "sluice")];
+    let out = psql_tls(port, "localhost", &console, "SHOW CLIENTS").await;
+    assert!(out.status.success(), "SHOW CLIENTS: {}", stderr(&out));
+    assert!(stdout(&out).contains("|TLSv1.3/TLS_"), "{}", stdout(&out));
 
     let out = psql_tls(
         port,
