@@ -297,23 +297,35 @@ def salted_password(password, salt, iterations):
     return _salted_cache[key]
 
 
+_TLS_CONTEXT = None
+
+
+def tls_context():
+    """One client context for every connection: making one per connection loads the system's CA
+    list each time (megabytes, and most of the CPU of a TLS hold)."""
+    global _TLS_CONTEXT
+    if _TLS_CONTEXT is None:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        _TLS_CONTEXT = ctx
+    return _TLS_CONTEXT
+
+
 async def connect(host, port, user, password, database, tls=False):
     """Opens one connection and logs in; returns (reader, writer) after ReadyForQuery. `tls`:
     SSLRequest first, then TLS (certificate not checked: this measures memory, not trust)."""
     reader, writer = await asyncio.open_connection(host, port)
     if tls:
-        import ssl
-
         writer.write(struct.pack("!ii", 8, 80877103))
         await writer.drain()
         answer = await reader.readexactly(1)
         if answer != b"S":
             writer.close()
             raise PgError(f"server answered {answer!r} to SSLRequest")
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        await writer.start_tls(ctx)
+        await writer.start_tls(tls_context())
     params = b"user\0" + user.encode() + b"\0database\0" + database.encode() + b"\0"
     params += b"application_name\0sluice-bench-hold\0\0"
     body = struct.pack("!i", 196608) + params

@@ -117,8 +117,14 @@ async fn psql_require_verify_full_and_channel_binding() {
     let ca = TestCa::new("sluice test CA");
     let files = client_side(dir.path(), &ca);
     let ca_file = write_pem(dir.path(), "ca.crt", &ca.pem);
-    let pooler = Sluice::start(tls_config(&pg, "require", &files));
+    let config = tls_config(&pg, "require", &files);
+    let pooler = Sluice::start(set_config(&config, "pooler.admin_users", vec!["app"]));
     let port = pooler.port();
+    // SHOW CLIENTS names the protocol and cipher suite (here of the console session itself).
+    let console = [("PGSSLMODE", "require"), ("PGDATABASE", "sluice")];
+    let out = psql_tls(port, "localhost", &console, "SHOW CLIENTS").await;
+    assert!(out.status.success(), "SHOW CLIENTS: {}", stderr(&out));
+    assert!(stdout(&out).contains("|TLSv1.3/TLS_"), "{}", stdout(&out));
 
     let out = psql_tls(
         port,
@@ -330,11 +336,9 @@ async fn sluice_to_postgres_in_verify_full() {
         other_file.display().to_string(),
     );
     let wrong_ca = Sluice::start(config);
-    let err = wrong_ca
-        .try_connect(APP_DB, APP_USER, APP_PASSWORD)
-        .await
-        .err()
-        .expect("a server certificate from another CA was accepted");
+    let Err(err) = wrong_ca.try_connect(APP_DB, APP_USER, APP_PASSWORD).await else {
+        panic!("a server certificate from another CA was accepted");
+    };
     let text = describe_error(&err);
     assert!(
         text.contains("server_tls_mode = verify-full") && text.contains("UnknownIssuer"),
@@ -352,11 +356,9 @@ async fn sluice_to_postgres_in_verify_full() {
         "127.0.0.1",
     );
     let wrong_name = Sluice::start(by_ip.clone());
-    let err = wrong_name
-        .try_connect(APP_DB, APP_USER, APP_PASSWORD)
-        .await
-        .err()
-        .expect("a certificate for another host name was accepted");
+    let Err(err) = wrong_name.try_connect(APP_DB, APP_USER, APP_PASSWORD).await else {
+        panic!("a certificate for another host name was accepted");
+    };
     let text = describe_error(&err);
     assert!(text.contains("not valid for name"), "{text}");
     let per_db = set_config(&by_ip, "databases.app.server_tls_mode", "verify-ca");
@@ -409,10 +411,9 @@ async fn certificates_reload_without_dropping_sessions() {
         Some("2")
     );
     // New connections get the second certificate.
-    let err = connect_tls(&pooler, &first.pem, SslNegotiation::Postgres)
-        .await
-        .err()
-        .expect("the first CA still verifies after the reload");
+    let Err(err) = connect_tls(&pooler, &first.pem, SslNegotiation::Postgres).await else {
+        panic!("the first CA still verifies after the reload");
+    };
     assert!(
         describe_error(&err).contains("UnknownIssuer"),
         "{}",
@@ -562,4 +563,71 @@ async fn node_postgres_over_tls() {
 #[tokio::test]
 async fn pgjdbc_over_tls() {
     driver_over_tls(Driver::Jdbc).await;
+}
+
+/// Large messages both ways over TLS, results of many sizes to a client with a small receive
+/// buffer (sluice's socket full most of the time, rustls queueing records), and pipelined large
+/// parameters: the relay's backpressure and TLS writes. (Whether the end of a result ever waits
+/// in rustls for the relay's flush depends on timing: this test passes with that flush removed
+/// too, so the flush in relay.rs rests on reading tokio-rustls's poll_write, not on this test.)
+#[tokio::test]
+async fn large_results_and_parameters_over_tls() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("sluice test CA");
+    let files = client_side(dir.path(), &ca);
+    let pooler = Sluice::start(tls_config(&pg, "require", &files));
+    // A small receive buffer, so that sluice's socket is full most of the time and the end of
+    // each result sits in rustls until the relay flushes it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(pooler.addr()).await.unwrap();
+    let mut make = tokio_postgres_rustls::MakeRustlsConnect::new(rustls_client(&ca.pem));
+    let tls = <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+        tokio::net::TcpStream,
+    >>::make_tls_connect(&mut make, "localhost")
+    .unwrap();
+    let mut config = pooler.pg_config(APP_DB, APP_USER, APP_PASSWORD);
+    config.ssl_mode(SslMode::Require);
+    let (client, conn) = within(STEP, "TLS connect", config.connect_raw(stream, tls))
+        .await
+        .unwrap_or_else(|e| panic!("TLS connect: {}", describe_error(&e)));
+    tokio::spawn(conn);
+
+    // Results of every size, then 32 MiB, far more than socket buffers and rustls's 64 KiB of queued records.
+    for size in [1000, 70_000, 300_000, 1_000_000] {
+        let sql = format!("SELECT repeat('z', {size}) FROM generate_series(1, 3)");
+        let rows = within(STEP, "a result", client.query(&sql, &[]))
+            .await
+            .expect("result");
+        assert_eq!(rows.len(), 3);
+        assert!(rows.iter().all(|r| r.get::<_, String>(0).len() == size));
+    }
+    let rows = within(
+        Duration::from_secs(60),
+        "a 32 MiB result",
+        client.query(
+            "SELECT repeat('x', 1048576) FROM generate_series(1, 32)",
+            &[],
+        ),
+    )
+    .await
+    .expect("large result");
+    assert_eq!(rows.len(), 32);
+    assert!(rows.iter().all(|r| r.get::<_, String>(0).len() == 1 << 20));
+
+    // An 8 MiB parameter up and its length back, several in flight at once (pipelined).
+    let big = "y".repeat(8 << 20);
+    let stmt = client.prepare("SELECT length($1::text)").await.unwrap();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&big];
+    let queries = (0..4).map(|_| client.query_one(&stmt, &params));
+    let answers = within(
+        Duration::from_secs(60),
+        "8 MiB parameters",
+        futures_util::future::join_all(queries),
+    )
+    .await;
+    for a in answers {
+        assert_eq!(a.expect("length").get::<_, i32>(0), 8 << 20);
+    }
 }

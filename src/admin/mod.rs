@@ -104,6 +104,7 @@ pub async fn serve(
         local: stream.local_addr().ok(),
         application_name: &login.application_name,
         remote_pid: cancel.pid,
+        tls: stream.tls_description(),
     });
     let mut out = BytesMut::with_capacity(4096);
     for (k, v) in [

@@ -373,7 +373,7 @@ fn show_clients(shared: &Shared) -> Table {
             t(client_ptr(c.id)),
             Some(link.map(server_ptr).unwrap_or_default()),
             t(c.remote_pid),
-            e(),
+            t(c.tls.as_deref().unwrap_or("")),
             t(&c.application_name),
             n(c.id),
         ]);

@@ -137,6 +137,7 @@ impl Session {
             peer,
             cancel.pid,
             wanted.get("application_name"),
+            client.tls_description(),
         );
         let timer = pool
             .settings

@@ -50,6 +50,8 @@ pub struct ClientInfo {
     pub application_name: String,
     /// The process id sluice gave the client in BackendKeyData.
     pub remote_pid: i32,
+    /// TLS version and cipher suite; `None` for plain TCP.
+    pub tls: Option<Box<str>>,
     /// When the client started waiting for a server connection; 0 while not waiting.
     pub wait_since: AtomicU64,
     /// When the client last asked for a server connection (its login time before that).
@@ -112,6 +114,8 @@ pub struct NewClient<'a> {
     pub local: Option<SocketAddr>,
     pub application_name: &'a str,
     pub remote_pid: i32,
+    /// TLS version and cipher suite (SHOW CLIENTS' `tls`); `None` for plain TCP.
+    pub tls: Option<String>,
 }
 
 impl ClientList {
@@ -139,6 +143,7 @@ impl ClientList {
             connect_time: now,
             application_name: c.application_name.to_owned(),
             remote_pid: c.remote_pid,
+            tls: c.tls.map(String::into_boxed_str),
             wait_since: AtomicU64::new(0),
             request_time: AtomicU64::new(now),
             kill: Notify::new(),
@@ -215,6 +220,7 @@ mod tests {
             local: None,
             application_name: "",
             remote_pid: 1,
+            tls: None,
         })
     }
 

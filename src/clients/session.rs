@@ -31,6 +31,7 @@ impl SessionStats {
         peer: SocketAddr,
         pid: i32,
         application_name: Option<&str>,
+        tls: Option<String>,
     ) -> SessionStats {
         let client = clients.register(NewClient {
             database: &pool.key.database,
@@ -40,6 +41,7 @@ impl SessionStats {
             local,
             application_name: application_name.unwrap_or(""),
             remote_pid: pid,
+            tls,
         });
         SessionStats {
             client,

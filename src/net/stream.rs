@@ -89,6 +89,27 @@ impl Stream {
         }
     }
 
+    /// The protocol version and cipher suite, as SHOW CLIENTS shows them
+    /// (`TLSv1.3/TLS_AES_256_GCM_SHA384`); `None` for plain TCP.
+    pub fn tls_description(&self) -> Option<String> {
+        let Stream::Tls(s) = self else {
+            return None;
+        };
+        let state = s.get_ref().1;
+        let version = match state.protocol_version()? {
+            tokio_rustls::rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+            tokio_rustls::rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+            other => format!("{other:?}"),
+        };
+        let suite = format!("{:?}", state.negotiated_cipher_suite()?.suite());
+        // rustls says TLS13_AES_...; the IANA name (and OpenSSL's, in PgBouncer) is TLS_AES_...
+        let suite = match suite.strip_prefix("TLS13_") {
+            Some(rest) => format!("TLS_{rest}"),
+            None => suite,
+        };
+        Some(format!("{version}/{suite}"))
+    }
+
     /// TLS records are queued inside rustls, waiting for room in the socket: poll
     /// [`AsyncWrite::poll_flush`] until they are out. Always false for plain TCP.
     #[inline]
