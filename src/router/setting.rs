@@ -13,7 +13,7 @@
 //!
 //! What cannot be followed exactly is [`Effect::Untracked`]: a parameter (`$1`) or an
 //! expression as a `set_config` argument, a `set_config(…)` call that is not one of a
-//! `SELECT`'s plain output columns, `SET SEED`, `SET SESSION CHARACTERISTICS`, a `U&` string or
+//! `SELECT`'s plain output columns, `SET SEED`, a `U&` string or
 //! identifier in a value, and a `DO` block whose body mentions `SET`, `RESET` or `set_config`.
 //! The session then does not give that server connection to anyone else.
 
@@ -219,7 +219,7 @@ fn read_set(t: &[Token<'_>]) -> Effect {
         // `SET SESSION CHARACTERISTICS AS TRANSACTION …` changes the default_transaction_*
         // parameters: not followed.
         if is(t.get(1), "characteristics") {
-            return Effect::Untracked;
+            return characteristics(&t[2..]);
         }
         if is(t.get(1), "authorization") {
             return match &t[2..] {
@@ -273,6 +273,65 @@ fn read_set(t: &[Token<'_>]) -> Effect {
             _ => Effect::Other,
         },
         _ => generic_set(t),
+    }
+}
+
+/// `SET SESSION CHARACTERISTICS AS TRANSACTION mode [, …]` after `CHARACTERISTICS`: the
+/// `default_transaction_*` parameters it sets.
+fn characteristics(t: &[Token<'_>]) -> Effect {
+    if !is(t.first(), "as") || !is(t.get(1), "transaction") {
+        return Effect::Other;
+    }
+    let mut changes = Vec::new();
+    let mut change = |name: &str, value: &str| {
+        changes.push(Change::Set {
+            name: name.into(),
+            value: value.into(),
+        })
+    };
+    let mut i = 2;
+    while i < t.len() {
+        let w = |k: usize| word(t.get(i + k)).map(lower).unwrap_or_default();
+        match (w(0).as_str(), w(1).as_str(), w(2).as_str(), w(3).as_str()) {
+            ("isolation", "level", "serializable", _) => {
+                change("default_transaction_isolation", "serializable");
+                i += 3;
+            }
+            ("isolation", "level", "repeatable", "read") => {
+                change("default_transaction_isolation", "repeatable read");
+                i += 4;
+            }
+            ("isolation", "level", "read", "committed" | "uncommitted") => {
+                let level = format!("read {}", w(3));
+                change("default_transaction_isolation", &level);
+                i += 4;
+            }
+            ("read", "only", _, _) => {
+                change("default_transaction_read_only", "on");
+                i += 2;
+            }
+            ("read", "write", _, _) => {
+                change("default_transaction_read_only", "off");
+                i += 2;
+            }
+            ("deferrable", _, _, _) => {
+                change("default_transaction_deferrable", "on");
+                i += 1;
+            }
+            ("not", "deferrable", _, _) => {
+                change("default_transaction_deferrable", "off");
+                i += 2;
+            }
+            _ => return Effect::Untracked,
+        }
+        if t.get(i) == Some(&Token::Punct(b',')) {
+            i += 1;
+        }
+    }
+    if changes.is_empty() {
+        Effect::Other
+    } else {
+        Effect::Changes(changes)
     }
 }
 
@@ -812,7 +871,6 @@ mod tests {
             "SELECT 1 WHERE set_config('search_path', 'x', false) IS NOT NULL",
             "WITH s AS (SELECT set_config('a.b', 'x', false)) SELECT * FROM s",
             "SET SEED TO 0.5",
-            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
             "SET search_path = U&'x'",
             "SET statement_timeout = $1",
             "DO $$ BEGIN SET search_path = x; END $$",
@@ -820,6 +878,32 @@ mod tests {
         ] {
             assert_eq!(one(sql), Effect::Untracked, "{sql}");
         }
+    }
+
+    #[test]
+    fn session_characteristics_set_the_transaction_defaults() {
+        let set = |name: &str, value: &str| Change::Set {
+            name: name.into(),
+            value: value.into(),
+        };
+        assert_eq!(
+            one(
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY, ISOLATION LEVEL REPEATABLE READ NOT DEFERRABLE"
+            ),
+            Effect::Changes(vec![
+                set("default_transaction_read_only", "on"),
+                set("default_transaction_isolation", "repeatable read"),
+                set("default_transaction_deferrable", "off"),
+            ])
+        );
+        assert_eq!(
+            one("set session characteristics as transaction isolation level read committed"),
+            Effect::Changes(vec![set("default_transaction_isolation", "read committed")])
+        );
+        assert_eq!(
+            one("SET SESSION CHARACTERISTICS AS TRANSACTION SOMETHING"),
+            Effect::Untracked
+        );
     }
 
     #[test]
