@@ -25,9 +25,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::exchange::{Answer, Exchange, Pending, Verdict};
+use super::listen::Listening;
 use super::login::LoggedIn;
 use super::routing::{Plan, Routing};
 use super::settings::Settings;
+use super::sql_prepare::{ExecuteInParse, OnServer, SqlStep, candidate};
 use super::statements::{ClientStatements, LocalParse, PoolPrepared};
 use super::timeouts::SessionTimer;
 use super::{Fatal, checkout_error};
@@ -49,6 +51,8 @@ pub(super) enum Step {
     Close,
     /// The message needs a server connection: check one out, then call `after_checkout`.
     Checkout(FrontendTag, Bytes),
+    /// A LISTEN outside a transaction: await [`Session::subscribe`] (client/listen.rs).
+    Subscribe(Box<super::listen::Subscribe>),
 }
 
 pub(super) struct Session {
@@ -107,6 +111,9 @@ pub(super) struct Session {
     pub(super) held_units: u16,
     /// A large server message waits for room before the relay reads on.
     pub(super) want_room: bool,
+    /// LISTEN / NOTIFY in transaction mode; None until the client's first LISTEN or UNLISTEN
+    /// (client/listen.rs).
+    pub(super) listen: Option<Box<Listening>>,
 }
 
 impl Session {
@@ -170,6 +177,7 @@ impl Session {
             limits: shared.limits.clone(),
             held_units: 0,
             want_room: false,
+            listen: None,
         }
     }
 
@@ -235,6 +243,17 @@ impl Session {
         };
         if !self.exchange.accept_from_client(tag == FrontendTag::Sync) {
             return Ok(Step::Next);
+        }
+        let mut msg = msg;
+        if self.mode == PoolMode::Transaction {
+            match self.on_subscription_message(tag, &msg) {
+                Ok(None) => {}
+                Ok(Some(step)) => {
+                    self.touch();
+                    return Ok(step);
+                }
+                Err(replacement) => msg = replacement,
+            }
         }
         if matches!(tag, FrontendTag::Parse | FrontendTag::Close) {
             self.follow_names(tag, &msg[Header::LEN..]);
@@ -308,14 +327,8 @@ impl Session {
     fn handle_locally(&mut self, tag: FrontendTag, msg: &Bytes) -> Result<bool, Fatal> {
         let body = &msg[Header::LEN..];
         if self.server.is_some() {
-            // With a server attached, local answers still go through the exchange for their order.
-            if self.intercept && tag == FrontendTag::Query {
-                if let Some(name) = self.statements.deallocate_target(body) {
-                    self.statements.remove(&name);
-                    self.exchange.sent(Pending::LocalCommand("DEALLOCATE"));
-                    return Ok(true);
-                }
-            }
+            // With a server attached, local answers go through the exchange for their order
+            // (`forward`).
             return Ok(false);
         }
         match tag {
@@ -351,15 +364,19 @@ impl Session {
                 self.statements.close_locally(name, &mut self.to_client);
                 Ok(true)
             }
-            FrontendTag::Query if self.intercept => match self.statements.deallocate_target(body) {
-                Some(name) => {
-                    self.statements.remove(&name);
-                    backend::command_complete("DEALLOCATE", &mut self.to_client);
-                    backend::ready_for_query(b'I', &mut self.to_client);
-                    Ok(true)
-                }
-                None => Ok(false),
-            },
+            // SQL PREPARE / EXECUTE / DEALLOCATE that need no server (sql_prepare.rs).
+            FrontendTag::Query if self.intercept => {
+                let pool = Self::pool_statements(&self.pool);
+                let step = self.statements.sql_command(
+                    &pool,
+                    None,
+                    body,
+                    &mut self.exchange,
+                    &mut self.to_server,
+                    &mut self.to_client,
+                );
+                Ok(matches!(step, SqlStep::Done))
+            }
             _ => Ok(false),
         }
     }
@@ -372,6 +389,26 @@ impl Session {
             self.follow_request(tag, body);
         }
         let pending = match tag {
+            FrontendTag::Query if self.intercept => {
+                let pool = Self::pool_statements(&self.pool);
+                let conn = self.server.as_mut().expect("attached").conn_mut();
+                let on_server = OnServer {
+                    conn: &mut conn.statements,
+                    failed_tx: self.exchange.tx_status() == b'E',
+                };
+                let step = self.statements.sql_command(
+                    &pool,
+                    Some(on_server),
+                    body,
+                    &mut self.exchange,
+                    &mut self.to_server,
+                    &mut self.to_client,
+                );
+                if matches!(step, SqlStep::Done) {
+                    return Ok(());
+                }
+                Pending::Query
+            }
             FrontendTag::Query => Pending::Query,
             FrontendTag::FunctionCall => Pending::Call,
             FrontendTag::Sync => Pending::Sync,
@@ -382,7 +419,38 @@ impl Session {
             }
             FrontendTag::Execute => Pending::Execute,
             FrontendTag::Parse => {
-                let (name, tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                let (name, mut tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                // SQL EXECUTE of the client's statement in a Parse: renamed (sql_prepare.rs).
+                let (rewritten, mut needs);
+                if self.intercept && candidate(tail) {
+                    let pool = Self::pool_statements(&self.pool);
+                    let conn = self.server.as_mut().expect("attached").conn_mut();
+                    match self.statements.execute_in_parse(
+                        &pool,
+                        &mut conn.statements,
+                        tail,
+                        &mut self.exchange,
+                        &mut self.to_server,
+                    ) {
+                        ExecuteInParse::AsIs => needs = None,
+                        ExecuteInParse::Failed => return Ok(()),
+                        ExecuteInParse::Rewritten(t, stmt) => {
+                            rewritten = t;
+                            tail = &rewritten;
+                            needs = Some(stmt);
+                        }
+                    }
+                } else {
+                    needs = None;
+                }
+                if needs.is_some() && name.is_empty() {
+                    frontend::write_parse_tail("", tail, &mut self.to_server);
+                    self.exchange.sent(Pending::Parse {
+                        answer: Answer::Server,
+                        undo: Default::default(),
+                    });
+                    return Ok(());
+                }
                 if self.intercept && !name.is_empty() {
                     let pool = Self::pool_statements(&self.pool);
                     let conn = self.server.as_mut().expect("attached").conn_mut();
@@ -394,6 +462,9 @@ impl Session {
                         &mut self.exchange,
                         &mut self.to_server,
                     );
+                    if let (Some(dep), Some(stmt)) = (needs.take(), self.statements.get(name)) {
+                        let _ = stmt.needs.set(dep);
+                    }
                     if let Err(over) = parsed {
                         let key = &self.pool.key;
                         self.limits.incidents.note(Incident::StatementMemory, || {
@@ -465,7 +536,17 @@ impl Session {
         };
         self.exchange.sent(pending);
         self.to_server.extend_from_slice(&msg);
+        // A streamed Query's head went out: its rest follows (relay.rs).
+        self.cli_skip_discard = false;
         Ok(())
+    }
+
+    /// Whether a simple Query over max_message_size may stream to the server instead of being
+    /// refused: the session then sees only its head, without the closing NUL (so a SQL
+    /// prepared-statement command that long is sent as written). Not with replicas: routing
+    /// reads the whole text.
+    pub(super) fn query_streams(&self) -> bool {
+        self.route.is_none()
     }
 
     /// Answers a request sluice cannot run (no server) with `err`, as PostgreSQL would.
@@ -580,7 +661,7 @@ impl Session {
     }
 
     /// Puts client bytes back in front of what is still to be processed.
-    fn unread(&mut self, bytes: &[u8]) {
+    pub(super) fn unread(&mut self, bytes: &[u8]) {
         let mut back = BytesMut::with_capacity(bytes.len() + self.cli_in.len());
         back.extend_from_slice(bytes);
         back.extend_from_slice(&self.cli_in);
@@ -674,6 +755,9 @@ impl Session {
             Verdict::Unasked => {
                 self.held_error = Some(backend_view::error_code_and_message(body).1.into());
             }
+        }
+        if self.listen.is_some() {
+            self.subscription_reply(tag, body);
         }
         match tag {
             BackendTag::ReadyForQuery => {
