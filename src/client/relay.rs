@@ -206,6 +206,21 @@ impl Session {
                         return Poll::Ready(Event::ClientWrote(r));
                     }
                 }
+                // TLS records still queued in rustls after a write (net/stream.rs): the socket
+                // takes them when it has room. Nothing to do for plain TCP.
+                if this.client.wants_flush() {
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut this.client).poll_flush(cx) {
+                        return Poll::Ready(Event::ClientWrote(Err(e)));
+                    }
+                }
+                if let Some(g) = this.server.as_mut() {
+                    let stream = &mut g.conn_mut().stream;
+                    if stream.wants_flush() {
+                        if let Poll::Ready(Err(e)) = Pin::new(stream).poll_flush(cx) {
+                            return Poll::Ready(Event::ServerWrote(Err(e)));
+                        }
+                    }
+                }
                 if let (true, Some(g)) = (read_server, this.server.as_mut()) {
                     let stream = Pin::new(&mut g.conn_mut().stream);
                     if let Poll::Ready(r) = poll_read_buf(stream, cx, &mut this.srv_in) {

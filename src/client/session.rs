@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::net::Stream;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::backend::{self, BackendTag, ErrorResponse};
 use sluice_proto::backend_view::{self, ParameterStatus};
 use sluice_proto::frontend::FrontendTag;
 use sluice_proto::{Header, frontend, split_cstr, sqlstate};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::exchange::{Answer, Exchange, Pending, Verdict};
 use super::listen::Listening;
@@ -58,7 +58,7 @@ pub(super) enum Step {
 pub(super) struct Session {
     pub(super) pool: Arc<Pool>,
     pub(super) mode: PoolMode,
-    pub(super) client: TcpStream,
+    pub(super) client: Stream,
     /// Bytes read from the client, not processed yet.
     pub(super) cli_in: BytesMut,
     /// Bytes owed to the client.
@@ -120,7 +120,7 @@ impl Session {
     pub(super) fn new(
         shared: &Arc<Shared>,
         logged_in: LoggedIn,
-        client: TcpStream,
+        client: Stream,
         cli_in: BytesMut,
         peer: std::net::SocketAddr,
     ) -> Session {
