@@ -169,6 +169,8 @@ async fn reset_reset_all_and_discard_all_answer_as_postgresql() {
         "SELECT set_config('search_path', NULL, false)",
         "SET SCHEMA 'a_schema'",
         "RESET ROLE",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        "RESET ALL",
     ];
     for step in steps {
         let through = simple_rows(&a, step).await;
@@ -184,7 +186,18 @@ async fn reset_reset_all_and_discard_all_answer_as_postgresql() {
         let through = simple_rows(&a, probe).await;
         let straight = simple_rows(&direct, probe).await;
         assert_eq!(through, straight, "settings after {step}");
-        for name in ["TimeZone", "statement_timeout", "search_path"] {
+        assert_eq!(
+            show(&b, "default_transaction_isolation").await,
+            "read committed"
+        );
+        assert_eq!(show(&b, "default_transaction_read_only").await, "off");
+        for name in [
+            "TimeZone",
+            "statement_timeout",
+            "search_path",
+            "default_transaction_isolation",
+            "default_transaction_read_only",
+        ] {
             assert_eq!(
                 show(&a, name).await,
                 show(&direct, name).await,

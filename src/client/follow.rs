@@ -60,9 +60,16 @@ impl Session {
     pub(super) fn follow_request(&mut self, tag: FrontendTag, body: &[u8]) {
         let untracked = match tag {
             FrontendTag::Query => {
-                let sql = split_cstr(body).map_or(&b""[..], |(sql, _)| sql);
+                // A Query too large to hold streams: only its head is here, and what the rest
+                // does to the settings cannot be known.
+                let (sql, streamed) = match split_cstr(body) {
+                    Some((sql, _)) => (sql, false),
+                    None => (body, true),
+                };
                 let busy = self.settings.as_ref().is_some_and(|s| s.has_pending_work());
-                let mut effects = if setting::might_matter(sql, busy) {
+                let mut effects = if streamed {
+                    vec![(0, Effect::Untracked)]
+                } else if setting::might_matter(sql, busy) {
                     setting::read_query(sql).unwrap_or_else(|| vec![(0, Effect::Untracked)])
                 } else {
                     Vec::new()
