@@ -620,10 +620,9 @@ async fn gauges_stay_exact_when_clients_leave_mid_transaction_or_while_waiting()
                     clients_active + waiting + idle <= CLIENTS as f64,
                     "round {round}: a session counted twice\n{text}"
                 );
-                let done = clients_active + waiting + idle == CLIENTS as f64
+                clients_active + waiting + idle == CLIENTS as f64
                     && waiting > 0.0
-                    && active == clients_active;
-                done
+                    && active == clients_active
             },
         )
         .await;
