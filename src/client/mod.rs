@@ -15,12 +15,14 @@
 
 mod auth;
 pub mod exchange;
+mod follow;
 mod listen;
 mod login;
 mod memory;
 mod relay;
 pub mod routing;
 mod session;
+pub mod settings;
 pub mod statements;
 mod timeouts;
 

@@ -28,6 +28,7 @@ use super::exchange::{Answer, Exchange, Pending, Verdict};
 use super::listen::Listening;
 use super::login::LoggedIn;
 use super::routing::{Plan, Routing};
+use super::settings::Settings;
 use super::statements::{ClientStatements, LocalParse, PoolPrepared};
 use super::timeouts::SessionTimer;
 use super::{Fatal, checkout_error};
@@ -67,7 +68,12 @@ pub(super) struct Session {
     pub(super) to_server: BytesMut,
     pub(super) server: Option<ServerGuard>,
     /// The parameter values this client should see.
-    wanted: Params,
+    pub(super) wanted: Params,
+    /// Its values at login: what RESET returns to.
+    pub(super) login: Params,
+    /// Its session settings under way (transaction mode), while it has any (`settings.rs`,
+    /// followed in `follow.rs`).
+    pub(super) settings: Option<Box<Settings>>,
     cancel: CancelRegistration,
     /// What the client is owed by the server.
     pub(super) exchange: Exchange,
@@ -151,7 +157,9 @@ impl Session {
             srv_in: BytesMut::new(),
             to_server: BytesMut::new(),
             server: None,
+            login: wanted.clone(),
             wanted,
+            settings: None,
             cancel,
             exchange: Exchange::default(),
             statements: ClientStatements::default(),
@@ -246,6 +254,9 @@ impl Session {
                 Err(replacement) => msg = replacement,
             }
         }
+        if matches!(tag, FrontendTag::Parse | FrontendTag::Close) {
+            self.follow_names(tag, &msg[Header::LEN..]);
+        }
         if self.handle_locally(tag, &msg)? {
             self.exchange.emit_local(&mut self.to_client);
             self.touch();
@@ -301,6 +312,9 @@ impl Session {
     }
 
     fn send(&mut self, tag: FrontendTag, msg: Bytes) -> Result<Step, Fatal> {
+        if self.settings.as_ref().is_some_and(|s| s.resync) && self.exchange.is_clean() {
+            self.resync();
+        }
         self.forward(tag, msg)?;
         self.stats.request();
         self.timer_stale();
@@ -372,6 +386,9 @@ impl Session {
     /// and books what the server owes for it.
     fn forward(&mut self, tag: FrontendTag, msg: Bytes) -> Result<(), Fatal> {
         let body = &msg[Header::LEN..];
+        if self.mode == PoolMode::Transaction {
+            self.follow_request(tag, body);
+        }
         let pending = match tag {
             FrontendTag::Query => Pending::Query,
             FrontendTag::FunctionCall => Pending::Call,
@@ -642,6 +659,9 @@ impl Session {
         let body = &msg[Header::LEN..];
         if internal {
             self.on_internal_reply(tag, body);
+            // Answers sluice owes that waited behind its own request (a ParseComplete for a
+            // statement the server already has) go out now, before the server's next reply.
+            self.exchange.emit_local(&mut self.to_client);
             return true;
         }
         let fatal = tag == BackendTag::ErrorResponse && backend_view::is_fatal(body);
@@ -651,6 +671,9 @@ impl Session {
                 && backend_view::error_code_and_message(body).0
                     == sqlstate::READ_ONLY_SQL_TRANSACTION;
             rs.on_reply(Some(tag), refusal);
+        }
+        if self.settings.is_some() {
+            self.follow_reply(tag, body);
         }
         let (statements, server) = (&mut self.statements, &mut self.server);
         let undo = |u| statements.undo(u, server.as_mut().map(|g| &mut g.conn_mut().statements));
@@ -745,8 +768,8 @@ impl Session {
             BackendTag::ErrorResponse => {
                 let (code, message) = backend_view::error_code_and_message(body);
                 tracing::warn!(pool = %self.pool.key, %code, %message, "setting client parameters on a server failed");
-                // Unknown state: make the next checkout set everything again.
-                conn.params = Params::default();
+                // Unknown state: the connection serves no one else.
+                conn.settings_unknown = true;
             }
             BackendTag::ReadyForQuery => self.exchange.internal_done(),
             _ => {}
@@ -782,6 +805,10 @@ impl Session {
             guard.conn_mut().dirty = false;
             self.cancel.slot.set(None);
             self.exchange.released();
+            // The next checkout brings the next server to the client's values anyway.
+            if let Some(s) = self.settings.as_deref_mut() {
+                s.resync = false;
+            }
             drop(guard);
         }
     }
@@ -829,6 +856,9 @@ impl Session {
             )
             .detail(why.clone())
         });
+        if let Some(s) = self.settings.as_deref_mut() {
+            s.forget();
+        }
         // The server is gone: only the client's names are taken back.
         let statements = &mut self.statements;
         if self
@@ -843,6 +873,9 @@ impl Session {
     /// Drops what was under way with a server that is gone: bytes either way, the requests it
     /// owed answers to (taking back their effects), and its transaction state.
     fn forget_server_exchange(&mut self) {
+        if let Some(s) = self.settings.as_deref_mut() {
+            s.forget();
+        }
         let (statements, server) = (&mut self.statements, &mut self.server);
         self.exchange
             .forget(|u| statements.undo(u, server.as_mut().map(|g| &mut g.conn_mut().statements)));
