@@ -16,19 +16,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::net::Stream;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::backend::{self, BackendTag, ErrorResponse};
 use sluice_proto::backend_view::{self, ParameterStatus};
 use sluice_proto::frontend::FrontendTag;
 use sluice_proto::{Header, frontend, split_cstr, sqlstate};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::exchange::{Answer, Exchange, Pending, Verdict};
 use super::listen::Listening;
 use super::login::LoggedIn;
 use super::routing::{Plan, Routing};
 use super::settings::Settings;
+use super::sql_prepare::{ExecuteInParse, OnServer, SqlStep, candidate};
 use super::statements::{ClientStatements, LocalParse, PoolPrepared};
 use super::timeouts::SessionTimer;
 use super::{Fatal, checkout_error};
@@ -57,7 +58,7 @@ pub(super) enum Step {
 pub(super) struct Session {
     pub(super) pool: Arc<Pool>,
     pub(super) mode: PoolMode,
-    pub(super) client: TcpStream,
+    pub(super) client: Stream,
     /// Bytes read from the client, not processed yet.
     pub(super) cli_in: BytesMut,
     /// Bytes owed to the client.
@@ -119,7 +120,7 @@ impl Session {
     pub(super) fn new(
         shared: &Arc<Shared>,
         logged_in: LoggedIn,
-        client: TcpStream,
+        client: Stream,
         cli_in: BytesMut,
         peer: std::net::SocketAddr,
     ) -> Session {
@@ -326,14 +327,8 @@ impl Session {
     fn handle_locally(&mut self, tag: FrontendTag, msg: &Bytes) -> Result<bool, Fatal> {
         let body = &msg[Header::LEN..];
         if self.server.is_some() {
-            // With a server attached, local answers still go through the exchange for their order.
-            if self.intercept && tag == FrontendTag::Query {
-                if let Some(name) = self.statements.deallocate_target(body) {
-                    self.statements.remove(&name);
-                    self.exchange.sent(Pending::LocalCommand("DEALLOCATE"));
-                    return Ok(true);
-                }
-            }
+            // With a server attached, local answers go through the exchange for their order
+            // (`forward`).
             return Ok(false);
         }
         match tag {
@@ -369,15 +364,19 @@ impl Session {
                 self.statements.close_locally(name, &mut self.to_client);
                 Ok(true)
             }
-            FrontendTag::Query if self.intercept => match self.statements.deallocate_target(body) {
-                Some(name) => {
-                    self.statements.remove(&name);
-                    backend::command_complete("DEALLOCATE", &mut self.to_client);
-                    backend::ready_for_query(b'I', &mut self.to_client);
-                    Ok(true)
-                }
-                None => Ok(false),
-            },
+            // SQL PREPARE / EXECUTE / DEALLOCATE that need no server (sql_prepare.rs).
+            FrontendTag::Query if self.intercept => {
+                let pool = Self::pool_statements(&self.pool);
+                let step = self.statements.sql_command(
+                    &pool,
+                    None,
+                    body,
+                    &mut self.exchange,
+                    &mut self.to_server,
+                    &mut self.to_client,
+                );
+                Ok(matches!(step, SqlStep::Done))
+            }
             _ => Ok(false),
         }
     }
@@ -390,6 +389,26 @@ impl Session {
             self.follow_request(tag, body);
         }
         let pending = match tag {
+            FrontendTag::Query if self.intercept => {
+                let pool = Self::pool_statements(&self.pool);
+                let conn = self.server.as_mut().expect("attached").conn_mut();
+                let on_server = OnServer {
+                    conn: &mut conn.statements,
+                    failed_tx: self.exchange.tx_status() == b'E',
+                };
+                let step = self.statements.sql_command(
+                    &pool,
+                    Some(on_server),
+                    body,
+                    &mut self.exchange,
+                    &mut self.to_server,
+                    &mut self.to_client,
+                );
+                if matches!(step, SqlStep::Done) {
+                    return Ok(());
+                }
+                Pending::Query
+            }
             FrontendTag::Query => Pending::Query,
             FrontendTag::FunctionCall => Pending::Call,
             FrontendTag::Sync => Pending::Sync,
@@ -400,7 +419,38 @@ impl Session {
             }
             FrontendTag::Execute => Pending::Execute,
             FrontendTag::Parse => {
-                let (name, tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                let (name, mut tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                // SQL EXECUTE of the client's statement in a Parse: renamed (sql_prepare.rs).
+                let (rewritten, mut needs);
+                if self.intercept && candidate(tail) {
+                    let pool = Self::pool_statements(&self.pool);
+                    let conn = self.server.as_mut().expect("attached").conn_mut();
+                    match self.statements.execute_in_parse(
+                        &pool,
+                        &mut conn.statements,
+                        tail,
+                        &mut self.exchange,
+                        &mut self.to_server,
+                    ) {
+                        ExecuteInParse::AsIs => needs = None,
+                        ExecuteInParse::Failed => return Ok(()),
+                        ExecuteInParse::Rewritten(t, stmt) => {
+                            rewritten = t;
+                            tail = &rewritten;
+                            needs = Some(stmt);
+                        }
+                    }
+                } else {
+                    needs = None;
+                }
+                if needs.is_some() && name.is_empty() {
+                    frontend::write_parse_tail("", tail, &mut self.to_server);
+                    self.exchange.sent(Pending::Parse {
+                        answer: Answer::Server,
+                        undo: Default::default(),
+                    });
+                    return Ok(());
+                }
                 if self.intercept && !name.is_empty() {
                     let pool = Self::pool_statements(&self.pool);
                     let conn = self.server.as_mut().expect("attached").conn_mut();
@@ -412,6 +462,9 @@ impl Session {
                         &mut self.exchange,
                         &mut self.to_server,
                     );
+                    if let (Some(dep), Some(stmt)) = (needs.take(), self.statements.get(name)) {
+                        let _ = stmt.needs.set(dep);
+                    }
                     if let Err(over) = parsed {
                         let key = &self.pool.key;
                         self.limits.incidents.note(Incident::StatementMemory, || {
@@ -483,7 +536,17 @@ impl Session {
         };
         self.exchange.sent(pending);
         self.to_server.extend_from_slice(&msg);
+        // A streamed Query's head went out: its rest follows (relay.rs).
+        self.cli_skip_discard = false;
         Ok(())
+    }
+
+    /// Whether a simple Query over max_message_size may stream to the server instead of being
+    /// refused: the session then sees only its head, without the closing NUL (so a SQL
+    /// prepared-statement command that long is sent as written). Not with replicas: routing
+    /// reads the whole text.
+    pub(super) fn query_streams(&self) -> bool {
+        self.route.is_none()
     }
 
     /// Answers a request sluice cannot run (no server) with `err`, as PostgreSQL would.

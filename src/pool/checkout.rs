@@ -74,9 +74,12 @@ impl Pool {
         let mut first = None;
         if !self.pause.is_set() {
             match self.try_take()? {
-                Take::Conn(conn) if !self.must_check(&conn) && conn.is_alive() => {
-                    self.counters.waited(Duration::ZERO);
-                    return Ok(ServerGuard::new(self.clone(), conn));
+                Take::Conn(mut conn) => {
+                    if !self.must_check(&conn) && conn.is_alive() {
+                        self.counters.waited(Duration::ZERO);
+                        return Ok(ServerGuard::new(self.clone(), conn));
+                    }
+                    first = Some(Take::Conn(conn));
                 }
                 take => first = Some(take),
             }
@@ -153,7 +156,7 @@ impl Pool {
                 Take::Slot(slot) => slot,
                 Take::Wait(rx) => match rx.await {
                     Ok(Handoff::Conn(mut guard)) => {
-                        if guard.conn().is_alive() {
+                        if guard.conn_mut().is_alive() {
                             return Ok(guard);
                         }
                         // Closed by the server while handed over: nothing to cancel.

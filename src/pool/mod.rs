@@ -177,8 +177,15 @@ impl Pool {
             && t.port == target.port
             && t.dbname == target.dbname
             && t.user == target.user
-            && t.password == target.password;
-        if !same {
+            && t.password == target.password
+            && t.tls.mode == target.tls.mode;
+        // New TLS files (a RELOAD): connections made from now on use them; the open ones
+        // stay, as they are not a different server.
+        let new_files = match (&t.tls.connector, &target.tls.connector) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !same || new_files {
             *t = Arc::new(target);
         }
         !same

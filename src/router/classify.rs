@@ -1112,6 +1112,13 @@ impl<'a> Tokens<'a> {
     pub fn failed(&self) -> bool {
         self.lx.problem.is_some()
     }
+
+    /// The next token with its byte range in the text, for callers that rewrite a statement in
+    /// place (SQL-level `PREPARE`/`EXECUTE`).
+    pub fn next_spanned(&mut self) -> Option<(Token<'a>, std::ops::Range<usize>)> {
+        let t = self.next()?;
+        Some((t, self.lx.start..self.lx.pos))
+    }
 }
 
 impl<'a> Iterator for Tokens<'a> {
