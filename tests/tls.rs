@@ -333,8 +333,7 @@ async fn sluice_to_postgres_in_verify_full() {
     let err = wrong_ca
         .try_connect(APP_DB, APP_USER, APP_PASSWORD)
         .await
-        .err()
-        .expect("a server certificate from another CA was accepted");
+        .expect_err("a server certificate from another CA was accepted");
     let text = describe_error(&err);
     assert!(
         text.contains("server_tls_mode = verify-full") && text.contains("UnknownIssuer"),
@@ -355,8 +354,7 @@ async fn sluice_to_postgres_in_verify_full() {
     let err = wrong_name
         .try_connect(APP_DB, APP_USER, APP_PASSWORD)
         .await
-        .err()
-        .expect("a certificate for another host name was accepted");
+        .expect_err("a certificate for another host name was accepted");
     let text = describe_error(&err);
     assert!(text.contains("not valid for name"), "{text}");
     let per_db = set_config(&by_ip, "databases.app.server_tls_mode", "verify-ca");
@@ -411,8 +409,7 @@ async fn certificates_reload_without_dropping_sessions() {
     // New connections get the second certificate.
     let err = connect_tls(&pooler, &first.pem, SslNegotiation::Postgres)
         .await
-        .err()
-        .expect("the first CA still verifies after the reload");
+        .expect_err("the first CA still verifies after the reload");
     assert!(
         describe_error(&err).contains("UnknownIssuer"),
         "{}",
