@@ -52,15 +52,21 @@ async fn a_200_mb_query_and_a_100_mb_copy_row_stream_through_in_little_memory() 
     let literal = "x".repeat(QUERY_LEN - 32);
     let sql = format!("SELECT length('{literal}')");
     drop(literal);
-    let through = first_value(&pooled.simple_query(&sql).await.unwrap_or_else(|e| {
-        panic!("the 200 MB query through sluice: {}", describe_error(&e))
-    }));
+    let through = first_value(
+        &pooled
+            .simple_query(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("the 200 MB query through sluice: {}", describe_error(&e))),
+    );
     let straight = first_value(&direct.simple_query(&sql).await.unwrap());
     assert_eq!(through, straight);
     assert_eq!(through, Some((QUERY_LEN - 32).to_string()));
     drop(sql);
     // The session goes on: the next query on the same connection.
-    assert_eq!(simple_scalar(&pooled, "SELECT 1").await.as_deref(), Some("1"));
+    assert_eq!(
+        simple_scalar(&pooled, "SELECT 1").await.as_deref(),
+        Some("1")
+    );
 
     // One CopyData message of 100 MB (a single row).
     pooled
