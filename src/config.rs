@@ -6,6 +6,7 @@
 //! ([`env`]) between reading the file and checking it.
 
 pub mod env;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +29,10 @@ pub struct Config {
     /// The file this was loaded from (RELOAD reads it again).
     #[serde(skip)]
     pub source: Option<std::path::PathBuf>,
+    /// The TLS contexts built from the `*_tls_*` files when this config was loaded (always set
+    /// on a config that passed [`Config::from_toml`] or [`Config::load`]).
+    #[serde(skip)]
+    pub tls: Option<std::sync::Arc<tls::TlsContexts>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -109,6 +114,9 @@ pub struct PoolerConfig {
     pub tcp_user_timeout: Duration,
     pub max_message_size: usize,
     pub max_prepared_statements: usize,
+    /// Notifications held for one client while it is busy (transaction mode LISTEN); one more
+    /// ends the client's connection (docs/listen-notify.md).
+    pub listen_queue_size: usize,
     /// Threads serving clients: 1 (the default) = one event loop on the main thread; 0 = one per
     /// CPU core.
     pub workers: usize,
@@ -132,6 +140,20 @@ pub struct PoolerConfig {
     /// interval, with counts.
     #[serde(deserialize_with = "duration")]
     pub error_log_interval: Duration,
+    /// TLS from clients: disable, allow, prefer, require, verify-ca, verify-full.
+    pub client_tls_mode: tls::ClientTlsMode,
+    /// sluice's certificate (chain) and key for clients, PEM.
+    pub client_tls_cert_file: Option<String>,
+    pub client_tls_key_file: Option<String>,
+    /// CA for client certificates (asked for when set; required under verify-ca/verify-full).
+    pub client_tls_ca_file: Option<String>,
+    /// TLS to servers: disable, prefer, require, verify-ca, verify-full.
+    pub server_tls_mode: tls::ServerTlsMode,
+    /// CA the servers' certificates must chain to (verify-ca, verify-full).
+    pub server_tls_ca_file: Option<String>,
+    /// sluice's client certificate and key for servers, PEM (optional; both or neither).
+    pub server_tls_cert_file: Option<String>,
+    pub server_tls_key_file: Option<String>,
 }
 
 /// How log lines are written (`log_format`).
@@ -169,6 +191,7 @@ impl Default for PoolerConfig {
             tcp_user_timeout: Duration::ZERO,
             max_message_size: sluice_proto::MAX_MESSAGE_LEN,
             max_prepared_statements: 200,
+            listen_queue_size: 1000,
             workers: 1,
             shutdown_timeout: Duration::from_secs(30),
             metrics_listen: None,
@@ -178,6 +201,14 @@ impl Default for PoolerConfig {
             max_message_memory: 256 * 1024 * 1024,
             log_format: LogFormat::Text,
             error_log_interval: Duration::from_secs(10),
+            client_tls_mode: tls::ClientTlsMode::Disable,
+            client_tls_cert_file: None,
+            client_tls_key_file: None,
+            client_tls_ca_file: None,
+            server_tls_mode: tls::ServerTlsMode::Disable,
+            server_tls_ca_file: None,
+            server_tls_cert_file: None,
+            server_tls_key_file: None,
         }
     }
 }
@@ -237,6 +268,11 @@ pub struct DatabaseConfig {
     /// With no replica in rotation, reads go to the primary (`primary`) or fail (`error`).
     #[serde(default)]
     pub replica_fallback: ReplicaFallback,
+    /// This database's `server_tls_*`, overriding `[pooler]`'s (unset ones are `[pooler]`'s).
+    pub server_tls_mode: Option<tls::ServerTlsMode>,
+    pub server_tls_ca_file: Option<String>,
+    pub server_tls_cert_file: Option<String>,
+    pub server_tls_key_file: Option<String>,
 }
 
 /// One streaming replica of a database.
@@ -362,8 +398,8 @@ impl Config {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(describe_toml_error(&e)))?;
         overrides.apply(&mut table)?;
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.inner().message().trim_end().to_owned();
                 if path.is_empty() || path == "." {
@@ -373,6 +409,7 @@ impl Config {
                 }
             })?;
         config.validate()?;
+        config.tls = Some(std::sync::Arc::new(tls::load(&config)?));
         Ok(config)
     }
 
@@ -386,6 +423,9 @@ impl Config {
         })?;
         if p.default_pool_size == 0 {
             return Err(invalid("pooler.default_pool_size", "must be at least 1"));
+        }
+        if p.listen_queue_size == 0 {
+            return Err(invalid("pooler.listen_queue_size", "must be at least 1"));
         }
         if p.max_client_conn == 0 {
             return Err(invalid("pooler.max_client_conn", "must be at least 1"));

@@ -497,6 +497,21 @@ impl Exchange {
         self.discard_until_sync = false;
     }
 
+    /// Requests sent that end with a ReadyForQuery from the server and have not had it.
+    pub fn owed_ready(&self) -> u32 {
+        self.pending.iter().filter(|p| p.ends_at_ready()).count() as u32
+    }
+
+    /// Executes sent since the last request that ends with a ReadyForQuery, not answered yet.
+    pub fn open_executes(&self) -> u32 {
+        self.pending
+            .iter()
+            .rev()
+            .take_while(|p| !p.ends_at_ready())
+            .filter(|p| matches!(p, Pending::Execute))
+            .count() as u32
+    }
+
     /// A server connection was attached: it is idle outside a transaction.
     pub fn attached(&mut self) {
         self.tx_status = b'I';

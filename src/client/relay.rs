@@ -43,6 +43,8 @@ enum Event {
     ServerWrote(std::io::Result<usize>),
     /// The session's timer went off (client/timeouts.rs).
     Timer,
+    /// Notifications for the client, or its queue overflowed (client/listen.rs).
+    Notified,
 }
 
 /// Polls `fut` once: its output if it is ready now, `None` if it would wait.
@@ -150,7 +152,8 @@ impl Session {
                 self.srv_in.reserve(READ_CHUNK);
             }
             let writable = self.writable();
-            let blocked = self.route.as_deref().is_some_and(|r| r.is_blocked());
+            let blocked = self.route.as_deref().is_some_and(|r| r.is_blocked())
+                || self.subscription_waiting();
             // The sockets are polled directly, in this order (the first ready one wins), rather
             // than through a select! over one future per socket: a future per socket is state
             // that every client's task keeps for its whole life, idle or not.
@@ -183,6 +186,14 @@ impl Session {
                         return Poll::Ready(Event::Timer);
                     }
                 }
+                // Notifications go to a client idle outside a transaction (no server attached in
+                // transaction mode); an overflow is seen whenever.
+                if let Some(l) = this.listen.as_deref() {
+                    let deliver = this.server.is_none() && this.to_client.len() < HIGH_WATER;
+                    if l.sub.inbox.poll(cx, deliver).is_ready() {
+                        return Poll::Ready(Event::Notified);
+                    }
+                }
                 if let (true, Some(g)) = (write_server, this.server.as_mut()) {
                     let stream = Pin::new(&mut g.conn_mut().stream);
                     if let Poll::Ready(r) = stream.poll_write(cx, &this.to_server) {
@@ -193,6 +204,21 @@ impl Session {
                     let client = Pin::new(&mut this.client);
                     if let Poll::Ready(r) = client.poll_write(cx, &this.to_client[..writable]) {
                         return Poll::Ready(Event::ClientWrote(r));
+                    }
+                }
+                // TLS records still queued in rustls after a write (net/stream.rs): the socket
+                // takes them when it has room. Nothing to do for plain TCP.
+                if this.client.wants_flush() {
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut this.client).poll_flush(cx) {
+                        return Poll::Ready(Event::ClientWrote(Err(e)));
+                    }
+                }
+                if let Some(g) = this.server.as_mut() {
+                    let stream = &mut g.conn_mut().stream;
+                    if stream.wants_flush() {
+                        if let Poll::Ready(Err(e)) = Pin::new(stream).poll_flush(cx) {
+                            return Poll::Ready(Event::ServerWrote(Err(e)));
+                        }
                     }
                 }
                 if let (true, Some(g)) = (read_server, this.server.as_mut()) {
@@ -254,6 +280,17 @@ impl Session {
                     }
                 }
                 Event::Timer => self.on_timer()?,
+                Event::Notified => {
+                    let inbox = self.listen.as_deref().map(|l| l.sub.inbox.clone());
+                    match inbox.and_then(|i| i.take()) {
+                        Some(notifications) => self.deliver(notifications),
+                        None => {
+                            return Err(super::listen::overflow_error(
+                                self.pool.settings.listen_queue_size,
+                            ));
+                        }
+                    }
+                }
                 Event::ClientWrote(r) => self.client_wrote(r?),
                 Event::ServerWrote(Ok(n)) => self.server_wrote(n),
                 Event::ServerWrote(Err(e)) | Event::ServerRead(Err(e)) => {
@@ -280,9 +317,11 @@ impl Session {
                 }
             }
             self.give_room_if_small();
-            // A unit that waited for the attached server (routing) may be able to go now.
+            // A unit that waited for the attached server (routing), or a LISTEN that waited for
+            // the answers before it, may be able to go now.
             if !from_client
-                && self.route.as_deref_mut().is_some_and(|r| r.take_blocked())
+                && (self.route.as_deref_mut().is_some_and(|r| r.take_blocked())
+                    || self.subscription_unblocked())
                 && self.process_client().await?
             {
                 return Ok(());
@@ -427,11 +466,17 @@ impl Session {
                 };
                 step = self.after_checkout(tag, msg, attached)?;
             }
+            if let Step::Subscribe(s) = step {
+                // Boxed for the same reason as a checkout.
+                step = Box::pin(self.subscribe(s)).await?;
+            }
             match step {
                 Step::Next => {}
                 Step::Wait => break,
                 Step::Close => return Ok(true),
-                Step::Checkout(..) => unreachable!("after_checkout sends or fails the message"),
+                Step::Checkout(..) | Step::Subscribe(_) => {
+                    unreachable!("after_checkout sends or fails the message; subscribe answers it")
+                }
             }
         }
         Ok(false)

@@ -16,17 +16,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::net::Stream;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::backend::{self, BackendTag, ErrorResponse};
 use sluice_proto::backend_view::{self, ParameterStatus};
 use sluice_proto::frontend::FrontendTag;
 use sluice_proto::{Header, frontend, split_cstr, sqlstate};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::exchange::{Answer, Exchange, Pending, Verdict};
+use super::listen::Listening;
 use super::login::LoggedIn;
 use super::routing::{Plan, Routing};
+use super::settings::Settings;
 use super::sql_prepare::{OnServer, SqlStep, candidate};
 use super::statements::{ClientStatements, LocalParse, PoolPrepared};
 use super::timeouts::SessionTimer;
@@ -49,12 +51,14 @@ pub(super) enum Step {
     Close,
     /// The message needs a server connection: check one out, then call `after_checkout`.
     Checkout(FrontendTag, Bytes),
+    /// A LISTEN outside a transaction: await [`Session::subscribe`] (client/listen.rs).
+    Subscribe(Box<super::listen::Subscribe>),
 }
 
 pub(super) struct Session {
     pub(super) pool: Arc<Pool>,
     pub(super) mode: PoolMode,
-    pub(super) client: TcpStream,
+    pub(super) client: Stream,
     /// Bytes read from the client, not processed yet.
     pub(super) cli_in: BytesMut,
     /// Bytes owed to the client.
@@ -65,7 +69,12 @@ pub(super) struct Session {
     pub(super) to_server: BytesMut,
     pub(super) server: Option<ServerGuard>,
     /// The parameter values this client should see.
-    wanted: Params,
+    pub(super) wanted: Params,
+    /// Its values at login: what RESET returns to.
+    pub(super) login: Params,
+    /// Its session settings under way (transaction mode), while it has any (`settings.rs`,
+    /// followed in `follow.rs`).
+    pub(super) settings: Option<Box<Settings>>,
     cancel: CancelRegistration,
     /// What the client is owed by the server.
     pub(super) exchange: Exchange,
@@ -102,13 +111,16 @@ pub(super) struct Session {
     pub(super) held_units: u16,
     /// A large server message waits for room before the relay reads on.
     pub(super) want_room: bool,
+    /// LISTEN / NOTIFY in transaction mode; None until the client's first LISTEN or UNLISTEN
+    /// (client/listen.rs).
+    pub(super) listen: Option<Box<Listening>>,
 }
 
 impl Session {
     pub(super) fn new(
         shared: &Arc<Shared>,
         logged_in: LoggedIn,
-        client: TcpStream,
+        client: Stream,
         cli_in: BytesMut,
         peer: std::net::SocketAddr,
     ) -> Session {
@@ -146,7 +158,9 @@ impl Session {
             srv_in: BytesMut::new(),
             to_server: BytesMut::new(),
             server: None,
+            login: wanted.clone(),
             wanted,
+            settings: None,
             cancel,
             exchange: Exchange::default(),
             statements: ClientStatements::default(),
@@ -163,6 +177,7 @@ impl Session {
             limits: shared.limits.clone(),
             held_units: 0,
             want_room: false,
+            listen: None,
         }
     }
 
@@ -229,6 +244,20 @@ impl Session {
         if !self.exchange.accept_from_client(tag == FrontendTag::Sync) {
             return Ok(Step::Next);
         }
+        let mut msg = msg;
+        if self.mode == PoolMode::Transaction {
+            match self.on_subscription_message(tag, &msg) {
+                Ok(None) => {}
+                Ok(Some(step)) => {
+                    self.touch();
+                    return Ok(step);
+                }
+                Err(replacement) => msg = replacement,
+            }
+        }
+        if matches!(tag, FrontendTag::Parse | FrontendTag::Close) {
+            self.follow_names(tag, &msg[Header::LEN..]);
+        }
         if self.handle_locally(tag, &msg)? {
             self.exchange.emit_local(&mut self.to_client);
             self.touch();
@@ -284,6 +313,9 @@ impl Session {
     }
 
     fn send(&mut self, tag: FrontendTag, msg: Bytes) -> Result<Step, Fatal> {
+        if self.settings.as_ref().is_some_and(|s| s.resync) && self.exchange.is_clean() {
+            self.resync();
+        }
         self.forward(tag, msg)?;
         self.stats.request();
         self.timer_stale();
@@ -353,6 +385,9 @@ impl Session {
     /// and books what the server owes for it.
     fn forward(&mut self, tag: FrontendTag, msg: Bytes) -> Result<(), Fatal> {
         let body = &msg[Header::LEN..];
+        if self.mode == PoolMode::Transaction {
+            self.follow_request(tag, body);
+        }
         let pending = match tag {
             FrontendTag::Query if self.intercept => {
                 let pool = Self::pool_statements(&self.pool);
@@ -596,7 +631,7 @@ impl Session {
     }
 
     /// Puts client bytes back in front of what is still to be processed.
-    fn unread(&mut self, bytes: &[u8]) {
+    pub(super) fn unread(&mut self, bytes: &[u8]) {
         let mut back = BytesMut::with_capacity(bytes.len() + self.cli_in.len());
         back.extend_from_slice(bytes);
         back.extend_from_slice(&self.cli_in);
@@ -657,6 +692,9 @@ impl Session {
         let body = &msg[Header::LEN..];
         if internal {
             self.on_internal_reply(tag, body);
+            // Answers sluice owes that waited behind its own request (a ParseComplete for a
+            // statement the server already has) go out now, before the server's next reply.
+            self.exchange.emit_local(&mut self.to_client);
             return true;
         }
         let fatal = tag == BackendTag::ErrorResponse && backend_view::is_fatal(body);
@@ -666,6 +704,9 @@ impl Session {
                 && backend_view::error_code_and_message(body).0
                     == sqlstate::READ_ONLY_SQL_TRANSACTION;
             rs.on_reply(Some(tag), refusal);
+        }
+        if self.settings.is_some() {
+            self.follow_reply(tag, body);
         }
         let (statements, server) = (&mut self.statements, &mut self.server);
         let undo = |u| statements.undo(u, server.as_mut().map(|g| &mut g.conn_mut().statements));
@@ -684,6 +725,9 @@ impl Session {
             Verdict::Unasked => {
                 self.held_error = Some(backend_view::error_code_and_message(body).1.into());
             }
+        }
+        if self.listen.is_some() {
+            self.subscription_reply(tag, body);
         }
         match tag {
             BackendTag::ReadyForQuery => {
@@ -757,8 +801,8 @@ impl Session {
             BackendTag::ErrorResponse => {
                 let (code, message) = backend_view::error_code_and_message(body);
                 tracing::warn!(pool = %self.pool.key, %code, %message, "setting client parameters on a server failed");
-                // Unknown state: make the next checkout set everything again.
-                conn.params = Params::default();
+                // Unknown state: the connection serves no one else.
+                conn.settings_unknown = true;
             }
             BackendTag::ReadyForQuery => self.exchange.internal_done(),
             _ => {}
@@ -794,6 +838,10 @@ impl Session {
             guard.conn_mut().dirty = false;
             self.cancel.slot.set(None);
             self.exchange.released();
+            // The next checkout brings the next server to the client's values anyway.
+            if let Some(s) = self.settings.as_deref_mut() {
+                s.resync = false;
+            }
             drop(guard);
         }
     }
@@ -841,6 +889,9 @@ impl Session {
             )
             .detail(why.clone())
         });
+        if let Some(s) = self.settings.as_deref_mut() {
+            s.forget();
+        }
         // The server is gone: only the client's names are taken back.
         let statements = &mut self.statements;
         if self
@@ -855,6 +906,9 @@ impl Session {
     /// Drops what was under way with a server that is gone: bytes either way, the requests it
     /// owed answers to (taking back their effects), and its transaction state.
     fn forget_server_exchange(&mut self) {
+        if let Some(s) = self.settings.as_deref_mut() {
+            s.forget();
+        }
         let (statements, server) = (&mut self.statements, &mut self.server);
         self.exchange
             .forget(|u| statements.undo(u, server.as_mut().map(|g| &mut g.conn_mut().statements)));

@@ -54,6 +54,7 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("server_reset_query", Kind::Text),
     ("max_message_size", Kind::Integer),
     ("max_prepared_statements", Kind::Integer),
+    ("listen_queue_size", Kind::Integer),
     ("workers", Kind::Integer),
     ("shutdown_timeout", Kind::Text),
     ("metrics_listen", Kind::OptionalText),
@@ -73,6 +74,14 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("max_message_memory", Kind::Integer),
     ("log_format", Kind::Text),
     ("error_log_interval", Kind::Text),
+    ("client_tls_mode", Kind::Text),
+    ("client_tls_cert_file", Kind::OptionalText),
+    ("client_tls_key_file", Kind::OptionalText),
+    ("client_tls_ca_file", Kind::OptionalText),
+    ("server_tls_mode", Kind::Text),
+    ("server_tls_ca_file", Kind::OptionalText),
+    ("server_tls_cert_file", Kind::OptionalText),
+    ("server_tls_key_file", Kind::OptionalText),
 ];
 
 /// The variable that overrides `pooler.<key>`.

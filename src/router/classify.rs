@@ -781,10 +781,10 @@ impl<'a> Stream<'a> {
             lx: Lexer {
                 s,
                 pos: 0,
+                start: 0,
                 hint_primary: false,
                 hint_replica: false,
                 problem: None,
-                start: 0,
             },
             peeked: None,
         }
@@ -819,12 +819,12 @@ impl<'a> Stream<'a> {
 struct Lexer<'a> {
     s: &'a [u8],
     pos: usize,
+    /// Where the last token began.
+    start: usize,
     hint_primary: bool,
     hint_replica: bool,
     /// Set when the text cannot be read with certainty; lexing stops there.
     problem: Option<Problem>,
-    /// Where the last token started.
-    start: usize,
 }
 
 fn is_ident_start(b: u8) -> bool {
@@ -1078,52 +1078,64 @@ impl<'a> Lexer<'a> {
     }
 }
 
-/// One token of SQL text with its byte range, for callers that rewrite a statement in place
-/// (SQL-level `PREPARE`/`EXECUTE`). Strings, numbers and parameters are [`SqlToken::Literal`].
+/// One token of SQL text as written, for readers of SQL other than the classifier (the session
+/// settings reader, `router/setting.rs`). Same lexing rules as [`classify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SqlToken<'a> {
+pub enum Token<'a> {
     /// An unquoted identifier or keyword, as written.
     Word(&'a [u8]),
-    /// A `"quoted identifier"`: the text between the quotes, doubled quotes as written.
+    /// A `"quoted identifier"`: the text between the quotes, doubled quotes left as they are.
     QuotedIdent(&'a [u8]),
-    /// A `U&"…"` identifier: its name cannot be read without its escapes.
+    /// A `U&"…"` identifier (escapes not decoded).
     UnicodeIdent,
-    Literal,
+    /// A string, number or parameter, exactly as written (`'a''b'`, `E'\n'`, `$$x$$`, `1.5`,
+    /// `$1`).
+    Literal(&'a [u8]),
+    /// Any other single byte.
     Punct(u8),
 }
 
-/// The tokens of `sql` with their byte ranges, with the lexer rules of [`classify`]; comments and
-/// whitespace are skipped. [`SqlTokens::certain`] says afterwards whether the text was read
-/// with certainty (no unterminated or ambiguous part).
-pub struct SqlTokens<'a> {
+/// The tokens of SQL text; lexing stops at text it cannot read with certainty
+/// ([`Tokens::failed`]).
+pub struct Tokens<'a> {
     lx: Lexer<'a>,
 }
 
-impl<'a> SqlTokens<'a> {
-    pub fn new(sql: &'a [u8]) -> SqlTokens<'a> {
-        SqlTokens {
+impl<'a> Tokens<'a> {
+    pub fn new(sql: &'a [u8]) -> Tokens<'a> {
+        Tokens {
             lx: Stream::new(sql).lx,
         }
     }
 
-    /// Nothing so far was unterminated or ambiguous.
-    pub fn certain(&self) -> bool {
-        self.lx.problem.is_none()
+    /// The text was unterminated or ambiguous: lexing stopped early.
+    pub fn failed(&self) -> bool {
+        self.lx.problem.is_some()
+    }
+
+    /// The next token with its byte range in the text, for callers that rewrite a statement in
+    /// place (SQL-level `PREPARE`/`EXECUTE`).
+    pub fn next_spanned(&mut self) -> Option<(Token<'a>, std::ops::Range<usize>)> {
+        let t = self.next()?;
+        Some((t, self.lx.start..self.lx.pos))
     }
 }
 
-impl<'a> Iterator for SqlTokens<'a> {
-    type Item = (SqlToken<'a>, std::ops::Range<usize>);
+impl<'a> Iterator for Tokens<'a> {
+    type Item = Token<'a>;
 
-    fn next(&mut self) -> Option<Self::Item> {
-        let tok = match self.lx.next()? {
-            Tok::Word(w) => SqlToken::Word(w),
-            Tok::QuotedIdent { unicode: true, .. } => SqlToken::UnicodeIdent,
-            Tok::QuotedIdent { body, .. } => SqlToken::QuotedIdent(body),
-            Tok::Literal => SqlToken::Literal,
-            Tok::Punct(b) => SqlToken::Punct(b),
-        };
-        Some((tok, self.lx.start..self.lx.pos))
+    fn next(&mut self) -> Option<Token<'a>> {
+        let t = self.lx.next()?;
+        Some(match t {
+            Tok::Word(w) => Token::Word(w),
+            Tok::QuotedIdent {
+                unicode: false,
+                body,
+            } => Token::QuotedIdent(body),
+            Tok::QuotedIdent { unicode: true, .. } => Token::UnicodeIdent,
+            Tok::Literal => Token::Literal(&self.lx.s[self.lx.start..self.lx.pos]),
+            Tok::Punct(b) => Token::Punct(b),
+        })
     }
 }
 

@@ -154,6 +154,11 @@ pub(crate) fn pool_parts(
         dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
         user: server_user,
         password,
+        tls: config
+            .tls
+            .as_deref()
+            .map(|t| t.server_for(database).clone())
+            .unwrap_or_default(),
     };
     let settings = PoolSettings {
         size: db.pool_size.unwrap_or(p.default_pool_size),
@@ -179,6 +184,7 @@ pub(crate) fn pool_parts(
             keepcnt: p.tcp_keepcnt,
             user_timeout: p.tcp_user_timeout,
         },
+        listen_queue_size: p.listen_queue_size,
     };
     (target, settings)
 }

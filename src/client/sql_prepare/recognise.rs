@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use crate::router::classify::{SqlToken, SqlTokens};
+use crate::router::classify::{Token, Tokens};
 
 /// One SQL-level prepared-statement command, as found in a simple Query.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,7 +134,7 @@ const NOT_NAMES: &[&str] = &[
     "verbose",
 ];
 
-type Tok<'a> = (SqlToken<'a>, Range<usize>);
+type Tok<'a> = (Token<'a>, Range<usize>);
 
 /// Whether `sql` may be one of these commands: a cheap look at its first byte, so other
 /// statements (and large ones) are not lexed.
@@ -152,20 +152,20 @@ pub fn recognise(sql: &[u8]) -> Option<SqlCommand> {
     if !candidate(sql) {
         return None;
     }
-    let mut lx = SqlTokens::new(sql);
+    let mut lx = Tokens::new(sql);
     let mut toks: Vec<Tok<'_>> = Vec::new();
     let mut ended = false;
-    for t in lx.by_ref() {
+    while let Some(t) = lx.next_spanned() {
         if ended {
             return None; // a second statement
         }
-        if t.0 == SqlToken::Punct(b';') {
+        if t.0 == Token::Punct(b';') {
             ended = true;
         } else {
             toks.push(t);
         }
     }
-    if !lx.certain() {
+    if lx.failed() {
         return None;
     }
     let first = word(toks.first()?)?;
@@ -179,8 +179,8 @@ pub fn recognise(sql: &[u8]) -> Option<SqlCommand> {
         let mut i = 1;
         loop {
             match toks.get(i)? {
-                (SqlToken::Punct(b'('), _) => i = after_parens(&toks, i)?,
-                (SqlToken::Word(w), _)
+                (Token::Punct(b'('), _) => i = after_parens(&toks, i)?,
+                (Token::Word(w), _)
                     if [&b"analyze"[..], b"analyse", b"verbose"]
                         .iter()
                         .any(|k| w.eq_ignore_ascii_case(k)) =>
@@ -196,8 +196,8 @@ pub fn recognise(sql: &[u8]) -> Option<SqlCommand> {
         let mut depth = 0i32;
         for i in 1..toks.len() {
             match toks[i].0 {
-                SqlToken::Punct(b'(') => depth += 1,
-                SqlToken::Punct(b')') => depth -= 1,
+                Token::Punct(b'(') => depth += 1,
+                Token::Punct(b')') => depth -= 1,
                 _ if depth == 0 && is_word(&toks[i], b"as") => {
                     return toks
                         .get(i + 1)
@@ -215,7 +215,7 @@ pub fn recognise(sql: &[u8]) -> Option<SqlCommand> {
 
 fn word<'a>(t: &Tok<'a>) -> Option<&'a [u8]> {
     match t.0 {
-        SqlToken::Word(w) => Some(w),
+        Token::Word(w) => Some(w),
         _ => None,
     }
 }
@@ -229,8 +229,8 @@ fn after_parens(toks: &[Tok<'_>], open: usize) -> Option<usize> {
     let mut depth = 0;
     for (i, t) in toks.iter().enumerate().skip(open) {
         match t.0 {
-            SqlToken::Punct(b'(') => depth += 1,
-            SqlToken::Punct(b')') => {
+            Token::Punct(b'(') => depth += 1,
+            Token::Punct(b')') => {
                 depth -= 1;
                 if depth == 0 {
                     return Some(i + 1);
@@ -246,14 +246,14 @@ fn after_parens(toks: &[Tok<'_>], open: usize) -> Option<usize> {
 /// as `"`; cut to 63 bytes.
 fn name(t: &Tok<'_>) -> Option<Vec<u8>> {
     let mut n = match t.0 {
-        SqlToken::Word(w) => {
+        Token::Word(w) => {
             let lower = w.to_ascii_lowercase();
             if NOT_NAMES.iter().any(|k| k.as_bytes() == lower) {
                 return None;
             }
             lower
         }
-        SqlToken::QuotedIdent(body) if !body.is_empty() => {
+        Token::QuotedIdent(body) if !body.is_empty() => {
             let mut n = Vec::with_capacity(body.len());
             let mut i = 0;
             while i < body.len() {
@@ -279,7 +279,7 @@ fn prepare(toks: &[Tok<'_>]) -> Option<SqlCommand> {
     let n = name(name_tok)?;
     let mut i = 2;
     let mut types = None;
-    if toks.get(i)?.0 == SqlToken::Punct(b'(') {
+    if toks.get(i)?.0 == Token::Punct(b'(') {
         let close = after_parens(toks, i)?;
         if close == i + 2 {
             return None; // `()`: PostgreSQL's syntax error
@@ -306,7 +306,7 @@ fn execute_at(toks: &[Tok<'_>], i: usize) -> Option<SqlCommand> {
     // What follows the name: nothing, or its argument list (then, in CREATE TABLE AS, WITH
     // [NO] DATA); the server judges the rest.
     if let Some(next) = toks.get(i + 1) {
-        if next.0 != SqlToken::Punct(b'(') && !is_word(next, b"with") {
+        if next.0 != Token::Punct(b'(') && !is_word(next, b"with") {
             return None;
         }
     }
