@@ -59,6 +59,9 @@ impl Session {
     /// A request that goes to the server: what it will do to the session's settings.
     pub(super) fn follow_request(&mut self, tag: FrontendTag, body: &[u8]) {
         let untracked = match tag {
+            // A Query past max_message_size streams (relay.rs): sluice sees only its start, so
+            // what it does to the settings is unknown.
+            FrontendTag::Query if split_cstr(body).is_none() => true,
             FrontendTag::Query => {
                 // A Query too large to hold streams: only its head is here, and what the rest
                 // does to the settings cannot be known.

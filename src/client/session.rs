@@ -29,7 +29,7 @@ use super::listen::Listening;
 use super::login::LoggedIn;
 use super::routing::{Plan, Routing};
 use super::settings::Settings;
-use super::sql_prepare::{ExecuteInParse, OnServer, SqlStep, candidate};
+use super::sql_prepare::{OnServer, SqlStep, candidate};
 use super::statements::{ClientStatements, LocalParse, PoolPrepared};
 use super::timeouts::SessionTimer;
 use super::{Fatal, checkout_error};
@@ -420,42 +420,11 @@ impl Session {
             }
             FrontendTag::Execute => Pending::Execute,
             FrontendTag::Parse => {
-                let (name, mut tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
-                // SQL EXECUTE of the client's statement in a Parse: renamed (sql_prepare.rs).
-                let (rewritten, mut needs);
-                if self.intercept && candidate(tail) {
+                let (name, tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                if self.intercept && (!name.is_empty() || candidate(tail)) {
                     let pool = Self::pool_statements(&self.pool);
                     let conn = self.server.as_mut().expect("attached").conn_mut();
-                    match self.statements.execute_in_parse(
-                        &pool,
-                        &mut conn.statements,
-                        tail,
-                        &mut self.exchange,
-                        &mut self.to_server,
-                    ) {
-                        ExecuteInParse::AsIs => needs = None,
-                        ExecuteInParse::Failed => return Ok(()),
-                        ExecuteInParse::Rewritten(t, stmt) => {
-                            rewritten = t;
-                            tail = &rewritten;
-                            needs = Some(stmt);
-                        }
-                    }
-                } else {
-                    needs = None;
-                }
-                if needs.is_some() && name.is_empty() {
-                    frontend::write_parse_tail("", tail, &mut self.to_server);
-                    self.exchange.sent(Pending::Parse {
-                        answer: Answer::Server,
-                        undo: Default::default(),
-                    });
-                    return Ok(());
-                }
-                if self.intercept && !name.is_empty() {
-                    let pool = Self::pool_statements(&self.pool);
-                    let conn = self.server.as_mut().expect("attached").conn_mut();
-                    let parsed = self.statements.parse(
+                    let parsed = self.statements.parse_any(
                         &pool,
                         &mut conn.statements,
                         name,
@@ -463,19 +432,20 @@ impl Session {
                         &mut self.exchange,
                         &mut self.to_server,
                     );
-                    if let (Some(dep), Some(stmt)) = (needs.take(), self.statements.get(name)) {
-                        let _ = stmt.needs.set(dep);
+                    match parsed {
+                        Ok(true) => return Ok(()),
+                        Ok(false) => {}
+                        Err(over) => {
+                            let key = &self.pool.key;
+                            self.limits.incidents.note(Incident::StatementMemory, || {
+                                format!(
+                                    "pool {key}: a Parse of {} bytes with {} of {} in use",
+                                    over.len, over.used, over.cap
+                                )
+                            });
+                            return Ok(());
+                        }
                     }
-                    if let Err(over) = parsed {
-                        let key = &self.pool.key;
-                        self.limits.incidents.note(Incident::StatementMemory, || {
-                            format!(
-                                "pool {key}: a Parse of {} bytes with {} of {} in use",
-                                over.len, over.used, over.cap
-                            )
-                        });
-                    }
-                    return Ok(());
                 }
                 Pending::Parse {
                     answer: Answer::Server,

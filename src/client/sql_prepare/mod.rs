@@ -312,6 +312,50 @@ impl ClientStatements {
         SqlStep::Done
     }
 
+    /// A Parse with a server attached: a named one is renamed onto its pool-wide statement
+    /// ([`ClientStatements::parse`]); one whose text is SQL `EXECUTE` of this client's statement
+    /// gets the statement's server name in its text ([`ClientStatements::execute_in_parse`]).
+    /// Ok(false): an unnamed Parse to send as it is.
+    pub fn parse_any(
+        &mut self,
+        pool: &PoolPrepared<'_>,
+        conn: &mut ServerStatements,
+        name: &[u8],
+        tail: &[u8],
+        ex: &mut Exchange,
+        to_server: &mut BytesMut,
+    ) -> Result<bool, crate::prepared::OverBudget> {
+        let (rewritten, needs);
+        let tail = match self.execute_in_parse(pool, conn, tail, ex, to_server) {
+            ExecuteInParse::AsIs => {
+                needs = None;
+                tail
+            }
+            ExecuteInParse::Failed => return Ok(true),
+            ExecuteInParse::Rewritten(t, stmt) => {
+                rewritten = t;
+                needs = Some(stmt);
+                &rewritten[..]
+            }
+        };
+        if name.is_empty() {
+            if needs.is_none() {
+                return Ok(false);
+            }
+            sluice_proto::frontend::write_parse_tail("", tail, to_server);
+            ex.sent(Pending::Parse {
+                answer: super::exchange::Answer::Server,
+                undo: Undo::Nothing,
+            });
+            return Ok(true);
+        }
+        let parsed = self.parse(pool, conn, name, tail, ex, to_server);
+        if let (Some(dep), Some(stmt)) = (needs, self.get(name)) {
+            let _ = stmt.needs.set(dep);
+        }
+        parsed.map(|()| true)
+    }
+
     /// A Parse (`tail`: text, NUL, parameter types) whose text is `EXECUTE name …` of this
     /// client's statement: renamed, with the statement prepared ahead (answer swallowed) where
     /// the connection lacks it. An unknown name is left as it is: the server's 26000 then names
@@ -324,6 +368,9 @@ impl ClientStatements {
         ex: &mut Exchange,
         to_server: &mut BytesMut,
     ) -> ExecuteInParse {
+        if !candidate(tail) {
+            return ExecuteInParse::AsIs;
+        }
         let Some(end) = tail.iter().position(|&b| b == 0) else {
             return ExecuteInParse::AsIs;
         };
