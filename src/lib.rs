@@ -31,6 +31,7 @@ pub mod client;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod diag;
 pub mod healthcheck;
 pub mod listener;
 pub mod memory;

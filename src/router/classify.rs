@@ -752,7 +752,7 @@ impl Keyword {
 // Lexer
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tok<'a> {
+pub(crate) enum Tok<'a> {
     /// An unquoted identifier or keyword, as written.
     Word(&'a [u8]),
     /// A `"quoted identifier"`: the text between the quotes (doubled quotes left as they are).
@@ -1071,6 +1071,31 @@ impl<'a> Lexer<'a> {
             }
         }
         self.pos = i;
+    }
+}
+
+/// The same lexer for other readers of SQL text (query fingerprints, `crate::diag`): tokens with
+/// the byte offset where each one ends. Lexing stops at text it cannot read with certainty
+/// ([`Tokens::stopped`] then says so); hints are ignored.
+pub(crate) struct Tokens<'a>(Lexer<'a>);
+
+impl<'a> Tokens<'a> {
+    pub(crate) fn new(s: &'a [u8]) -> Tokens<'a> {
+        Tokens(Stream::new(s).lx)
+    }
+
+    /// Text from here on could not be read (unterminated or ambiguous).
+    pub(crate) fn stopped(&self) -> bool {
+        self.0.problem.is_some()
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = (Tok<'a>, usize);
+
+    fn next(&mut self) -> Option<(Tok<'a>, usize)> {
+        let t = self.0.next()?;
+        Some((t, self.0.pos))
     }
 }
 

@@ -1,0 +1,12 @@
+//! Diagnosis: which queries and clients eat the pool, seen from sluice alone.
+//!
+//! * `fingerprint.rs`: a statement's fingerprint (literals to `?`), pure;
+//! * `histogram.rs`: the small latency histogram of one query entry;
+//! * `query_stats.rs`: the process-wide, bounded statistics per (database, user, fingerprint).
+
+pub mod fingerprint;
+pub mod histogram;
+pub mod query_stats;
+
+pub use fingerprint::Fingerprint;
+pub use query_stats::{Entry, QueryStats, Sample, Scope};
