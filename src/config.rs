@@ -132,6 +132,16 @@ pub struct PoolerConfig {
     /// interval, with counts.
     #[serde(deserialize_with = "duration")]
     pub error_log_interval: Duration,
+    /// Statistics per (database, user, query fingerprint): SHOW QUERIES, `/debug/queries`.
+    pub query_stats: bool,
+    /// Cap on the entries of the query statistics; the lightest tenth by total time goes when
+    /// it is reached.
+    pub query_stats_max_entries: usize,
+    /// Statements that run at least this long are logged (fingerprint, pool, client); 0 = off.
+    #[serde(deserialize_with = "duration")]
+    pub log_min_duration: Duration,
+    /// The slow-statement log also shows the statement's text and parameter values as sent.
+    pub log_parameters: bool,
 }
 
 /// How log lines are written (`log_format`).
@@ -178,6 +188,10 @@ impl Default for PoolerConfig {
             max_message_memory: 256 * 1024 * 1024,
             log_format: LogFormat::Text,
             error_log_interval: Duration::from_secs(10),
+            query_stats: true,
+            query_stats_max_entries: 5000,
+            log_min_duration: Duration::ZERO,
+            log_parameters: false,
         }
     }
 }
@@ -409,6 +423,12 @@ impl Config {
             return Err(invalid(
                 "pooler.max_prepared_statement_bytes",
                 "must be at least 1024 bytes",
+            ));
+        }
+        if p.query_stats_max_entries == 0 {
+            return Err(invalid(
+                "pooler.query_stats_max_entries",
+                "must be at least 1 (set query_stats = false to turn the statistics off)",
             ));
         }
         if p.error_log_interval.is_zero() {

@@ -124,6 +124,7 @@ impl Session {
             peer,
             cancel.pid,
             wanted.get("application_name"),
+            shared.query_tracker(&pool.key.database, &pool.key.user),
         );
         let timer = pool
             .settings
@@ -228,6 +229,7 @@ impl Session {
         if !self.exchange.accept_from_client(tag == FrontendTag::Sync) {
             return Ok(Step::Next);
         }
+        self.stats.client_message(tag, &msg);
         if self.handle_locally(tag, &msg)? {
             self.exchange.emit_local(&mut self.to_client);
             self.touch();
@@ -283,6 +285,7 @@ impl Session {
     }
 
     fn send(&mut self, tag: FrontendTag, msg: Bytes) -> Result<Step, Fatal> {
+        self.stats.sent(tag, &msg);
         self.forward(tag, msg)?;
         self.stats.request();
         self.timer_stale();
@@ -626,6 +629,7 @@ impl Session {
             self.on_internal_reply(tag, body);
             return true;
         }
+        self.stats.reply(tag, body);
         let fatal = tag == BackendTag::ErrorResponse && backend_view::is_fatal(body);
         // A FATAL error ends the connection: a held unit is retried like on any failure.
         if let Some(rs) = self.route.as_deref_mut().filter(|_| !fatal) {
@@ -679,6 +683,7 @@ impl Session {
             {
                 // The server forgot every prepared statement, sluice's included.
                 self.statements.clear();
+                self.stats.forget_names();
                 if let Some(g) = self.server.as_mut() {
                     g.conn_mut().statements.clear();
                 }
@@ -829,6 +834,7 @@ impl Session {
     }
 
     fn forget_relay_state(&mut self) {
+        self.stats.forget_requests();
         self.srv_in.clear();
         self.to_server.clear();
         self.srv_skip = 0;

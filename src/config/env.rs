@@ -73,6 +73,10 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("max_message_memory", Kind::Integer),
     ("log_format", Kind::Text),
     ("error_log_interval", Kind::Text),
+    ("query_stats", Kind::Bool),
+    ("query_stats_max_entries", Kind::Integer),
+    ("log_min_duration", Kind::Text),
+    ("log_parameters", Kind::Bool),
 ];
 
 /// The variable that overrides `pooler.<key>`.

@@ -2,11 +2,15 @@
 //!
 //! * `fingerprint.rs`: a statement's fingerprint (literals to `?`), pure;
 //! * `histogram.rs`: the small latency histogram of one query entry;
-//! * `query_stats.rs`: the process-wide, bounded statistics per (database, user, fingerprint).
+//! * `query_stats.rs`: the process-wide, bounded statistics per (database, user, fingerprint);
+//! * `tracker.rs`: one session's statements and the server's answers, recorded at each
+//!   ReadyForQuery (no I/O, no clock).
 
 pub mod fingerprint;
 pub mod histogram;
 pub mod query_stats;
+pub mod tracker;
 
 pub use fingerprint::Fingerprint;
 pub use query_stats::{Entry, QueryStats, Sample, Scope};
+pub use tracker::{QueryTracker, Slow, TrackerSettings};

@@ -49,6 +49,8 @@ pub struct Shared {
     pub console: Console,
     /// Memory budgets, refusal counters and the incident log.
     pub limits: Arc<Limits>,
+    /// Statistics per (database, user, query fingerprint): SHOW QUERIES, `/debug/queries`.
+    pub query_stats: Arc<crate::diag::QueryStats>,
     /// Serialises the creation of pools.
     creating: std::sync::Mutex<()>,
 }
@@ -58,8 +60,12 @@ impl Shared {
         let users = users_of(&config);
         let histograms = config.metrics_addr().map(|_| HistogramRecorder::new());
         let limits = Arc::new(Limits::new(&config));
+        let query_stats = Arc::new(crate::diag::QueryStats::new(
+            config.pooler.query_stats_max_entries,
+        ));
         Arc::new(Shared {
             limits,
+            query_stats,
             histograms,
             clients: Arc::default(),
             console: Console::default(),
@@ -87,6 +93,23 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// A new session's query-statistics tracker, with the settings in force; None with
+    /// `query_stats = false`.
+    pub fn query_tracker(&self, database: &str, user: &str) -> Option<crate::diag::QueryTracker> {
+        let config = self.config();
+        let p = &config.pooler;
+        p.query_stats.then(|| {
+            crate::diag::QueryTracker::new(
+                self.query_stats.clone(),
+                crate::diag::Scope::new(database, user),
+                crate::diag::TrackerSettings {
+                    log_min_duration_us: p.log_min_duration.as_micros() as u64,
+                    log_parameters: p.log_parameters,
+                },
+            )
+        })
     }
 
     /// Puts `config` in force, with its users (RELOAD); returns it as shared.
