@@ -144,7 +144,8 @@ async fn the_off_switch_counts_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_clients_and_servers_say_who_holds_the_pool() {
     let pg = PgCluster::start();
-    let pooler = Sluice::start(console_config(&pg, 1));
+    let (config, metrics_port) = with_metrics(console_config(&pg, 1));
+    let pooler = Sluice::start(config);
     let mut cfg = pooler.pg_config(APP_DB, APP_USER, APP_PASSWORD);
     cfg.application_name("holder-app");
     let (holder, _) = connect_config(&cfg).await.unwrap();
@@ -192,7 +193,27 @@ async fn show_clients_and_servers_say_who_holds_the_pool() {
     assert_eq!(s["activity"], "idle in transaction");
     assert_eq!(s["fingerprint"], "SELECT pg_backend_pid()");
 
+    // /metrics counts the holder, and its age.
+    let page = scrape(metrics_port).await;
+    let labels = [
+        ("database", APP_DB),
+        ("user", APP_USER),
+        ("role", "primary"),
+    ];
+    assert_eq!(
+        sample(&page, "sluice_idle_in_transaction_clients", &labels),
+        Some(1.0),
+        "{page}"
+    );
+    let age = sample(&page, "sluice_idle_in_transaction_max_seconds", &labels).unwrap();
+    assert!(age > 0.0 && age < 60.0, "{age}");
+
     holder.simple_query("COMMIT").await.unwrap();
+    let page = scrape(metrics_port).await;
+    assert_eq!(
+        sample(&page, "sluice_idle_in_transaction_clients", &labels),
+        Some(0.0)
+    );
     let _waiter = within(STEP, "the waiter runs", waiting)
         .await
         .unwrap()

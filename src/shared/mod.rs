@@ -123,6 +123,23 @@ impl Shared {
     }
 
     /// Every pool, in a stable order (by key).
+    /// Per pool: how many clients are idle in a transaction, and the longest one's time in
+    /// that state (µs).
+    pub fn idle_in_transaction(&self) -> HashMap<PoolKey, (usize, u64)> {
+        let now = crate::clock::now_us();
+        let mut out: HashMap<PoolKey, (usize, u64)> = HashMap::new();
+        for c in self.clients.snapshot() {
+            let (state, since) = c.activity.state();
+            let Some(pool) = &c.pool else { continue };
+            if state == crate::clients::activity::IDLE_IN_TRANSACTION {
+                let e = out.entry(pool.key.clone()).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(now.saturating_sub(since));
+            }
+        }
+        out
+    }
+
     pub fn pool_list(&self) -> Vec<Arc<Pool>> {
         let mut v: Vec<Arc<Pool>> = self.pools.iter().map(|e| e.value().clone()).collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
@@ -142,6 +159,17 @@ impl Source for Shared {
         };
         let mut page = prometheus::render(&samples, &globals, self.histograms.as_ref());
         self.limits.render(&mut page);
+        let holders = self.idle_in_transaction();
+        let rows: Vec<_> = pools
+            .iter()
+            .zip(&samples)
+            .filter(|(p, _)| p.key.role == crate::pool::Role::Primary)
+            .map(|(p, s)| {
+                let (n, age) = holders.get(&p.key).copied().unwrap_or((0, 0));
+                (&s.labels, n, age as f64 / 1e6)
+            })
+            .collect();
+        prometheus::render_idle_in_transaction(&mut page, &rows);
         page
     }
 
