@@ -235,3 +235,60 @@ async fn show_clients_and_servers_say_who_holds_the_pool() {
     assert!(held > 0, "{q:#?}");
     assert_eq!(num(entry(&q, "BEGIN"), "held_us"), 0, "{q:#?}");
 }
+
+/// The slow-statement log: a statement over `log_min_duration` is logged once with its
+/// fingerprint, pool, client, application_name and times, and never its values unless
+/// `log_parameters = true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_statements_are_logged_without_their_values() {
+    let pg = PgCluster::start();
+    for log_parameters in [false, true] {
+        let config = config_for(&pg, 2, PoolMode::Transaction);
+        let config = set_config(&config, "pooler.log_min_duration", "50ms");
+        let config = set_config(&config, "pooler.log_parameters", log_parameters);
+        let sluice = SluiceProcess::start(&config);
+        let mut cfg = client_config(sluice.port(), APP_DB, APP_USER, APP_PASSWORD);
+        cfg.application_name("slow-app");
+        let (app, _) = connect_config(&cfg).await.unwrap();
+        app.simple_query("SELECT 'fast-secret'").await.unwrap();
+        app.simple_query("SELECT pg_sleep(0.1), 'slow-secret'")
+            .await
+            .unwrap();
+        // Extended protocol: the parameter value is as private as a literal.
+        app.query(
+            "SELECT pg_sleep($1::float8), $2::text",
+            &[&0.1f64, &"bound-secret"],
+        )
+        .await
+        .unwrap();
+        let line = sluice.wait_for_log("slow statement", 2, STEP).await;
+        let lines: Vec<String> = sluice
+            .log_lines()
+            .into_iter()
+            .filter(|l| l.contains("slow statement"))
+            .collect();
+        assert_eq!(lines.len(), 2, "the fast one is not logged: {lines:#?}");
+        let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        let f = &first["fields"];
+        assert_eq!(f["fingerprint"], "SELECT pg_sleep(?), ?", "{first}");
+        assert_eq!(f["application_name"], "slow-app");
+        assert_eq!(f["pool"], "app/app", "{first}");
+        assert!(f["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+        let ms = f["elapsed_ms"].as_f64().unwrap();
+        assert!((90.0..5000.0).contains(&ms), "{first}");
+        assert!(f["wait_ms"].as_f64().is_some());
+        let second: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            second["fields"]["fingerprint"],
+            "SELECT pg_sleep(?::float8), ?::text"
+        );
+        let all = lines.join("\n");
+        if log_parameters {
+            // tokio-postgres binds in binary: their sizes are shown, not decoded.
+            assert!(all.contains("slow-secret"), "{all}");
+            assert!(all.contains("$2 = <12 bytes binary>"), "{all}");
+        } else {
+            assert!(!all.contains("secret"), "values leaked: {all}");
+        }
+    }
+}
