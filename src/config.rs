@@ -116,6 +116,9 @@ pub struct PoolerConfig {
     pub shutdown_timeout: Duration,
     /// `host:port` of the HTTP endpoint for `/metrics`, `/healthz` and `/readyz`; none = off.
     pub metrics_listen: Option<String>,
+    /// When set, the metrics endpoint (all but `/healthz` and `/readyz`) needs it as
+    /// `Authorization: Bearer <token>` or `?token=<token>`.
+    pub metrics_token: Option<String>,
     /// Users (listed in `[users]`) allowed every admin console command.
     pub admin_users: Vec<String>,
     /// Users (listed in `[users]`) allowed the admin console's SHOW commands.
@@ -182,6 +185,7 @@ impl Default for PoolerConfig {
             workers: 1,
             shutdown_timeout: Duration::from_secs(30),
             metrics_listen: None,
+            metrics_token: None,
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             max_prepared_statement_bytes: 128 * 1024 * 1024,

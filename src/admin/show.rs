@@ -638,6 +638,15 @@ fn pooler_settings(p: &PoolerConfig) -> Vec<(&'static str, String)> {
             "metrics_listen",
             p.metrics_listen.clone().unwrap_or_default(),
         ),
+        (
+            "metrics_token",
+            if p.metrics_token.is_some() {
+                "********"
+            } else {
+                ""
+            }
+            .to_owned(),
+        ),
         ("admin_users", p.admin_users.join(",")),
         ("stats_users", p.stats_users.join(",")),
         (

@@ -57,6 +57,7 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("workers", Kind::Integer),
     ("shutdown_timeout", Kind::Text),
     ("metrics_listen", Kind::OptionalText),
+    ("metrics_token", Kind::OptionalText),
     ("admin_users", Kind::List),
     ("stats_users", Kind::List),
     ("client_login_timeout", Kind::Text),

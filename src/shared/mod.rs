@@ -5,13 +5,15 @@
 //! * `pools.rs`: making a pool (and its replica pools and router) from the config;
 //! * `users.rs`: [`UserAuth`], a user's parsed secrets;
 //! * `console.rs`: [`Console`], paused databases and SHUTDOWN;
-//! * `limits.rs`: [`Limits`], the memory budgets and the incident counters and log.
+//! * `limits.rs`: [`Limits`], the memory budgets and the incident counters and log;
+//! * `live.rs`: the JSON of the live page (`/api/live`) and `/debug/queries`.
 //!
 //! Owns: the pooler-wide state, passed by handle (no global). Must not: run sessions, accept
 //! connections or apply a RELOAD (`listener`, `client`, `reload` do, through it).
 
 mod console;
 mod limits;
+mod live;
 mod pools;
 mod users;
 
@@ -51,6 +53,8 @@ pub struct Shared {
     pub limits: Arc<Limits>,
     /// Statistics per (database, user, query fingerprint): SHOW QUERIES, `/debug/queries`.
     pub query_stats: Arc<crate::diag::QueryStats>,
+    /// The last minutes of each pool, for the live page (`live.rs`).
+    pub live: crate::diag::live::LiveHistory,
     /// Serialises the creation of pools.
     creating: std::sync::Mutex<()>,
 }
@@ -66,6 +70,7 @@ impl Shared {
         Arc::new(Shared {
             limits,
             query_stats,
+            live: Default::default(),
             histograms,
             clients: Arc::default(),
             console: Console::default(),
@@ -175,5 +180,13 @@ impl Source for Shared {
 
     fn config(&self) -> Arc<Config> {
         Shared::config(self)
+    }
+
+    fn json(&self, path: &str) -> Option<String> {
+        match path {
+            "/api/live" => Some(self.live_json()),
+            "/debug/queries" => Some(self.queries_json()),
+            _ => None,
+        }
     }
 }
