@@ -26,6 +26,41 @@ pub fn instant_us(t: Instant) -> u64 {
     .max(1)
 }
 
+/// An `Option<Instant>` in 8 bytes (nanoseconds from a process-wide base; 0 = none): sessions
+/// keep a few of these for their whole life, and every client's task carries them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp(u64);
+
+fn stamp_base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = Instant::now();
+        // A day back, so instants read before the first stamp still fit.
+        now.checked_sub(std::time::Duration::from_secs(86_400))
+            .unwrap_or(now)
+    })
+}
+
+impl Stamp {
+    pub const NONE: Stamp = Stamp(0);
+
+    pub fn of(t: Instant) -> Stamp {
+        Stamp(t.saturating_duration_since(stamp_base()).as_nanos() as u64 + 1)
+    }
+
+    pub fn get(self) -> Option<Instant> {
+        (self.0 != 0).then(|| stamp_base() + std::time::Duration::from_nanos(self.0 - 1))
+    }
+
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn take(&mut self) -> Option<Instant> {
+        std::mem::take(self).get()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,6 +73,15 @@ mod tests {
         // 2020-01-01 in µs: the clock is a real epoch clock.
         assert!(a > 1_577_836_800_000_000);
         assert!(b + 1_000_000 >= a);
+    }
+
+    #[test]
+    fn stamps_keep_instants() {
+        let t = Instant::now();
+        let mut s = Stamp::of(t);
+        assert_eq!(s.get(), Some(t));
+        assert_eq!(s.take(), Some(t));
+        assert!(s.is_none() && Stamp::NONE.get().is_none());
     }
 
     #[test]

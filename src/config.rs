@@ -109,6 +109,9 @@ pub struct PoolerConfig {
     pub tcp_user_timeout: Duration,
     pub max_message_size: usize,
     pub max_prepared_statements: usize,
+    /// Notifications held for one client while it is busy (transaction mode LISTEN); one more
+    /// ends the client's connection (docs/listen-notify.md).
+    pub listen_queue_size: usize,
     /// Threads serving clients: 1 (the default) = one event loop on the main thread; 0 = one per
     /// CPU core.
     pub workers: usize,
@@ -182,6 +185,7 @@ impl Default for PoolerConfig {
             tcp_user_timeout: Duration::ZERO,
             max_message_size: sluice_proto::MAX_MESSAGE_LEN,
             max_prepared_statements: 200,
+            listen_queue_size: 1000,
             workers: 1,
             shutdown_timeout: Duration::from_secs(30),
             metrics_listen: None,
@@ -404,6 +408,9 @@ impl Config {
         })?;
         if p.default_pool_size == 0 {
             return Err(invalid("pooler.default_pool_size", "must be at least 1"));
+        }
+        if p.listen_queue_size == 0 {
+            return Err(invalid("pooler.listen_queue_size", "must be at least 1"));
         }
         if p.max_client_conn == 0 {
             return Err(invalid("pooler.max_client_conn", "must be at least 1"));

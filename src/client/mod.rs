@@ -10,15 +10,20 @@
 //! - [`exchange`]: what the client is owed by the server (a state machine without I/O);
 //! - [`statements`]: the client's named prepared statements and their renaming;
 //! - [`routing`]: read/write splitting for one client (only when the pool has replicas);
-//! - [`timeouts`]: query, idle-in-transaction and idle timeouts, on one timer per session.
+//! - [`timeouts`]: query, idle-in-transaction and idle timeouts, on one timer per session;
+//! - `listen`: LISTEN / UNLISTEN answered by sluice in transaction mode, notifications delivered.
 
 mod auth;
 pub mod exchange;
+mod follow;
+mod listen;
 mod login;
 mod memory;
 mod relay;
 pub mod routing;
 mod session;
+pub mod settings;
+pub mod sql_prepare;
 pub mod statements;
 mod timeouts;
 

@@ -24,7 +24,7 @@
 
 use std::cell::RefCell;
 
-use crate::router::classify::{Tok, Tokens};
+use crate::router::classify::{Token, Tokens};
 
 /// The longest fingerprint text kept (the identity covers the whole statement).
 pub const MAX_TEXT: usize = 2048;
@@ -215,10 +215,10 @@ const BEFORE_VALUE: &[&str] = &[
 
 fn lex(sql: &[u8], out: &mut Vec<Norm>) {
     let mut toks = Tokens::new(sql);
-    for (tok, end) in toks.by_ref() {
+    while let Some((tok, span)) = toks.next_spanned() {
+        let (start, end) = (span.start, span.end);
         let norm = match tok {
-            Tok::Word(w) => {
-                let start = end - w.len();
+            Token::Word(w) => {
                 let lit = ["true", "false", "null"].iter().any(|k| eq_word(w, k));
                 let after_is = out
                     .last()
@@ -234,23 +234,19 @@ fn lex(sql: &[u8], out: &mut Vec<Norm>) {
                     numeric: false,
                 }
             }
-            Tok::QuotedIdent { body, unicode } => {
-                let body_start = body.as_ptr() as usize - sql.as_ptr() as usize;
-                Norm {
-                    kind: Kind::Quoted,
-                    start: body_start - 1 - if unicode { 2 } else { 0 },
-                    end,
-                    numeric: false,
-                }
-            }
-            Tok::Literal => Norm {
+            Token::QuotedIdent(_) | Token::UnicodeIdent => Norm {
+                kind: Kind::Quoted,
+                start,
+                end,
+                numeric: false,
+            },
+            Token::Literal(_) => Norm {
                 kind: Kind::Placeholder,
                 start: end,
                 end,
                 numeric: sql[end - 1].is_ascii_digit() || sql[end - 1] == b'.',
             },
-            Tok::Punct(b) => {
-                let start = end - 1;
+            Token::Punct(b) => {
                 if is_op_char(b) {
                     if let Some(p) = out.last_mut() {
                         if p.kind == Kind::Op && p.end == start && is_op_char(sql[p.start]) {
@@ -275,7 +271,7 @@ fn lex(sql: &[u8], out: &mut Vec<Norm>) {
         out.push(norm);
     }
     split_trailing_sign(sql, out);
-    if toks.stopped() {
+    if toks.failed() {
         out.push(Norm::synthetic(Kind::Unread));
     }
     // Fold signs into the numbers they belong to.

@@ -203,6 +203,10 @@ impl Pool {
     /// A clean connection comes back: to the oldest waiter, else to the idle list.
     pub(super) fn checkin(self: &Arc<Self>, mut conn: Box<ServerConn>) {
         conn.last_used = Instant::now();
+        if conn.settings_unknown {
+            tracing::debug!(pool = %self.key, server = conn.id, "server connection's settings unknown");
+            return self.discard(conn, CloseReason::Unclean);
+        }
         if conn.last_used.duration_since(conn.created) >= self.settings.lifetime {
             tracing::debug!(pool = %self.key, server = conn.id, "server connection reached server_lifetime");
             return self.discard(conn, CloseReason::Lifetime);

@@ -43,6 +43,7 @@ use crate::clock::now_us;
 use crate::metrics::{CloseReason, PoolCounters, PoolGauges, PoolLabels, PoolSample, PoolState};
 use crate::params::{Params, ParamsInterner, StartupMemo};
 use crate::prepared::PoolStatements;
+use crate::pubsub::{Hub, HubSettings};
 use crate::router::Router;
 use crate::server::list::ServerList;
 use crate::server::{ServerConn, ServerTarget};
@@ -99,6 +100,8 @@ pub struct Pool {
     lent: AtomicUsize,
     /// Logged-in client sessions of this pool.
     sessions: AtomicUsize,
+    /// LISTEN / NOTIFY in transaction mode: made at the first LISTEN (see [`Pool::pubsub`]).
+    pubsub: OnceLock<Arc<Hub>>,
 }
 
 impl Pool {
@@ -136,6 +139,7 @@ impl Pool {
             servers: ServerList::default(),
             lent: AtomicUsize::new(0),
             sessions: AtomicUsize::new(0),
+            pubsub: OnceLock::new(),
         })
     }
 
@@ -207,6 +211,10 @@ impl Pool {
     /// RECONNECT: connections made until now are closed when given back.
     pub fn reconnect(&self) {
         self.reconnect_before.store(now_us(), Ordering::Relaxed);
+        // The listening connection too: it may be on a server the pool has moved away from.
+        if let Some(hub) = self.pubsub.get() {
+            hub.reconnect();
+        }
     }
 
     /// Whether a connection made at `connect_time` (µs) must be closed instead of reused.
@@ -367,9 +375,46 @@ impl Pool {
         }
     }
 
+    /// The pool's LISTEN / NOTIFY hub (transaction mode), made on first use. Its dedicated
+    /// listening connection logs in like the pool's own, to the pool's current target, but is not
+    /// one of the pool's `size`.
+    pub fn pubsub(self: &Arc<Self>) -> &Arc<Hub> {
+        self.pubsub.get_or_init(|| {
+            let pool = Arc::downgrade(self);
+            let settings = HubSettings {
+                name: self.key.to_string(),
+                retry: self.settings.login_retry,
+                queue_size: self.settings.listen_queue_size,
+                max_message_size: self.settings.max_message_size,
+            };
+            Hub::new(
+                settings,
+                Box::new(move || {
+                    let pool = pool.clone();
+                    Box::pin(async move {
+                        let Some(pool) = pool.upgrade() else {
+                            return Err(crate::server::ConnectError::Protocol(
+                                "the pool is gone".into(),
+                            ));
+                        };
+                        let s = &pool.settings;
+                        crate::server::connect(
+                            pool.target(),
+                            s.connect_timeout,
+                            s.max_message_size,
+                            s.tcp,
+                        )
+                        .await
+                    })
+                }),
+            )
+        })
+    }
+
     /// This pool as a scrape sees it.
     pub fn sample(&self) -> PoolSample<'_> {
         PoolSample {
+            pubsub: self.pubsub.get().map(|h| h.sample()),
             labels: self.labels(),
             gauges: self.gauges(),
             counters: &self.counters,

@@ -752,7 +752,7 @@ impl Keyword {
 // Lexer
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Tok<'a> {
+enum Tok<'a> {
     /// An unquoted identifier or keyword, as written.
     Word(&'a [u8]),
     /// A `"quoted identifier"`: the text between the quotes (doubled quotes left as they are).
@@ -781,6 +781,7 @@ impl<'a> Stream<'a> {
             lx: Lexer {
                 s,
                 pos: 0,
+                start: 0,
                 hint_primary: false,
                 hint_replica: false,
                 problem: None,
@@ -818,6 +819,8 @@ impl<'a> Stream<'a> {
 struct Lexer<'a> {
     s: &'a [u8],
     pos: usize,
+    /// Where the last token began.
+    start: usize,
     hint_primary: bool,
     hint_replica: bool,
     /// Set when the text cannot be read with certainty; lexing stops there.
@@ -919,6 +922,7 @@ impl<'a> Lexer<'a> {
 
     fn token(&mut self, b: u8) -> Option<Tok<'a>> {
         let start = self.pos;
+        self.start = start;
         match b {
             b'\'' => self.standard_string(start),
             b'"' => self.quoted_ident(start, false),
@@ -1074,28 +1078,64 @@ impl<'a> Lexer<'a> {
     }
 }
 
-/// The same lexer for other readers of SQL text (query fingerprints, `crate::diag`): tokens with
-/// the byte offset where each one ends. Lexing stops at text it cannot read with certainty
-/// ([`Tokens::stopped`] then says so); hints are ignored.
-pub(crate) struct Tokens<'a>(Lexer<'a>);
+/// One token of SQL text as written, for readers of SQL other than the classifier (the session
+/// settings reader, `router/setting.rs`). Same lexing rules as [`classify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token<'a> {
+    /// An unquoted identifier or keyword, as written.
+    Word(&'a [u8]),
+    /// A `"quoted identifier"`: the text between the quotes, doubled quotes left as they are.
+    QuotedIdent(&'a [u8]),
+    /// A `U&"…"` identifier (escapes not decoded).
+    UnicodeIdent,
+    /// A string, number or parameter, exactly as written (`'a''b'`, `E'\n'`, `$$x$$`, `1.5`,
+    /// `$1`).
+    Literal(&'a [u8]),
+    /// Any other single byte.
+    Punct(u8),
+}
+
+/// The tokens of SQL text; lexing stops at text it cannot read with certainty
+/// ([`Tokens::failed`]).
+pub struct Tokens<'a> {
+    lx: Lexer<'a>,
+}
 
 impl<'a> Tokens<'a> {
-    pub(crate) fn new(s: &'a [u8]) -> Tokens<'a> {
-        Tokens(Stream::new(s).lx)
+    pub fn new(sql: &'a [u8]) -> Tokens<'a> {
+        Tokens {
+            lx: Stream::new(sql).lx,
+        }
     }
 
-    /// Text from here on could not be read (unterminated or ambiguous).
-    pub(crate) fn stopped(&self) -> bool {
-        self.0.problem.is_some()
+    /// The text was unterminated or ambiguous: lexing stopped early.
+    pub fn failed(&self) -> bool {
+        self.lx.problem.is_some()
+    }
+
+    /// The next token with its byte range in the text, for callers that rewrite a statement in
+    /// place (SQL-level `PREPARE`/`EXECUTE`).
+    pub fn next_spanned(&mut self) -> Option<(Token<'a>, std::ops::Range<usize>)> {
+        let t = self.next()?;
+        Some((t, self.lx.start..self.lx.pos))
     }
 }
 
 impl<'a> Iterator for Tokens<'a> {
-    type Item = (Tok<'a>, usize);
+    type Item = Token<'a>;
 
-    fn next(&mut self) -> Option<(Tok<'a>, usize)> {
-        let t = self.0.next()?;
-        Some((t, self.0.pos))
+    fn next(&mut self) -> Option<Token<'a>> {
+        let t = self.lx.next()?;
+        Some(match t {
+            Tok::Word(w) => Token::Word(w),
+            Tok::QuotedIdent {
+                unicode: false,
+                body,
+            } => Token::QuotedIdent(body),
+            Tok::QuotedIdent { unicode: true, .. } => Token::UnicodeIdent,
+            Tok::Literal => Token::Literal(&self.lx.s[self.lx.start..self.lx.pos]),
+            Tok::Punct(b) => Token::Punct(b),
+        })
     }
 }
 

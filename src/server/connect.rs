@@ -174,6 +174,7 @@ async fn connect_inner(
                     last_used: now,
                     dirty: false,
                     check_due: false,
+                    settings_unknown: false,
                     statements: ServerStatements::default(),
                     entry: None,
                 });

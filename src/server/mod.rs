@@ -89,6 +89,10 @@ pub struct ServerConn {
     /// Idle in the pool longer than `server_check_delay` (set by the pool's upkeep): a round
     /// trip ([`check`]) must succeed before it is lent again.
     pub check_due: bool,
+    /// A client changed its settings in a way sluice could not follow (`set_config` with a
+    /// parameter, `SET` in a `DO` block, a failed parameter sync): `params` may not be true, so
+    /// the connection is closed when given back instead of serving anyone else.
+    pub settings_unknown: bool,
     /// sluice's statements prepared on this connection (transaction mode).
     pub statements: ServerStatements,
     /// Its entry in the pool's server list (SHOW SERVERS), removed when it is dropped.

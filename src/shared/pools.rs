@@ -179,6 +179,7 @@ pub(crate) fn pool_parts(
             keepcnt: p.tcp_keepcnt,
             user_timeout: p.tcp_user_timeout,
         },
+        listen_queue_size: p.listen_queue_size,
     };
     (target, settings)
 }
