@@ -50,8 +50,13 @@ async fn stats_upkeep(shared: Arc<Shared>) {
     for pool in shared.pool_list() {
         pool.counters.roll_period(last_period);
     }
+    let mut last_reading: Option<Instant> = None;
     loop {
         interval.tick().await;
+        if last_reading.is_none_or(|t| t.elapsed() >= crate::diag::live::EVERY) {
+            last_reading = Some(Instant::now());
+            shared.take_live_reading();
+        }
         if let Some(h) = &shared.histograms {
             h.upkeep();
         }

@@ -124,6 +124,9 @@ pub struct PoolerConfig {
     pub shutdown_timeout: Duration,
     /// `host:port` of the HTTP endpoint for `/metrics`, `/healthz` and `/readyz`; none = off.
     pub metrics_listen: Option<String>,
+    /// When set, the metrics endpoint (all but `/healthz` and `/readyz`) needs it as
+    /// `Authorization: Bearer <token>` or `?token=<token>`.
+    pub metrics_token: Option<String>,
     /// Users (listed in `[users]`) allowed every admin console command.
     pub admin_users: Vec<String>,
     /// Users (listed in `[users]`) allowed the admin console's SHOW commands.
@@ -154,6 +157,16 @@ pub struct PoolerConfig {
     /// sluice's client certificate and key for servers, PEM (optional; both or neither).
     pub server_tls_cert_file: Option<String>,
     pub server_tls_key_file: Option<String>,
+    /// Statistics per (database, user, query fingerprint): SHOW QUERIES, `/debug/queries`.
+    pub query_stats: bool,
+    /// Cap on the entries of the query statistics; the lightest tenth by total time goes when
+    /// it is reached.
+    pub query_stats_max_entries: usize,
+    /// Statements that run at least this long are logged (fingerprint, pool, client); 0 = off.
+    #[serde(deserialize_with = "duration")]
+    pub log_min_duration: Duration,
+    /// The slow-statement log also shows the statement's text and parameter values as sent.
+    pub log_parameters: bool,
 }
 
 /// How log lines are written (`log_format`).
@@ -195,6 +208,7 @@ impl Default for PoolerConfig {
             workers: 1,
             shutdown_timeout: Duration::from_secs(30),
             metrics_listen: None,
+            metrics_token: None,
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             max_prepared_statement_bytes: 128 * 1024 * 1024,
@@ -209,6 +223,10 @@ impl Default for PoolerConfig {
             server_tls_ca_file: None,
             server_tls_cert_file: None,
             server_tls_key_file: None,
+            query_stats: true,
+            query_stats_max_entries: 5000,
+            log_min_duration: Duration::ZERO,
+            log_parameters: false,
         }
     }
 }
@@ -449,6 +467,12 @@ impl Config {
             return Err(invalid(
                 "pooler.max_prepared_statement_bytes",
                 "must be at least 1024 bytes",
+            ));
+        }
+        if p.query_stats_max_entries == 0 {
+            return Err(invalid(
+                "pooler.query_stats_max_entries",
+                "must be at least 1 (set query_stats = false to turn the statistics off)",
             ));
         }
         if p.error_log_interval.is_zero() {

@@ -11,7 +11,8 @@
 //!    [`memory`] (process-wide byte budgets), [`net`] (the [`net::Stream`] under every
 //!    connection, listening sockets), [`notify`] (sd_notify to systemd).
 //! 2. Decisions: [`router`] (read/write splitting, replica health, read-your-writes).
-//! 3. Counting: [`metrics`] (counters, gauges, `/metrics`, `/healthz`, `/readyz`).
+//! 3. Counting: [`metrics`] (counters, gauges, `/metrics`, `/healthz`, `/readyz`, the live
+//!    page), [`diag`] (query fingerprints and statistics, a session's statement tracker).
 //! 4. Connections: [`prepared`] (statement names), [`server`] (one PostgreSQL connection),
 //!    [`cancel`] (cancel keys), [`pubsub`] (LISTEN / NOTIFY in transaction mode: subscriptions
 //!    and the dedicated listening connection), [`pool`] (server connections per database and
@@ -33,6 +34,7 @@ pub mod client;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod diag;
 pub mod healthcheck;
 pub mod listener;
 pub mod memory;

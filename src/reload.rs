@@ -127,6 +127,10 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<String> {
         notes.push("pooler.log_format changed: takes effect at restart".to_owned());
         n.log_format = o.log_format;
     }
+    if n.query_stats_max_entries != o.query_stats_max_entries {
+        notes.push("pooler.query_stats_max_entries changed: takes effect at restart".to_owned());
+        n.query_stats_max_entries = o.query_stats_max_entries;
+    }
     if n.max_client_conn != o.max_client_conn {
         notes.push("pooler.max_client_conn changed: takes effect at restart".to_owned());
         n.max_client_conn = o.max_client_conn;

@@ -3,15 +3,17 @@
 //! console speaking the simple query protocol.
 //!
 //! - Everyone allowed in: `SHOW POOLS | STATS | STATS_TOTALS | STATS_AVERAGES | CLIENTS | SERVERS |
-//!   DATABASES | USERS | LISTS | CONFIG | VERSION | HELP` (see `show.rs`; column names and order
-//!   follow PgBouncer's where PgBouncer has the command, sluice's extras come last).
+//!   DATABASES | USERS | LISTS | CONFIG | VERSION | REPLICAS | QUERIES | HELP` (see `show.rs`,
+//!   and `queries.rs` for SHOW QUERIES; column names and order follow PgBouncer's where
+//!   PgBouncer has the command, sluice's extras come last).
 //! - Admin users only (others get 42501): `PAUSE [db]`, `RESUME [db]`, `KILL [db]`,
-//!   `RECONNECT [db]`, `RELOAD` (see [`crate::reload`]), `SHUTDOWN`; `SET` answers
+//!   `RECONNECT [db]`, `RELOAD` (see [`crate::reload`]), `RESET QUERIES`, `SHUTDOWN`; `SET` answers
 //!   0A000 (not supported yet).
 //!
 //! Users not in either list are refused at login with 28000. Console users authenticate like any
 //! other user, so they must also be listed in `[users]`.
 
+mod queries;
 pub mod show;
 
 use std::net::SocketAddr;
@@ -252,6 +254,7 @@ async fn run_command(
         "RECONNECT",
         "SHUTDOWN",
         "RELOAD",
+        "RESET",
         "SET",
         "SUSPEND",
         "ENABLE",
@@ -343,6 +346,16 @@ async fn run_command(
             )
             .hint("nothing was changed; fix the file and RELOAD again")),
         },
+        "RESET"
+            if arg
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case("QUERIES")) =>
+        {
+            shared.query_stats.reset();
+            tracing::info!(user = %login.user, "RESET QUERIES from the admin console");
+            backend::command_complete("RESET", out);
+            Ok(())
+        }
         "SUSPEND" | "ENABLE" | "DISABLE" | "WAIT_CLOSE" | "KILL_CLIENT" => {
             Err(ErrorResponse::error(
                 sqlstate::FEATURE_NOT_SUPPORTED,

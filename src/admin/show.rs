@@ -24,14 +24,14 @@ const TEXT: u32 = 25;
 const INT8: u32 = 20;
 
 /// A result set being built.
-struct Table {
+pub(super) struct Table {
     columns: Vec<(&'static str, u32)>,
     rows: Vec<Vec<Option<String>>>,
 }
 
 impl Table {
     /// `columns`: (name, is a number).
-    fn new(columns: &[(&'static str, bool)]) -> Table {
+    pub(super) fn new(columns: &[(&'static str, bool)]) -> Table {
         Table {
             columns: columns
                 .iter()
@@ -41,12 +41,12 @@ impl Table {
         }
     }
 
-    fn row(&mut self, values: Vec<Option<String>>) {
+    pub(super) fn row(&mut self, values: Vec<Option<String>>) {
         debug_assert_eq!(values.len(), self.columns.len());
         self.rows.push(values);
     }
 
-    fn write(self, out: &mut BytesMut) {
+    pub(super) fn write(self, out: &mut BytesMut) {
         let fields: Vec<FieldDescription<'_>> = self
             .columns
             .iter()
@@ -89,6 +89,7 @@ pub fn show(shared: &Shared, what: &str, out: &mut BytesMut) -> Result<(), Error
         "LISTS" => show_lists(shared),
         "REPLICAS" => show_replicas(shared),
         "CONFIG" => show_config(shared),
+        "QUERIES" => super::queries::show_queries(shared),
         "VERSION" => {
             let mut t = Table::new(&[("version", false)]);
             t.row(vec![Some(format!("sluice {}", env!("CARGO_PKG_VERSION")))]);
@@ -97,7 +98,8 @@ pub fn show(shared: &Shared, what: &str, out: &mut BytesMut) -> Result<(), Error
         "HELP" => {
             let help = "Console usage\n\
                 \tSHOW HELP|POOLS|STATS|STATS_TOTALS|STATS_AVERAGES|CLIENTS|SERVERS\n\
-                \tSHOW DATABASES|USERS|LISTS|CONFIG|VERSION|REPLICAS\n\
+                \tSHOW DATABASES|USERS|LISTS|CONFIG|VERSION|REPLICAS|QUERIES\n\
+                \tRESET QUERIES\n\
                 \tPAUSE [<db>]\n\
                 \tRESUME [<db>]\n\
                 \tKILL [<db>]\n\
@@ -297,7 +299,7 @@ fn show_stats_averages(shared: &Shared) -> Table {
     table
 }
 
-const CONNECTION_COLUMNS: [(&str, bool); 19] = [
+const CONNECTION_COLUMNS: [(&str, bool); 23] = [
     ("type", false),
     ("user", false),
     ("database", false),
@@ -318,7 +320,33 @@ const CONNECTION_COLUMNS: [(&str, bool); 19] = [
     ("application_name", false),
     // sluice's own
     ("id", true),
+    // What the client does now (docs/diagnosis.md): idle, active, waiting, idle in transaction;
+    // for how long; its total wait for server connections; its last statement's fingerprint.
+    ("activity", false),
+    ("activity_us", true),
+    ("wait_total_us", true),
+    ("fingerprint", false),
 ];
+
+/// The four activity columns of a client (empty for a server connection that is not lent).
+fn activity_columns(c: Option<&crate::clients::ClientInfo>, now: u64) -> [Option<String>; 4] {
+    let Some(c) = c else {
+        return [t("idle"), z(), z(), e()];
+    };
+    let (state, since) = c.activity.state();
+    let since = if since == 0 { c.connect_time } else { since };
+    [
+        t(crate::clients::activity::state_name(state)),
+        n(now.saturating_sub(since)),
+        n(c.activity.wait_total_us.load(Ordering::Relaxed)),
+        Some(
+            c.activity
+                .current()
+                .map(|f| f.text.to_string())
+                .unwrap_or_default(),
+        ),
+    ]
+}
 
 fn client_ptr(id: u64) -> String {
     format!("c{id}")
@@ -356,70 +384,89 @@ fn show_clients(shared: &Shared) -> Table {
         let link = links.get(&c.id).copied();
         let (addr, port) = host_port(Some(c.addr));
         let (local_addr, local_port) = host_port(c.local);
-        table.row(vec![
-            t("C"),
-            t(&c.user),
-            t(&c.database),
-            t(if wait_since != 0 { "waiting" } else { "active" }),
-            t(addr),
-            t(port),
-            t(local_addr),
-            t(local_port),
-            t(timestamp(c.connect_time)),
-            t(timestamp(c.request_time.load(Ordering::Relaxed))),
-            n(waited / 1_000_000),
-            n(waited % 1_000_000),
-            z(),
-            t(client_ptr(c.id)),
-            Some(link.map(server_ptr).unwrap_or_default()),
-            t(c.remote_pid),
-            t(c.tls.as_deref().unwrap_or("")),
-            t(&c.application_name),
-            n(c.id),
-        ]);
+        table.row(
+            vec![
+                t("C"),
+                t(&c.user),
+                t(&c.database),
+                t(if wait_since != 0 { "waiting" } else { "active" }),
+                t(addr),
+                t(port),
+                t(local_addr),
+                t(local_port),
+                t(timestamp(c.connect_time)),
+                t(timestamp(c.request_time.load(Ordering::Relaxed))),
+                n(waited / 1_000_000),
+                n(waited % 1_000_000),
+                z(),
+                t(client_ptr(c.id)),
+                Some(link.map(server_ptr).unwrap_or_default()),
+                t(c.remote_pid),
+                t(c.tls.as_deref().unwrap_or("")),
+                t(&c.application_name),
+                n(c.id),
+            ]
+            .into_iter()
+            .chain(activity_columns(Some(&c), now))
+            .collect(),
+        );
     }
     table
 }
 
 fn show_servers(shared: &Shared) -> Table {
     let mut table = Table::new(&CONNECTION_COLUMNS);
-    let apps: HashMap<u64, String> = shared
+    let clients: HashMap<u64, Arc<crate::clients::ClientInfo>> = shared
         .clients
         .snapshot()
         .into_iter()
-        .map(|c| (c.id, c.application_name.clone()))
+        .map(|c| (c.id, c))
         .collect();
+    let now = now_us();
     for p in shared.pool_list() {
         let target = p.target();
         for s in p.servers.snapshot() {
             let active = s.state.load(Ordering::Relaxed) == SERVER_ACTIVE;
             let client = s.client.load(Ordering::Relaxed);
             let (local_addr, local_port) = host_port(s.local);
-            table.row(vec![
-                t("S"),
-                t(&target.user),
-                t(p.console_database()),
-                t(if active { "active" } else { "idle" }),
-                t(&target.host),
-                t(target.port),
-                t(local_addr),
-                t(local_port),
-                t(timestamp(s.connect_time)),
-                t(timestamp(s.request_time.load(Ordering::Relaxed))),
-                z(),
-                z(),
-                n(u8::from(p.must_reconnect(s.connect_time))),
-                t(server_ptr(s.id)),
-                Some(if active && client != 0 {
-                    client_ptr(client)
-                } else {
-                    String::new()
-                }),
-                t(s.remote_pid),
-                e(),
-                Some(apps.get(&client).cloned().unwrap_or_default()),
-                n(s.id),
-            ]);
+            table.row(
+                vec![
+                    t("S"),
+                    t(&target.user),
+                    t(p.console_database()),
+                    t(if active { "active" } else { "idle" }),
+                    t(&target.host),
+                    t(target.port),
+                    t(local_addr),
+                    t(local_port),
+                    t(timestamp(s.connect_time)),
+                    t(timestamp(s.request_time.load(Ordering::Relaxed))),
+                    z(),
+                    z(),
+                    n(u8::from(p.must_reconnect(s.connect_time))),
+                    t(server_ptr(s.id)),
+                    Some(if active && client != 0 {
+                        client_ptr(client)
+                    } else {
+                        String::new()
+                    }),
+                    t(s.remote_pid),
+                    e(),
+                    Some(
+                        clients
+                            .get(&client)
+                            .map(|c| c.application_name.clone())
+                            .unwrap_or_default(),
+                    ),
+                    n(s.id),
+                ]
+                .into_iter()
+                .chain(activity_columns(
+                    clients.get(&client).filter(|_| active).map(|c| &**c),
+                    now,
+                ))
+                .collect(),
+            );
         }
     }
     table
@@ -592,6 +639,15 @@ fn pooler_settings(p: &PoolerConfig) -> Vec<(&'static str, String)> {
             "metrics_listen",
             p.metrics_listen.clone().unwrap_or_default(),
         ),
+        (
+            "metrics_token",
+            if p.metrics_token.is_some() {
+                "********"
+            } else {
+                ""
+            }
+            .to_owned(),
+        ),
         ("admin_users", p.admin_users.join(",")),
         ("stats_users", p.stats_users.join(",")),
         (
@@ -616,6 +672,13 @@ fn pooler_settings(p: &PoolerConfig) -> Vec<(&'static str, String)> {
         ("server_tls_ca_file", opt(&p.server_tls_ca_file)),
         ("server_tls_cert_file", opt(&p.server_tls_cert_file)),
         ("server_tls_key_file", opt(&p.server_tls_key_file)),
+        ("query_stats", p.query_stats.to_string()),
+        (
+            "query_stats_max_entries",
+            p.query_stats_max_entries.to_string(),
+        ),
+        ("log_min_duration", duration(p.log_min_duration)),
+        ("log_parameters", p.log_parameters.to_string()),
     ]
 }
 

@@ -4,7 +4,7 @@
 //! every default written out and what a database inherits filled in (its `dbname`, `pool_size`,
 //! `pool_mode`, `auth_type`, each replica's `pool_size`). Durations are written as the file
 //! would write them (`"30s"`, `"10m"`). Secrets are masked: the value of every key whose name
-//! contains `password` or `secret`, and any string anywhere that looks like a stored secret
+//! contains `password`, `secret` or `token`, and any string anywhere that looks like a stored secret
 //! (`md5<32 hex>`, `SCRAM-SHA-256$...`), become a description of what was there
 //! (`"(masked: SCRAM-SHA-256 secret)"`), never the text itself.
 //!
@@ -117,7 +117,10 @@ fn mask(v: &mut toml::Value, secret_key: bool) {
         toml::Value::Table(t) => {
             for (k, item) in t.iter_mut() {
                 let k = k.to_ascii_lowercase();
-                mask(item, k.contains("password") || k.contains("secret"));
+                mask(
+                    item,
+                    k.contains("password") || k.contains("secret") || k.contains("token"),
+                );
             }
         }
         toml::Value::Array(a) => a.iter_mut().for_each(|item| mask(item, secret_key)),

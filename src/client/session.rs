@@ -138,6 +138,7 @@ impl Session {
             cancel.pid,
             wanted.get("application_name"),
             client.tls_description(),
+            shared.query_tracker(&pool.key.database, &pool.key.user),
         );
         let timer = pool
             .settings
@@ -259,6 +260,7 @@ impl Session {
         if matches!(tag, FrontendTag::Parse | FrontendTag::Close) {
             self.follow_names(tag, &msg[Header::LEN..]);
         }
+        self.stats.client_message(tag, &msg);
         if self.handle_locally(tag, &msg)? {
             self.exchange.emit_local(&mut self.to_client);
             self.touch();
@@ -317,6 +319,7 @@ impl Session {
         if self.settings.as_ref().is_some_and(|s| s.resync) && self.exchange.is_clean() {
             self.resync();
         }
+        self.stats.sent(tag, &msg);
         self.forward(tag, msg)?;
         self.stats.request();
         self.timer_stale();
@@ -698,6 +701,7 @@ impl Session {
             self.exchange.emit_local(&mut self.to_client);
             return true;
         }
+        self.stats.reply(tag, body);
         let fatal = tag == BackendTag::ErrorResponse && backend_view::is_fatal(body);
         // A FATAL error ends the connection: a held unit is retried like on any failure.
         if let Some(rs) = self.route.as_deref_mut().filter(|_| !fatal) {
@@ -757,6 +761,7 @@ impl Session {
             {
                 // The server forgot every prepared statement, sluice's included.
                 self.statements.clear();
+                self.stats.forget_names();
                 if let Some(g) = self.server.as_mut() {
                     g.conn_mut().statements.clear();
                 }
@@ -917,6 +922,7 @@ impl Session {
     }
 
     fn forget_relay_state(&mut self) {
+        self.stats.forget_requests();
         self.srv_in.clear();
         self.to_server.clear();
         self.srv_skip = 0;

@@ -12,8 +12,10 @@
 //! Owns: the list, each session's stop bits. Must not: hold a session's own state or decide
 //! anything about its server connection.
 
+pub mod activity;
 mod session;
 
+pub use activity::Activity;
 pub use session::SessionStats;
 
 use std::net::SocketAddr;
@@ -56,6 +58,8 @@ pub struct ClientInfo {
     pub wait_since: AtomicU64,
     /// When the client last asked for a server connection (its login time before that).
     pub request_time: AtomicU64,
+    /// What it is doing now (state, time in state, waits, current statement).
+    pub activity: Activity,
     /// Wakes the session when it is asked to stop; `stop` says why.
     kill: Notify,
     /// [`STOP_DRAIN`] and [`STOP_KILL`] bits.
@@ -146,6 +150,7 @@ impl ClientList {
             tls: c.tls.map(String::into_boxed_str),
             wait_since: AtomicU64::new(0),
             request_time: AtomicU64::new(now),
+            activity: Activity::default(),
             kill: Notify::new(),
             stop: AtomicU8::new(0),
         });
@@ -167,6 +172,11 @@ impl ClientList {
         let mut v: Vec<_> = self.map.iter().map(|e| e.value().clone()).collect();
         v.sort_by_key(|c| c.id);
         v
+    }
+
+    /// The client with this id, if still listed.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.map.get(&id).map(|e| e.value().clone())
     }
 
     pub fn len(&self) -> usize {

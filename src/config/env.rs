@@ -58,6 +58,7 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("workers", Kind::Integer),
     ("shutdown_timeout", Kind::Text),
     ("metrics_listen", Kind::OptionalText),
+    ("metrics_token", Kind::OptionalText),
     ("admin_users", Kind::List),
     ("stats_users", Kind::List),
     ("client_login_timeout", Kind::Text),
@@ -82,6 +83,10 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("server_tls_ca_file", Kind::OptionalText),
     ("server_tls_cert_file", Kind::OptionalText),
     ("server_tls_key_file", Kind::OptionalText),
+    ("query_stats", Kind::Bool),
+    ("query_stats_max_entries", Kind::Integer),
+    ("log_min_duration", Kind::Text),
+    ("log_parameters", Kind::Bool),
 ];
 
 /// The variable that overrides `pooler.<key>`.

@@ -82,6 +82,8 @@ pub struct PoolCounters {
     /// ErrorResponses sent to clients, by SQLSTATE class.
     errors: Mutex<BTreeMap<[u8; 2], u64>>,
     histograms: OnceLock<Histograms>,
+    /// Waits by bucket, for the live page (`metrics/wait_buckets.rs`).
+    pub wait_buckets: super::wait_buckets::WaitBuckets,
     /// (totals at the start of the last completed period, its start, averages over it).
     period: Mutex<Option<(Totals, Instant, Averages)>>,
 }
@@ -97,6 +99,7 @@ impl PoolCounters {
         self.wait_time_us
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         self.waits.fetch_add(1, Ordering::Relaxed);
+        self.wait_buckets.record(waited);
         if let Some(h) = self.histograms.get() {
             h.wait.record(waited.as_secs_f64());
         }

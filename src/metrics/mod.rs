@@ -9,7 +9,9 @@
 //! * [`histograms`]: client wait, transaction and query durations in this pooler's own
 //!   Prometheus recorder.
 //! * [`prometheus`]: the `/metrics` page, written from readings taken at scrape time.
-//! * [`http`]: the endpoint serving `/metrics`, `/healthz` and `/readyz`.
+//! * [`http`]: the endpoint serving `/metrics`, `/healthz` and `/readyz`, the live page and its
+//!   JSON (hyper).
+//! * [`wait_buckets`]: checkout waits in fixed buckets, for the live page's wait p99.
 //! * [`incidents`]: refusals counted by reason, and the rate-limited incident log
 //!   ([`ratelimit`]: one line per kind per interval).
 //!
@@ -25,6 +27,7 @@ pub mod incidents;
 pub mod period;
 pub mod prometheus;
 pub mod ratelimit;
+pub mod wait_buckets;
 
 pub use counters::{CloseReason, PoolCounters};
 pub use gauges::{PoolGauges, PoolState};

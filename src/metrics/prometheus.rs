@@ -78,6 +78,40 @@ type GaugeDef = (&'static str, &'static str, fn(&PoolGauges) -> f64);
 /// (name, help, value) of a per-pool counter.
 type CounterDef = (&'static str, &'static str, fn(&PoolCounters) -> u64);
 
+/// Idle-in-transaction holders of each pool: (labels, how many, the longest one's age in
+/// seconds). Counted by the caller from the client list (this module knows no clients).
+pub fn render_idle_in_transaction(out: &mut String, pools: &[(&PoolLabels, usize, f64)]) {
+    if pools.is_empty() {
+        return;
+    }
+    family(
+        out,
+        "sluice_idle_in_transaction_clients",
+        "gauge",
+        "Clients holding a server connection inside a transaction with nothing asked.",
+    );
+    for (l, n, _) in pools {
+        let _ = writeln!(
+            out,
+            "sluice_idle_in_transaction_clients{{{}}} {n}",
+            pool_labels(l)
+        );
+    }
+    family(
+        out,
+        "sluice_idle_in_transaction_max_seconds",
+        "gauge",
+        "How long the longest idle-in-transaction holder has been idle in its transaction (0: none).",
+    );
+    for (l, _, age) in pools {
+        let _ = writeln!(
+            out,
+            "sluice_idle_in_transaction_max_seconds{{{}}} {age:.3}",
+            pool_labels(l)
+        );
+    }
+}
+
 /// `database`, `user`, `role` and, for a replica's pool, `replica` (its host:port).
 fn pool_labels(p: &PoolLabels) -> String {
     let mut l = format!(

@@ -5,13 +5,15 @@
 //! * `pools.rs`: making a pool (and its replica pools and router) from the config;
 //! * `users.rs`: [`UserAuth`], a user's parsed secrets;
 //! * `console.rs`: [`Console`], paused databases and SHUTDOWN;
-//! * `limits.rs`: [`Limits`], the memory budgets and the incident counters and log.
+//! * `limits.rs`: [`Limits`], the memory budgets and the incident counters and log;
+//! * `live.rs`: the JSON of the live page (`/api/live`) and `/debug/queries`.
 //!
 //! Owns: the pooler-wide state, passed by handle (no global). Must not: run sessions, accept
 //! connections or apply a RELOAD (`listener`, `client`, `reload` do, through it).
 
 mod console;
 mod limits;
+mod live;
 mod pools;
 mod users;
 
@@ -49,6 +51,10 @@ pub struct Shared {
     pub console: Console,
     /// Memory budgets, refusal counters and the incident log.
     pub limits: Arc<Limits>,
+    /// Statistics per (database, user, query fingerprint): SHOW QUERIES, `/debug/queries`.
+    pub query_stats: Arc<crate::diag::QueryStats>,
+    /// The last minutes of each pool, for the live page (`live.rs`).
+    pub live: crate::diag::live::LiveHistory,
     /// Serialises the creation of pools.
     creating: std::sync::Mutex<()>,
 }
@@ -58,8 +64,13 @@ impl Shared {
         let users = users_of(&config);
         let histograms = config.metrics_addr().map(|_| HistogramRecorder::new());
         let limits = Arc::new(Limits::new(&config));
+        let query_stats = Arc::new(crate::diag::QueryStats::new(
+            config.pooler.query_stats_max_entries,
+        ));
         Arc::new(Shared {
             limits,
+            query_stats,
+            live: Default::default(),
             histograms,
             clients: Arc::default(),
             console: Console::default(),
@@ -89,6 +100,23 @@ impl Shared {
             .cloned()
     }
 
+    /// A new session's query-statistics tracker, with the settings in force; None with
+    /// `query_stats = false`.
+    pub fn query_tracker(&self, database: &str, user: &str) -> Option<crate::diag::QueryTracker> {
+        let config = self.config();
+        let p = &config.pooler;
+        p.query_stats.then(|| {
+            crate::diag::QueryTracker::new(
+                self.query_stats.clone(),
+                crate::diag::Scope::new(database, user),
+                crate::diag::TrackerSettings {
+                    log_min_duration_us: p.log_min_duration.as_micros() as u64,
+                    log_parameters: p.log_parameters,
+                },
+            )
+        })
+    }
+
     /// Puts `config` in force, with its users (RELOAD); returns it as shared.
     pub fn install(&self, config: Config) -> Arc<Config> {
         let users = users_of(&config);
@@ -100,6 +128,23 @@ impl Shared {
     }
 
     /// Every pool, in a stable order (by key).
+    /// Per pool: how many clients are idle in a transaction, and the longest one's time in
+    /// that state (µs).
+    pub fn idle_in_transaction(&self) -> HashMap<PoolKey, (usize, u64)> {
+        let now = crate::clock::now_us();
+        let mut out: HashMap<PoolKey, (usize, u64)> = HashMap::new();
+        for c in self.clients.snapshot() {
+            let (state, since) = c.activity.state();
+            let Some(pool) = &c.pool else { continue };
+            if state == crate::clients::activity::IDLE_IN_TRANSACTION {
+                let e = out.entry(pool.key.clone()).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(now.saturating_sub(since));
+            }
+        }
+        out
+    }
+
     pub fn pool_list(&self) -> Vec<Arc<Pool>> {
         let mut v: Vec<Arc<Pool>> = self.pools.iter().map(|e| e.value().clone()).collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
@@ -119,10 +164,29 @@ impl Source for Shared {
         };
         let mut page = prometheus::render(&samples, &globals, self.histograms.as_ref());
         self.limits.render(&mut page);
+        let holders = self.idle_in_transaction();
+        let rows: Vec<_> = pools
+            .iter()
+            .zip(&samples)
+            .filter(|(p, _)| p.key.role == crate::pool::Role::Primary)
+            .map(|(p, s)| {
+                let (n, age) = holders.get(&p.key).copied().unwrap_or((0, 0));
+                (&s.labels, n, age as f64 / 1e6)
+            })
+            .collect();
+        prometheus::render_idle_in_transaction(&mut page, &rows);
         page
     }
 
     fn config(&self) -> Arc<Config> {
         Shared::config(self)
+    }
+
+    fn json(&self, path: &str) -> Option<String> {
+        match path {
+            "/api/live" => Some(self.live_json()),
+            "/debug/queries" => Some(self.queries_json()),
+            _ => None,
+        }
     }
 }

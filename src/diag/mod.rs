@@ -1,0 +1,18 @@
+//! Diagnosis: which queries and clients eat the pool, seen from sluice alone.
+//!
+//! * `fingerprint.rs`: a statement's fingerprint (literals to `?`), pure;
+//! * `histogram.rs`: the small latency histogram of one query entry;
+//! * `live.rs`: the last minutes of each pool (waits, errors) for the live page;
+//! * `query_stats.rs`: the process-wide, bounded statistics per (database, user, fingerprint);
+//! * `tracker.rs`: one session's statements and the server's answers, recorded at each
+//!   ReadyForQuery (no I/O, no clock).
+
+pub mod fingerprint;
+pub mod histogram;
+pub mod live;
+pub mod query_stats;
+pub mod tracker;
+
+pub use fingerprint::Fingerprint;
+pub use query_stats::{Entry, QueryStats, Sample, Scope};
+pub use tracker::{QueryTracker, Slow, TrackerSettings};
