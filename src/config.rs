@@ -410,7 +410,19 @@ impl Config {
         Self::parse_and_check(text, overrides).map_err(|e| overrides.name_variable(e))
     }
 
+    /// Parses and validates like [`Self::from_toml`] without reading the TLS files the config
+    /// names (for a config written on one machine to run on another: `import-pgbouncer`).
+    pub fn from_toml_unloaded(text: &str) -> Result<Config, ConfigError> {
+        Self::parse_unloaded(text, &env::Overrides::none())
+    }
+
     fn parse_and_check(text: &str, overrides: &env::Overrides) -> Result<Config, ConfigError> {
+        let mut config = Self::parse_unloaded(text, overrides)?;
+        config.tls = Some(std::sync::Arc::new(tls::load(&config)?));
+        Ok(config)
+    }
+
+    fn parse_unloaded(text: &str, overrides: &env::Overrides) -> Result<Config, ConfigError> {
         // Syntax first (with line and column), then shape, through a tree so that every error
         // can name the dotted path of its key.
         let mut table: toml::Table =
@@ -427,7 +439,6 @@ impl Config {
                 }
             })?;
         config.validate()?;
-        config.tls = Some(std::sync::Arc::new(tls::load(&config)?));
         Ok(config)
     }
 

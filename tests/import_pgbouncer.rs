@@ -9,6 +9,44 @@ use std::process::{Command, Output, Stdio};
 use sluice::Config;
 use sluice::config::{AuthType, PoolMode};
 
+#[allow(dead_code)]
+#[path = "common/certs.rs"]
+mod certs;
+
+/// PgBouncer's TLS files as the production set-up names them (tests/data/pgbouncer/tls.ini),
+/// made for real in `dir`: sluice reads them when it checks a config.
+fn tls_files(dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    let ca = certs::TestCa::new("test CA");
+    let pooler = ca.localhost();
+    vec![
+        (
+            "pooler.key",
+            certs::write_pem(dir, "pooler.key", &pooler.key),
+        ),
+        (
+            "pooler.crt",
+            certs::write_pem(dir, "pooler.crt", &pooler.cert),
+        ),
+        (
+            "clients-ca.crt",
+            certs::write_pem(dir, "clients-ca.crt", &ca.pem),
+        ),
+        ("db-ca.crt", certs::write_pem(dir, "db-ca.crt", &ca.pem)),
+    ]
+}
+
+/// `toml` with the TLS file paths of tls.ini pointing at real files in `dir`.
+fn with_real_tls_files(toml: &str, dir: &Path) -> String {
+    let mut toml = toml.to_owned();
+    for (name, path) in tls_files(dir) {
+        toml = toml.replace(
+            &format!("/etc/pgbouncer/tls/{name}"),
+            path.to_str().expect("UTF-8 path"),
+        );
+    }
+    toml
+}
+
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/pgbouncer")
@@ -50,6 +88,10 @@ fn import(ini: &str, userlist: Option<&str>, cwd: &Path) -> (Config, String, Str
     );
     assert!(out.stdout.is_empty(), "with -o nothing goes to stdout");
     let toml = std::fs::read_to_string(&out_path).unwrap();
+    // The TLS files are read where sluice runs: make them exist here for the check.
+    let files = tempfile::tempdir().unwrap();
+    let toml = with_real_tls_files(&toml, files.path());
+    std::fs::write(&out_path, &toml).unwrap();
 
     let check = sluice(
         &[
@@ -162,12 +204,7 @@ fn production_file_with_includes_hba_tls_and_secrets() {
         ("[databases] reports.reserve_pool", "reserve pool"),
         ("[databases] billing.connect_query", "no query"),
         ("[databases] *", "fallback"),
-        ("[pgbouncer] client_tls_sslmode = require", "no TLS"),
-        ("[pgbouncer] client_tls_cert_file", "no TLS"),
-        (
-            "[pgbouncer] server_tls_sslmode = verify-full",
-            "without TLS",
-        ),
+        ("[pgbouncer] client_tls_protocols", "TLS 1.2 and 1.3"),
         ("[pgbouncer] reserve_pool_size = 5", "reserve pool"),
         ("common.ini:19: [pgbouncer] so_reuseport", "not a setting"),
         ("[users] etl.max_user_connections", "per database"),
@@ -184,6 +221,10 @@ fn production_file_with_includes_hba_tls_and_secrets() {
             "{setting} / {why} not in:\n{report}"
         );
     }
+    // TLS is carried, modes and files.
+    assert!(toml.contains("client_tls_mode = \"require\""), "{toml}");
+    assert!(toml.contains("server_tls_mode = \"verify-full\""), "{toml}");
+    assert!(!report.contains("client_tls_sslmode"), "{report}");
     // Timeouts sluice has too are carried.
     assert_eq!(
         p.idle_transaction_timeout,
@@ -213,7 +254,8 @@ fn the_userlist_argument_wins_and_stdout_is_the_default() {
         elsewhere.path(),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let config = Config::from_toml(&text(&out.stdout)).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(&with_real_tls_files(&text(&out.stdout), files.path())).unwrap();
     assert_eq!(config.users.len(), 1);
     assert_eq!(
         config.users["webshop"].password.as_deref(),

@@ -63,6 +63,14 @@ const CARRIED: &[&str] = &[
     "tcp_keepidle",
     "tcp_keepintvl",
     "tcp_user_timeout",
+    "client_tls_sslmode",
+    "client_tls_key_file",
+    "client_tls_cert_file",
+    "client_tls_ca_file",
+    "server_tls_sslmode",
+    "server_tls_ca_file",
+    "server_tls_key_file",
+    "server_tls_cert_file",
     "max_packet_size",
     "max_prepared_statements",
 ];
@@ -294,6 +302,7 @@ fn simple_pooler_keys(c: &mut Conv<'_>) {
     duration(c, "client_login_timeout", 60.0, true);
     duration(c, "server_check_delay", 30.0, true);
     tcp(c);
+    tls(c);
     if let Some(e) = c.get("server_reset_query").cloned() {
         c.doc.kv("server_reset_query", e.value.clone().into(), None);
     }
@@ -352,6 +361,57 @@ fn tcp(c: &mut Conv<'_>) {
                 Some("PgBouncer's value is in milliseconds"),
             ),
             Err(_) => c.dropped(&e, "not a number of milliseconds", Some("tcp_user_timeout")),
+        }
+    }
+}
+
+/// TLS on both sides: the modes have PgBouncer's names and meanings, the files carry as they are
+/// (read when sluice starts). PgBouncer's server default is prefer, which sluice writes out.
+fn tls(c: &mut Conv<'_>) {
+    let set = |c: &Conv<'_>, key: &str| c.get(key).cloned().filter(|e| !e.value.trim().is_empty());
+    if let Some(e) = set(c, "client_tls_sslmode") {
+        let v = e.value.trim().to_ascii_lowercase();
+        match v.as_str() {
+            "disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full" => {
+                c.doc.kv("client_tls_mode", v.into(), None)
+            }
+            _ => c.dropped(&e, "not a TLS mode", Some("client_tls_mode")),
+        }
+    }
+    match set(c, "server_tls_sslmode") {
+        None => c.doc.kv(
+            "server_tls_mode",
+            "prefer".into(),
+            Some("PgBouncer's default"),
+        ),
+        Some(e) => {
+            let v = e.value.trim().to_ascii_lowercase();
+            match v.as_str() {
+                "disable" | "prefer" | "require" | "verify-ca" | "verify-full" => {
+                    c.doc.kv("server_tls_mode", v.into(), None)
+                }
+                "allow" => {
+                    c.changed(
+                        &e,
+                        "sluice has no allow for servers (plain first, TLS if refused): prefer asks for TLS first",
+                        Some("server_tls_mode"),
+                    );
+                    c.doc.kv("server_tls_mode", "prefer".into(), None);
+                }
+                _ => c.dropped(&e, "not a TLS mode", Some("server_tls_mode")),
+            }
+        }
+    }
+    for key in [
+        "client_tls_key_file",
+        "client_tls_cert_file",
+        "client_tls_ca_file",
+        "server_tls_ca_file",
+        "server_tls_key_file",
+        "server_tls_cert_file",
+    ] {
+        if let Some(e) = set(c, key) {
+            c.doc.kv(key, e.value.trim().to_owned().into(), None);
         }
     }
 }

@@ -51,7 +51,7 @@ fn run(ini_text: &str, users: Option<&str>, hba_text: Option<&str>) -> Run {
         source: "pgbouncer.ini",
         file_notes: &[],
     });
-    let config = sluice::Config::from_toml(&out.toml)
+    let config = sluice::Config::from_toml_unloaded(&out.toml)
         .unwrap_or_else(|e| panic!("the output does not pass --check: {e}\n{}", out.toml));
     Run {
         toml: out.toml,
@@ -299,17 +299,58 @@ fn tls_settings() {
         None,
         None,
     );
+    let p = &r.config.pooler;
+    assert_eq!(
+        p.client_tls_mode,
+        sluice::config::tls::ClientTlsMode::Require
+    );
+    assert_eq!(p.client_tls_key_file.as_deref(), Some("/etc/ssl/k.pem"));
+    assert_eq!(p.client_tls_cert_file.as_deref(), Some("/etc/ssl/c.pem"));
+    assert_eq!(
+        p.server_tls_mode,
+        sluice::config::tls::ServerTlsMode::VerifyFull
+    );
+    assert_eq!(p.server_tls_ca_file.as_deref(), Some("/etc/ssl/ca.pem"));
     for key in [
         "client_tls_sslmode",
         "client_tls_key_file",
-        "client_tls_cert_file",
         "server_tls_sslmode",
-        "server_tls_ca_file",
     ] {
-        let n = r.note(&format!("[pgbouncer] {key}"));
-        assert_eq!(n.kind, NoteKind::LeftOut);
-        assert!(n.why.contains("TLS"), "{n}");
+        assert!(
+            !r.has_note(&format!("[pgbouncer] {key}")),
+            "{}",
+            r.all_notes()
+        );
     }
+    // Not set: PgBouncer's defaults (no TLS from clients; TLS to the server when it offers it).
+    let r = run("[pgbouncer]\n", None, None);
+    assert_eq!(
+        r.config.pooler.client_tls_mode,
+        sluice::config::tls::ClientTlsMode::Disable
+    );
+    assert_eq!(
+        r.config.pooler.server_tls_mode,
+        sluice::config::tls::ServerTlsMode::Prefer
+    );
+    // PgBouncer's server "allow" (plain first) becomes prefer, with a note; cipher lists are left.
+    let r = run(
+        "[pgbouncer]\nserver_tls_sslmode = allow\nclient_tls_ciphers = HIGH\n",
+        None,
+        None,
+    );
+    assert_eq!(
+        r.config.pooler.server_tls_mode,
+        sluice::config::tls::ServerTlsMode::Prefer
+    );
+    assert_eq!(
+        r.note("[pgbouncer] server_tls_sslmode").kind,
+        NoteKind::Changed
+    );
+    assert!(
+        r.note("[pgbouncer] client_tls_ciphers")
+            .why
+            .contains("rustls")
+    );
     // TLS switched off is what sluice does: nothing to report.
     let r = run(
         "[pgbouncer]\nclient_tls_sslmode = disable\nserver_tls_sslmode = disable\n",
