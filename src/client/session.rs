@@ -34,7 +34,7 @@ use super::statements::{ClientStatements, LocalParse, PoolPrepared};
 use super::timeouts::SessionTimer;
 use super::{Fatal, checkout_error};
 use crate::cancel::{CancelRegistration, CancelTarget};
-use crate::clients::SessionStats;
+use crate::clients::{Arrival, SessionStats};
 use crate::config::PoolMode;
 use crate::metrics::Incident;
 use crate::params::{self, Params};
@@ -133,11 +133,13 @@ impl Session {
         let stats = SessionStats::new(
             &shared.clients,
             &pool,
-            client.local_addr().ok(),
-            peer,
-            cancel.pid,
-            wanted.get("application_name"),
-            client.tls_description(),
+            Arrival {
+                local: client.local_addr().ok(),
+                peer,
+                pid: cancel.pid,
+                application_name: wanted.get("application_name"),
+                tls: client.tls_description(),
+            },
             shared.query_tracker(&pool.key.database, &pool.key.user),
         );
         let timer = pool

@@ -16,7 +16,7 @@ pub mod activity;
 mod session;
 
 pub use activity::Activity;
-pub use session::SessionStats;
+pub use session::{Arrival, SessionStats};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -33,19 +33,34 @@ pub struct SessionStats {
     queries: Option<Box<QueryTracker>>,
 }
 
+/// Who a client that has just logged in is, as SHOW CLIENTS lists it.
+pub struct Arrival<'a> {
+    /// Our address the client connected to.
+    pub local: Option<SocketAddr>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The process id the client was given (BackendKeyData).
+    pub pid: i32,
+    pub application_name: Option<&'a str>,
+    /// The TLS version and cipher, when the connection is TLS.
+    pub tls: Option<String>,
+}
+
 impl SessionStats {
-    /// Lists a client that has just logged in to `pool` (connected from `peer` to our `local`
-    /// address).
+    /// Lists a client that has just logged in to `pool`.
     pub fn new(
         clients: &Arc<ClientList>,
         pool: &Arc<Pool>,
-        local: Option<SocketAddr>,
-        peer: SocketAddr,
-        pid: i32,
-        application_name: Option<&str>,
-        tls: Option<String>,
+        arrival: Arrival<'_>,
         queries: Option<QueryTracker>,
     ) -> SessionStats {
+        let Arrival {
+            local,
+            peer,
+            pid,
+            application_name,
+            tls,
+        } = arrival;
         let client = clients.register(NewClient {
             database: &pool.key.database,
             user: &pool.key.user,
