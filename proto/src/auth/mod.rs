@@ -6,8 +6,10 @@
 
 pub mod md5;
 pub mod scram;
+pub mod scram_client;
 
 pub use scram::{ScramError, ScramServer, ScramVerifier};
+pub use scram_client::{KeyClient, KeyClientError, ScramKeys};
 
 /// A configured password in one of pg_authid's forms.
 #[derive(Clone, PartialEq, Eq)]
