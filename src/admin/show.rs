@@ -607,6 +607,19 @@ fn pooler_settings(p: &PoolerConfig) -> Vec<(&'static str, String)> {
             .to_owned(),
         ),
         ("error_log_interval", duration(p.error_log_interval)),
+        ("auth_hba_file", p.auth_hba_file.clone().unwrap_or_default()),
+        ("auth_hba", p.auth_hba.join("; ")),
+        ("auth_user", p.auth_user.clone().unwrap_or_default()),
+        ("auth_query", p.auth_query.clone()),
+        ("auth_cache_ttl", duration(p.auth_cache_ttl)),
+        (
+            "max_db_client_connections",
+            p.max_db_client_connections.to_string(),
+        ),
+        (
+            "max_user_client_connections",
+            p.max_user_client_connections.to_string(),
+        ),
     ]
 }
 

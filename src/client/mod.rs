@@ -2,7 +2,8 @@
 //!
 //! The rooms, in the order a client goes through them (docs/architecture.md walks one query
 //! through them):
-//! - [`login`] (with [`auth`]): startup packet, authentication, pool choice, greeting;
+//! - [`login`] (with [`auth`], and [`access`] choosing the method): startup packet,
+//!   authentication, pool choice, client caps, greeting;
 //! - [`session`]: the logged-in client; owns its buffers, its server connection when it has one,
 //!   and composes the parts below; holds the release rule (`Session::at_clean_point`);
 //! - [`relay`]: the I/O loop: polls the two sockets, walks messages by header, backpressure;
@@ -12,6 +13,7 @@
 //! - [`routing`]: read/write splitting for one client (only when the pool has replicas);
 //! - [`timeouts`]: query, idle-in-transaction and idle timeouts, on one timer per session.
 
+mod access;
 mod auth;
 pub mod exchange;
 mod login;
@@ -100,14 +102,19 @@ pub fn serve(
             *args
         };
         let mut session = Box::pin(start(shared, stream, peer)).await;
-        if let Some(s) = session.as_mut() {
+        if let Some((s, _caps)) = session.as_mut() {
             s.run().await;
         }
     }
 }
 
-/// Logs the client in; the session to relay, or None when it ended there.
-async fn start(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) -> Option<Session> {
+/// Logs the client in; the session to relay (with its place under the client caps, kept until
+/// it ends), or None when it ended there.
+async fn start(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(Session, Option<crate::shared::CapGuard>)> {
     let _ = stream.set_nodelay(true);
     let mut inbuf = BytesMut::new();
     let mut admin = None;
@@ -122,7 +129,10 @@ async fn start(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) -> 
     };
     let login = tokio::time::timeout(limit, login).await;
     match login {
-        Ok(Ok(Some(logged_in))) => Some(Session::new(&shared, logged_in, stream, inbuf, peer)),
+        Ok(Ok(Some(mut logged_in))) => {
+            let caps = logged_in.caps.take();
+            Some((Session::new(&shared, logged_in, stream, inbuf, peer), caps))
+        }
         Ok(Ok(None)) => {
             if let Some(admin) = admin {
                 Box::pin(crate::admin::serve(

@@ -115,6 +115,7 @@ impl Session {
             pool,
             wanted,
             cancel,
+            ..
         } = logged_in;
         let mode = pool.settings.mode;
         let stats = SessionStats::new(

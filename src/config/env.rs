@@ -32,6 +32,8 @@ pub enum Kind {
     Integer,
     /// Comma-separated names; empty is the empty list.
     List,
+    /// One item per line (access rules, whose fields hold commas); empty is the empty list.
+    Lines,
     /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`); anything else is passed on as a
     /// string and rejected as the file would reject it. (No key is a boolean yet.)
     Bool,
@@ -73,6 +75,13 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("max_message_memory", Kind::Integer),
     ("log_format", Kind::Text),
     ("error_log_interval", Kind::Text),
+    ("auth_hba_file", Kind::OptionalText),
+    ("auth_hba", Kind::Lines),
+    ("auth_user", Kind::OptionalText),
+    ("auth_query", Kind::Text),
+    ("auth_cache_ttl", Kind::Text),
+    ("max_db_client_connections", Kind::Integer),
+    ("max_user_client_connections", Kind::Integer),
 ];
 
 /// The variable that overrides `pooler.<key>`.
@@ -217,6 +226,13 @@ fn read(kind: Kind, text: &str) -> Option<toml::Value> {
             "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
             _ => toml::Value::String(text.to_owned()),
         },
+        Kind::Lines => toml::Value::Array(
+            text.lines()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
         Kind::List => toml::Value::Array(
             text.split(',')
                 .map(str::trim)

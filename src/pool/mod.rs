@@ -175,9 +175,27 @@ impl Pool {
             && t.user == target.user
             && t.password == target.password;
         if !same {
+            let mut target = target;
+            // Keys a client proved stay usable when only the address changed.
+            if target.user == t.user && target.password.is_none() && target.pass.scram.is_none() {
+                target.pass.scram = t.pass.scram.clone();
+            }
             *t = Arc::new(target);
         }
         !same
+    }
+
+    /// SCRAM pass-through: the keys recovered from a client's proof, for server logins of a pool
+    /// that has no password. Keys of a newer secret (a password rotated in PostgreSQL) replace
+    /// older ones.
+    pub fn learn_scram_keys(&self, keys: sluice_proto::auth::ScramKeys) {
+        let mut t = self.target.lock().unwrap_or_else(|p| p.into_inner());
+        // Only for a pool that logs in as the client's own user (no server_user).
+        if t.password.is_none() && t.user == self.key.user && t.pass.scram.as_ref() != Some(&keys) {
+            let mut target = (**t).clone();
+            target.pass.scram = Some(keys);
+            *t = Arc::new(target);
+        }
     }
 
     /// The maximum number of server connections.

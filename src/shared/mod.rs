@@ -5,16 +5,21 @@
 //! * `pools.rs`: making a pool (and its replica pools and router) from the config;
 //! * `users.rs`: [`UserAuth`], a user's parsed secrets;
 //! * `console.rs`: [`Console`], paused databases and SHUTDOWN;
-//! * `limits.rs`: [`Limits`], the memory budgets and the incident counters and log.
+//! * `limits.rs`: [`Limits`], the memory budgets and the incident counters and log;
+//! * `lookup.rs`: `auth_query`, users not in `[users]` looked up in PostgreSQL and cached;
+//! * `caps.rs`: [`ClientCaps`], client connections counted per database and per user.
 //!
 //! Owns: the pooler-wide state, passed by handle (no global). Must not: run sessions, accept
 //! connections or apply a RELOAD (`listener`, `client`, `reload` do, through it).
 
+mod caps;
 mod console;
 mod limits;
+mod lookup;
 mod pools;
 mod users;
 
+pub use caps::{CapGuard, ClientCaps};
 pub use console::Console;
 pub use limits::Limits;
 pub(crate) use pools::{pool_parts, replica_parts};
@@ -49,6 +54,10 @@ pub struct Shared {
     pub console: Console,
     /// Memory budgets, refusal counters and the incident log.
     pub limits: Arc<Limits>,
+    /// Users looked up with `auth_query`.
+    pub auth_cache: lookup::AuthCache,
+    /// Client connections per database and per user (`max_db_client_connections`, ...).
+    pub client_caps: ClientCaps,
     /// Serialises the creation of pools.
     creating: std::sync::Mutex<()>,
 }
@@ -69,6 +78,8 @@ impl Shared {
             cancels: Arc::new(CancelMap::default()),
             mock_secret: rand::random(),
             creating: std::sync::Mutex::new(()),
+            auth_cache: lookup::AuthCache::default(),
+            client_caps: ClientCaps::default(),
         })
     }
 

@@ -9,7 +9,7 @@ use crate::config::{Config, DatabaseConfig, PoolMode, ReplicaConfig};
 use crate::pool::{Pool, PoolKey, PoolSettings, Role, SessionTimeouts};
 use crate::prepared::PoolStatements;
 use crate::router::{HealthPolicy, ReplicaSet, ReplicaTarget, RouteStats, Router, spawn_checker};
-use crate::server::{ServerTarget, TcpOptions};
+use crate::server::{PassThrough, ServerTarget, TcpOptions};
 
 impl Shared {
     /// The pool for (database, user), made on first use.
@@ -153,6 +153,7 @@ pub(crate) fn pool_parts(
         port: db.port,
         dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
         user: server_user,
+        pass: pass_through(db, auth, password.is_none()),
         password,
     };
     let settings = PoolSettings {
@@ -200,4 +201,16 @@ pub(crate) fn replica_parts(
         s.size = size;
     }
     (target, s)
+}
+
+/// What a pool without a password logs in with: the user's md5 secret when that is what sluice
+/// holds (SCRAM keys come later, from a client's proof: `Pool::learn_scram_keys`).
+fn pass_through(db: &DatabaseConfig, auth: &UserAuth, no_password: bool) -> PassThrough {
+    let md5 = match &auth.secret {
+        Some(sluice_proto::auth::PasswordSecret::Md5(m)) if no_password && db.server_user.is_none() => {
+            Some(m.clone())
+        }
+        _ => None,
+    };
+    PassThrough { md5, scram: None }
 }

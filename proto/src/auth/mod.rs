@@ -70,6 +70,23 @@ impl PasswordSecret {
         }
     }
 
+    /// Checks a password sent in clear text (the `password` method) against this secret: equal
+    /// text, the same md5 hash for `user`, or the same SCRAM StoredKey with the secret's salt and
+    /// iteration count.
+    pub fn verify_plain(&self, user: &str, password: &str) -> bool {
+        match self {
+            PasswordSecret::Plain(pw) => constant_time_eq(pw.as_bytes(), password.as_bytes()),
+            PasswordSecret::Md5(stored) => constant_time_eq(
+                stored.as_bytes(),
+                md5::md5_secret(password, user).as_bytes(),
+            ),
+            PasswordSecret::Scram(v) => {
+                let derived = ScramVerifier::from_password_with(password, &v.salt, v.iterations);
+                constant_time_eq(&derived.stored_key, &v.stored_key)
+            }
+        }
+    }
+
     /// The plain text, when that is what was configured (needed to log in to a server).
     pub fn plain(&self) -> Option<&str> {
         match self {
