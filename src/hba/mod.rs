@@ -254,12 +254,16 @@ fn compile_line(l: &Line) -> Result<Rule, String> {
         return Err("empty database or user list".into());
     }
     let address = l.address.as_deref().map(address).transpose()?;
+    let method = Method::from_name(&l.method)?;
+    if method == Method::Cert && kind != Kind::HostSsl {
+        return Err("cert authentication is only supported on hostssl connections".into());
+    }
     Ok(Rule {
         kind,
         databases,
         users,
         address,
-        method: Method::from_name(&l.method)?,
+        method,
         origin: l.line.to_string(),
     })
 }
@@ -428,6 +432,7 @@ host    all         all     127.0.0.0/8         scram-sha-256
             ("host @dbs all all md5", "hba:1: database list files"),
             ("hosts all all all md5", "hba:1: unknown connection type"),
             ("host all all", "hba:1: expected at least 5 fields"),
+            ("host all all all cert", "hba:1: cert authentication is only supported on hostssl"),
         ] {
             let e = Rules::from_text("hba", text).unwrap_err();
             assert!(e.starts_with(want), "{text}: {e}");
