@@ -151,6 +151,11 @@ pub struct PoolerConfig {
     pub max_db_client_connections: usize,
     /// Client connections per user (all databases) at once; 0 = no limit. Over it: 53300.
     pub max_user_client_connections: usize,
+    /// Server connections per database (all users' pools) at once; 0 = no limit. Past it a
+    /// checkout waits (an idle connection of another pool is closed to make room).
+    pub max_db_connections: usize,
+    /// Server connections per user (all databases' pools) at once; 0 = no limit.
+    pub max_user_connections: usize,
 }
 
 /// The default `auth_query`: the secret of a role that may log in and whose password has not
@@ -208,6 +213,8 @@ impl Default for PoolerConfig {
             auth_cache_ttl: Duration::from_secs(60),
             max_db_client_connections: 0,
             max_user_client_connections: 0,
+            max_db_connections: 0,
+            max_user_connections: 0,
         }
     }
 }
@@ -221,6 +228,8 @@ pub struct UserConfig {
     pub pool_mode: Option<PoolMode>,
     /// This user's client connections at once (all databases); overrides the `[pooler]` value.
     pub max_user_client_connections: Option<usize>,
+    /// This user's server connections at once (all databases); overrides the `[pooler]` value.
+    pub max_user_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -243,6 +252,8 @@ pub struct DatabaseConfig {
     pub auth_query: Option<String>,
     /// Client connections to this database at once (all users); overrides the `[pooler]` value.
     pub max_db_client_connections: Option<usize>,
+    /// Server connections to this database at once (all users); overrides the `[pooler]` value.
+    pub max_db_connections: Option<usize>,
     /// Streaming replicas of this database: provably read-only work may go to them.
     #[serde(default)]
     pub replicas: Vec<ReplicaConfig>,
@@ -655,6 +666,22 @@ impl Config {
             None
         };
         Ok(())
+    }
+
+    /// `max_db_connections` for `database` (0: none).
+    pub fn max_db_connections(&self, database: &str) -> usize {
+        self.databases
+            .get(database)
+            .and_then(|d| d.max_db_connections)
+            .unwrap_or(self.pooler.max_db_connections)
+    }
+
+    /// `max_user_connections` for `user` (0: none).
+    pub fn max_user_connections(&self, user: &str) -> usize {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or(self.pooler.max_user_connections)
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

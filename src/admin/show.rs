@@ -620,6 +620,8 @@ fn pooler_settings(p: &PoolerConfig) -> Vec<(&'static str, String)> {
             "max_user_client_connections",
             p.max_user_client_connections.to_string(),
         ),
+        ("max_db_connections", p.max_db_connections.to_string()),
+        ("max_user_connections", p.max_user_connections.to_string()),
     ]
 }
 

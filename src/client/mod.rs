@@ -184,6 +184,20 @@ fn checkout_error(e: &CheckoutError, pool: &Pool, incidents: &Incidents) -> Erro
     };
     incidents.note(kind, || format!("pool {}: {e}", pool.key));
     match e {
+        // The wait was for a place under a cap across pools, not for this pool's own size.
+        CheckoutError::Timeout(wait) if pool.full_cap().is_some() => {
+            let cap = pool.full_cap().expect("checked");
+            let what = if cap.setting == "max_db_connections" { "database" } else { "user" };
+            ErrorResponse::error(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                format!("too many server connections for {what} \"{}\"", cap.name),
+            )
+            .detail(format!(
+                "{} = {} server connections are open, and none came free within {wait:?} (query_wait_timeout)",
+                cap.setting,
+                cap.max()
+            ))
+        }
         CheckoutError::Timeout(_) => {
             ErrorResponse::error(sqlstate::QUERY_CANCELED, format!("canceling statement: {e}"))
                 .detail(format!("pool {} has {} server connections, all in use", pool.key, pool.size()))

@@ -82,6 +82,8 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("auth_cache_ttl", Kind::Text),
     ("max_db_client_connections", Kind::Integer),
     ("max_user_client_connections", Kind::Integer),
+    ("max_db_connections", Kind::Integer),
+    ("max_user_connections", Kind::Integer),
 ];
 
 /// The variable that overrides `pooler.<key>`.

@@ -58,6 +58,8 @@ pub struct Shared {
     pub auth_cache: lookup::AuthCache,
     /// Client connections per database and per user (`max_db_client_connections`, ...).
     pub client_caps: ClientCaps,
+    /// Server connections across pools per database (`db:NAME`) and per user (`user:NAME`).
+    pub server_caps: DashMap<String, Arc<crate::pool::ServerCap>>,
     /// Serialises the creation of pools.
     creating: std::sync::Mutex<()>,
 }
@@ -80,6 +82,7 @@ impl Shared {
             creating: std::sync::Mutex::new(()),
             auth_cache: lookup::AuthCache::default(),
             client_caps: ClientCaps::default(),
+            server_caps: DashMap::new(),
         })
     }
 
@@ -107,6 +110,13 @@ impl Shared {
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
         self.limits.apply(&config);
+        for cap in self.server_caps.iter() {
+            let max = match cap.setting {
+                "max_db_connections" => config.max_db_connections(&cap.name),
+                _ => config.max_user_connections(&cap.name),
+            };
+            cap.set_max(max);
+        }
         config
     }
 

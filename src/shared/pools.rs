@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Shared, UserAuth};
 use crate::config::{Config, DatabaseConfig, PoolMode, ReplicaConfig};
-use crate::pool::{Pool, PoolKey, PoolSettings, Role, SessionTimeouts};
+use crate::pool::{Pool, PoolKey, PoolSettings, Role, ServerCap, SessionTimeouts};
 use crate::prepared::PoolStatements;
 use crate::router::{HealthPolicy, ReplicaSet, ReplicaTarget, RouteStats, Router, spawn_checker};
 use crate::server::{PassThrough, ServerTarget, TcpOptions};
@@ -41,6 +41,10 @@ impl Shared {
             None => (None, Vec::new()),
         };
         let pool = Pool::with_parts(key.clone(), target, settings, statements, router, replicas);
+        pool.set_server_caps(vec![
+            self.server_cap("max_db_connections", database, config.max_db_connections(database)),
+            self.server_cap("max_user_connections", user, config.max_user_connections(user)),
+        ]);
         self.attach(&pool);
         self.pools.insert(key, pool.clone());
         Ok(pool)
@@ -116,6 +120,18 @@ impl Shared {
             stats: RouteStats::default(),
         });
         Some((router, pools))
+    }
+
+    /// The cap `setting` of `name` (a database or a user), made on first use.
+    fn server_cap(&self, setting: &'static str, name: &str, max: usize) -> Arc<ServerCap> {
+        let key = match setting {
+            "max_db_connections" => format!("db:{name}"),
+            _ => format!("user:{name}"),
+        };
+        self.server_caps
+            .entry(key)
+            .or_insert_with(|| ServerCap::new(setting, name, max))
+            .clone()
     }
 
     /// Gives a new pool its histograms and the PAUSE state of its database. Called once per pool.
