@@ -618,7 +618,11 @@ impl Config {
         let mut auth_users = vec![("pooler.auth_user".to_owned(), p.auth_user.as_ref())];
         for (name, db) in &self.databases {
             auth_users.push((format!("databases.{name}.auth_user"), db.auth_user.as_ref()));
-            if db.auth_query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+            if db
+                .auth_query
+                .as_deref()
+                .is_some_and(|q| q.trim().is_empty())
+            {
                 return Err(invalid(
                     format!("databases.{name}.auth_query"),
                     "must not be empty",
@@ -652,9 +656,8 @@ impl Config {
     pub fn load_rules(&mut self) -> Result<(), ConfigError> {
         let p = &self.pooler;
         self.hba = if let Some(path) = &p.auth_hba_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                invalid("pooler.auth_hba_file", format!("cannot read {path}: {e}"))
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid("pooler.auth_hba_file", format!("cannot read {path}: {e}")))?;
             let rules = crate::hba::Rules::from_text(path, &text)
                 .map_err(|e| invalid("pooler.auth_hba_file", e))?;
             Some(std::sync::Arc::new(rules))

@@ -23,11 +23,19 @@ async fn setup(pg: &PgCluster) -> String {
     .await
     .expect("roles");
     let config = config_for(pg, 2, PoolMode::Transaction);
-    let config = set_config(&config, &format!("users.{AUTH_USER}.password"), AUTH_PASSWORD);
+    let config = set_config(
+        &config,
+        &format!("users.{AUTH_USER}.password"),
+        AUTH_PASSWORD,
+    );
     set_config(&config, "pooler.auth_user", AUTH_USER)
 }
 
-fn expect_refused(r: Result<tokio_postgres::Client, tokio_postgres::Error>, code: &str, what: &str) -> String {
+fn expect_refused(
+    r: Result<tokio_postgres::Client, tokio_postgres::Error>,
+    code: &str,
+    what: &str,
+) -> String {
     match r {
         Ok(_) => panic!("{what}: logged in"),
         Err(e) => {
@@ -51,8 +59,19 @@ async fn a_user_not_in_the_config_is_looked_up_and_logs_in_without_a_plain_passw
     assert!(target.password.is_none());
     assert!(target.pass.scram.is_some(), "{:?}", target.pass);
     // psql too, and a second server connection (both clients in a transaction at once).
-    let out = psql_at(pooler.port(), APP_DB, "dyn", "dyn-secret", &["-At", "-c", "SELECT current_user"]).await;
-    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    let out = psql_at(
+        pooler.port(),
+        APP_DB,
+        "dyn",
+        "dyn-secret",
+        &["-At", "-c", "SELECT current_user"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "dyn");
     let d = pooler.connect(APP_DB, "dyn", "dyn-secret").await;
     c.batch_execute("BEGIN").await.unwrap();
@@ -60,9 +79,21 @@ async fn a_user_not_in_the_config_is_looked_up_and_logs_in_without_a_plain_passw
     let (p1, p2) = (backend_pid(&c).await, backend_pid(&d).await);
     assert_ne!(p1, p2, "two server connections");
     // Wrong password, unknown role: 28P01, as PostgreSQL says.
-    expect_refused(pooler.try_connect(APP_DB, "dyn", "wrong").await, "28P01", "wrong password");
-    expect_refused(pooler.try_connect(APP_DB, "nobody", "x").await, "28P01", "unknown role");
-    expect_refused(pg_direct(&pg, "nobody", "x").await, "28P01", "unknown role, direct");
+    expect_refused(
+        pooler.try_connect(APP_DB, "dyn", "wrong").await,
+        "28P01",
+        "wrong password",
+    );
+    expect_refused(
+        pooler.try_connect(APP_DB, "nobody", "x").await,
+        "28P01",
+        "unknown role",
+    );
+    expect_refused(
+        pg_direct(&pg, "nobody", "x").await,
+        "28P01",
+        "unknown role, direct",
+    );
 }
 
 async fn pg_direct(
@@ -79,13 +110,20 @@ async fn pg_direct(
 async fn an_expired_password_is_refused_as_postgresql_refuses_it() {
     let pg = PgCluster::start();
     let pooler = Sluice::start(setup(&pg).await);
-    let direct = expect_refused(pg_direct(&pg, "expired", "old-secret").await, "28P01", "direct");
+    let direct = expect_refused(
+        pg_direct(&pg, "expired", "old-secret").await,
+        "28P01",
+        "direct",
+    );
     let through = expect_refused(
         pooler.try_connect(APP_DB, "expired", "old-secret").await,
         "28P01",
         "through sluice",
     );
-    assert!(through.contains("password authentication failed for user \"expired\""), "{through} / {direct}");
+    assert!(
+        through.contains("password authentication failed for user \"expired\""),
+        "{through} / {direct}"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +141,9 @@ async fn a_password_rotated_in_postgresql_alone_is_picked_up_after_one_failed_lo
     // sluice still holds the old secret (auth_cache_ttl is a minute): the new password fails
     // once, and that failure makes sluice ask PostgreSQL again.
     expect_refused(
-        pooler.try_connect(APP_DB, "rotating", "second-secret").await,
+        pooler
+            .try_connect(APP_DB, "rotating", "second-secret")
+            .await,
         "28P01",
         "new password against the cached secret",
     );
@@ -129,14 +169,21 @@ async fn a_stale_secret_fails_the_server_login_with_28p01_naming_the_cause() {
     let pooler = Sluice::start(setup(&pg).await);
     let su = pg.superuser("postgres").await;
     // Looked up and cached, but no server connection made yet for another database user.
-    su.batch_execute("ALTER ROLE rotating PASSWORD 'first-secret'").await.unwrap();
+    su.batch_execute("ALTER ROLE rotating PASSWORD 'first-secret'")
+        .await
+        .unwrap();
     let c = pooler.connect(APP_DB, "rotating", "first-secret").await;
     drop(c);
     terminate_all(&su, "rotating").await;
     pooler.pool(APP_DB, "rotating").reconnect();
-    su.batch_execute("ALTER ROLE rotating PASSWORD 'second-secret'").await.unwrap();
+    su.batch_execute("ALTER ROLE rotating PASSWORD 'second-secret'")
+        .await
+        .unwrap();
     let c = pooler.connect(APP_DB, "rotating", "first-secret").await;
-    let err = c.simple_query("SELECT 1").await.expect_err("server login refused");
+    let err = c
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("server login refused");
     assert_eq!(sqlstate(&err), Some("28P01"), "{}", describe_error(&err));
     assert!(
         describe_error(&err).contains("SCRAM pass-through"),
@@ -154,7 +201,10 @@ async fn terminate_all(su: &tokio_postgres::Client, user: &str) {
     .unwrap();
     poll_until(STEP, "backends gone", || async {
         let n: i64 = su
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", &[&user])
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                &[&user],
+            )
             .await
             .unwrap()
             .get(0);
@@ -169,7 +219,10 @@ async fn simple_scalar_ok(c: &tokio_postgres::Client, sql: &str) -> Option<Strin
         .await
         .inspect_err(|e| eprintln!("{sql}: {}", describe_error(e)))
         .ok()?;
-    match rows.into_iter().find(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))? {
+    match rows
+        .into_iter()
+        .find(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))?
+    {
         tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
         _ => None,
     }
@@ -182,24 +235,49 @@ async fn a_scram_secret_in_the_config_logs_in_to_postgresql_by_pass_through() {
     let pg = PgCluster::start();
     let su = pg.superuser("postgres").await;
     let secret: String = su
-        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'", &[])
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(secret.starts_with("SCRAM-SHA-256$"));
-    let config = set_config(&config_for(&pg, 2, PoolMode::Transaction), "users.app.password", secret);
+    let config = set_config(
+        &config_for(&pg, 2, PoolMode::Transaction),
+        "users.app.password",
+        secret,
+    );
     let pooler = Sluice::start(config);
     let c = pooler.connect_app().await;
-    assert_eq!(simple_scalar(&c, "SELECT current_user").await.as_deref(), Some("app"));
-    expect_refused(pooler.try_connect(APP_DB, APP_USER, "wrong").await, "28P01", "wrong");
+    assert_eq!(
+        simple_scalar(&c, "SELECT current_user").await.as_deref(),
+        Some("app")
+    );
+    expect_refused(
+        pooler.try_connect(APP_DB, APP_USER, "wrong").await,
+        "28P01",
+        "wrong",
+    );
 
     // The same password with another salt (what hash-password prints): the client gets in, the
     // server login cannot work and says why.
     let other = sluice_proto::auth::ScramVerifier::from_password(APP_PASSWORD).to_secret_string();
-    let config = set_config(&config_for(&pg, 2, PoolMode::Transaction), "users.app.password", other);
+    let config = set_config(
+        &config_for(&pg, 2, PoolMode::Transaction),
+        "users.app.password",
+        other,
+    );
     let pooler = Sluice::start(config);
-    let e = expect_refused(pooler.try_connect(APP_DB, APP_USER, APP_PASSWORD).await, "28P01", "other salt");
-    assert!(e.contains("SCRAM pass-through") && e.contains("same secret"), "{e}");
+    let e = expect_refused(
+        pooler.try_connect(APP_DB, APP_USER, APP_PASSWORD).await,
+        "28P01",
+        "other salt",
+    );
+    assert!(
+        e.contains("SCRAM pass-through") && e.contains("same secret"),
+        "{e}"
+    );
 }
 
 /// Per database auth_query: a SECURITY DEFINER function instead of pg_shadow, for an auth_user
@@ -223,9 +301,20 @@ async fn a_database_can_use_its_own_auth_user_and_security_definer_function() {
     let config = config_for(&pg, 2, PoolMode::Transaction);
     let config = set_config(&config, "users.lookup.password", "lookup-secret");
     let config = set_config(&config, "databases.app.auth_user", "lookup");
-    let config = set_config(&config, "databases.app.auth_query", "SELECT * FROM public.user_secret($1)");
+    let config = set_config(
+        &config,
+        "databases.app.auth_query",
+        "SELECT * FROM public.user_secret($1)",
+    );
     let pooler = Sluice::start(config);
     let c = pooler.connect(APP_DB, "fnuser", "fn-secret").await;
-    assert_eq!(simple_scalar(&c, "SELECT current_user").await.as_deref(), Some("fnuser"));
-    expect_refused(pooler.try_connect(APP_DB, "fnuser", "nope").await, "28P01", "wrong");
+    assert_eq!(
+        simple_scalar(&c, "SELECT current_user").await.as_deref(),
+        Some("fnuser")
+    );
+    expect_refused(
+        pooler.try_connect(APP_DB, "fnuser", "nope").await,
+        "28P01",
+        "wrong",
+    );
 }

@@ -47,22 +47,44 @@ async fn each_method_is_the_exchange_the_rule_names() {
         ],
     ));
     // trust: no password asked, a wrong one does not matter.
-    assert_eq!(auth_request(&pooler, TRUST_USER, "whatever").await, AuthRequest::Ok);
+    assert_eq!(
+        auth_request(&pooler, TRUST_USER, "whatever").await,
+        AuthRequest::Ok
+    );
     let c = pooler.connect(APP_DB, TRUST_USER, "wrong").await;
-    assert_eq!(simple_scalar(&c, "SELECT current_user").await.as_deref(), Some(TRUST_USER));
+    assert_eq!(
+        simple_scalar(&c, "SELECT current_user").await.as_deref(),
+        Some(TRUST_USER)
+    );
     // md5.
-    assert_eq!(auth_request(&pooler, MD5_USER, MD5_PASSWORD).await, AuthRequest::Md5);
+    assert_eq!(
+        auth_request(&pooler, MD5_USER, MD5_PASSWORD).await,
+        AuthRequest::Md5
+    );
     pooler.connect(APP_DB, MD5_USER, MD5_PASSWORD).await;
     refused(pooler.try_connect(APP_DB, MD5_USER, "wrong").await, "28P01");
     // password (clear text), through tokio-postgres and psql.
-    assert_eq!(auth_request(&pooler, APP_USER, APP_PASSWORD).await, AuthRequest::Cleartext);
+    assert_eq!(
+        auth_request(&pooler, APP_USER, APP_PASSWORD).await,
+        AuthRequest::Cleartext
+    );
     pooler.connect_app().await;
     refused(pooler.try_connect(APP_DB, APP_USER, "wrong").await, "28P01");
     let out = pooler.psql(&["-At", "-c", "SELECT 'via psql'"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // scram-sha-256 for the others (the hostssl cert rule never matches a plain connection).
     let su_config = set_config(
-        &with_rules(&pg, &["hostssl all all all cert", "host all all 127.0.0.1/32 scram-sha-256"]),
+        &with_rules(
+            &pg,
+            &[
+                "hostssl all all all cert",
+                "host all all 127.0.0.1/32 scram-sha-256",
+            ],
+        ),
         "users.other.password",
         "other-secret",
     );
@@ -86,21 +108,37 @@ async fn reject_and_no_matching_rule_are_refused_with_28000() {
             "host app app 127.0.0.1/32 scram-sha-256",
         ],
     ));
-    let e = refused(pooler.try_connect(APP_DB, MD5_USER, MD5_PASSWORD).await, "28000");
+    let e = refused(
+        pooler.try_connect(APP_DB, MD5_USER, MD5_PASSWORD).await,
+        "28000",
+    );
     assert!(
         e.contains("pg_hba.conf rejects connection for host \"127.0.0.1\", user \"md5user\", database \"app\", no encryption"),
         "{e}"
     );
-    let e = refused(pooler.try_connect(APP_DB, TRUST_USER, TRUST_PASSWORD).await, "28000");
+    let e = refused(
+        pooler.try_connect(APP_DB, TRUST_USER, TRUST_PASSWORD).await,
+        "28000",
+    );
     assert!(
         e.contains("no pg_hba.conf entry for host \"127.0.0.1\", user \"trustuser\", database \"app\", no encryption"),
         "{e}"
     );
     // psql shows the same.
-    let out = psql_at(pooler.port(), APP_DB, TRUST_USER, TRUST_PASSWORD, &["-c", "SELECT 1"]).await;
+    let out = psql_at(
+        pooler.port(),
+        APP_DB,
+        TRUST_USER,
+        TRUST_PASSWORD,
+        &["-c", "SELECT 1"],
+    )
+    .await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no pg_hba.conf entry for host \"127.0.0.1\""), "{stderr}");
+    assert!(
+        stderr.contains("no pg_hba.conf entry for host \"127.0.0.1\""),
+        "{stderr}"
+    );
     // The rule for app still lets app in.
     pooler.connect_app().await;
 }
@@ -122,13 +160,23 @@ async fn rules_from_a_file_and_a_bad_file_names_the_key_and_line() {
     );
     let pooler = Sluice::start(config.clone());
     pooler.connect(APP_DB, TRUST_USER, "anything").await;
-    refused(pooler.try_connect(APP_DB, APP_USER, APP_PASSWORD).await, "28000");
+    refused(
+        pooler.try_connect(APP_DB, APP_USER, APP_PASSWORD).await,
+        "28000",
+    );
 
     std::fs::write(&path, "host all all all trust\nhost all +admins all md5\n").unwrap();
     let e = sluice::Config::from_toml(&config).unwrap_err().to_string();
-    assert!(e.starts_with("pooler.auth_hba_file:") && e.contains(":2: group membership"), "{e}");
-    let e = sluice::Config::from_toml(&set_config(&config, "pooler.auth_hba", vec!["host all all all trust"]))
-        .unwrap_err()
-        .to_string();
+    assert!(
+        e.starts_with("pooler.auth_hba_file:") && e.contains(":2: group membership"),
+        "{e}"
+    );
+    let e = sluice::Config::from_toml(&set_config(
+        &config,
+        "pooler.auth_hba",
+        vec!["host all all all trust"],
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(e.starts_with("pooler.auth_hba:"), "{e}");
 }

@@ -42,7 +42,10 @@ async fn a_user_over_its_cap_is_refused_until_one_of_its_clients_leaves() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("too many connections for role"));
     drop(a);
     poll_until(STEP, "a place for app again", || async {
-        pooler.try_connect(APP_DB, APP_USER, APP_PASSWORD).await.is_ok()
+        pooler
+            .try_connect(APP_DB, APP_USER, APP_PASSWORD)
+            .await
+            .is_ok()
     })
     .await;
 }
@@ -59,13 +62,19 @@ async fn a_database_over_its_cap_is_refused_whatever_the_user() {
     let _a = pooler.connect_app().await;
     let t = pooler.connect(APP_DB, TRUST_USER, TRUST_PASSWORD).await;
     let e = refused(pooler.try_connect(APP_DB, MD5_USER, MD5_PASSWORD).await);
-    assert!(e.contains("too many connections for database \"app\""), "{e}");
+    assert!(
+        e.contains("too many connections for database \"app\""),
+        "{e}"
+    );
     assert!(e.contains("max_db_client_connections"), "{e}");
     // Refused logins are not counted; a client that leaves frees its place.
     assert_eq!(pooler.shared().client_caps.database_count(APP_DB), 2);
     drop(t);
     poll_until(STEP, "a place in app again", || async {
-        pooler.try_connect(APP_DB, MD5_USER, MD5_PASSWORD).await.is_ok()
+        pooler
+            .try_connect(APP_DB, MD5_USER, MD5_PASSWORD)
+            .await
+            .is_ok()
     })
     .await;
 }
@@ -104,8 +113,16 @@ async fn a_database_server_cap_is_shared_by_its_pools() {
     let err = t.simple_query("SELECT 1").await.expect_err("over the cap");
     assert_eq!(sqlstate(&err), Some("53300"), "{}", describe_error(&err));
     let db = err.as_db_error().unwrap();
-    assert_eq!(db.message(), "too many server connections for database \"app\"");
-    assert!(db.detail().unwrap_or_default().contains("max_db_connections = 1"), "{db:?}");
+    assert_eq!(
+        db.message(),
+        "too many server connections for database \"app\""
+    );
+    assert!(
+        db.detail()
+            .unwrap_or_default()
+            .contains("max_db_connections = 1"),
+        "{db:?}"
+    );
     // A waiting checkout gets the place when app's transaction ends.
     let waiting = {
         let t = t;
@@ -113,7 +130,10 @@ async fn a_database_server_cap_is_shared_by_its_pools() {
     };
     a.batch_execute("COMMIT").await.unwrap();
     assert_eq!(
-        within(STEP, "the waiting query", waiting).await.unwrap().as_deref(),
+        within(STEP, "the waiting query", waiting)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("after")
     );
     assert!(backends(&su, &[APP_USER, TRUST_USER]).await <= 1);
@@ -133,11 +153,9 @@ async fn a_user_server_cap_is_shared_across_databases() {
     let a = pooler.connect_app().await;
     a.batch_execute("BEGIN; SELECT 1").await.unwrap();
     // The first login of app2's pool needs a server connection: refused at login.
-    let e = pooler
-        .try_connect("app2", APP_USER, APP_PASSWORD)
-        .await
-        .err()
-        .expect("over the cap");
+    let Err(e) = pooler.try_connect("app2", APP_USER, APP_PASSWORD).await else {
+        panic!("logged in over the cap");
+    };
     assert_eq!(sqlstate(&e), Some("53300"), "{}", describe_error(&e));
     assert_eq!(
         e.as_db_error().unwrap().message(),

@@ -54,7 +54,10 @@ async fn no_secret_appears_in_logs_console_metrics_or_errors() {
     .await
     .unwrap();
     let dyn_stored: String = su
-        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = 'dyn'", &[])
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'dyn'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -79,7 +82,8 @@ async fn no_secret_appears_in_logs_console_metrics_or_errors() {
     let port = sluice.port();
 
     let mut seen: Vec<String> = Vec::new();
-    let attempt = |r: Result<tokio_postgres::Client, tokio_postgres::Error>, seen: &mut Vec<String>| match r {
+    let attempt = |r: Result<tokio_postgres::Client, tokio_postgres::Error>,
+                   seen: &mut Vec<String>| match r {
         Ok(c) => Some(c),
         Err(e) => {
             seen.push(format!("client error: {}", describe_error(&e)));
@@ -100,7 +104,10 @@ async fn no_secret_appears_in_logs_console_metrics_or_errors() {
     let d = attempt(try_connect(APP_DB, "dyn", DYN_SECRET).await, &mut seen).expect("dyn");
     simple_scalar(&d, "SELECT 1").await;
     attempt(try_connect(APP_DB, "dyn", GUESS).await, &mut seen);
-    attempt(try_connect(APP_DB, "scrammy", "scram-user-secret").await, &mut seen);
+    attempt(
+        try_connect(APP_DB, "scrammy", "scram-user-secret").await,
+        &mut seen,
+    );
     attempt(try_connect(APP_DB, MD5_USER, MD5_PASSWORD).await, &mut seen);
     attempt(try_connect(APP_DB, MD5_USER, GUESS).await, &mut seen);
     // auth_query with a wrong auth_user password: the lookup fails and is logged.
@@ -130,8 +137,14 @@ async fn no_secret_appears_in_logs_console_metrics_or_errors() {
     seen.push(String::from_utf8_lossy(&printed.stdout).into_owned());
 
     let text = seen.join("\n");
-    assert!(text.contains("auth_query"), "the outputs were collected: {text}");
-    assert!(text.contains("badauth"), "the failed lookup was logged: {text}");
+    assert!(
+        text.contains("auth_query"),
+        "the outputs were collected: {text}"
+    );
+    assert!(
+        text.contains("badauth"),
+        "the failed lookup was logged: {text}"
+    );
     // StoredKey and ServerKey in base64, as the secret strings hold them (the salt is public).
     let keys = |s: &str| -> Vec<String> {
         let parts: Vec<&str> = s.split(['$', ':']).collect();
@@ -178,7 +191,11 @@ fn hash_password_prints_a_scram_secret_for_the_config() {
         .write_all(b"correct horse\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(!text.contains("correct horse"), "{text}");
     let config = sluice::Config::from_toml(&text).expect("the output is a valid config");

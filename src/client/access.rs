@@ -74,11 +74,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            choose(Some(&rules), peer("127.0.0.1"), "db", "u", AuthType::ScramSha256),
+            choose(
+                Some(&rules),
+                peer("127.0.0.1"),
+                "db",
+                "u",
+                AuthType::ScramSha256
+            ),
             Ok(Method::Trust)
         );
         let e = choose(Some(&rules), peer("10.0.0.1"), "db", "u", AuthType::Trust).unwrap_err();
-        assert!(e.message.starts_with("no pg_hba.conf entry for host \"10.0.0.1\""));
+        assert!(
+            e.message
+                .starts_with("no pg_hba.conf entry for host \"10.0.0.1\"")
+        );
         let tls = Peer {
             tls: true,
             ..peer("10.0.0.1")

@@ -163,10 +163,14 @@ pub(super) async fn login(
         tls: false,
         cert_cn: None,
     };
-    let method = access::choose(config.hba.as_deref(), peer, &database, &user, auth_type)
-        .map_err(|refused| {
-            Fatal::new(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION, refused.message)
-        })?;
+    let method = access::choose(config.hba.as_deref(), peer, &database, &user, auth_type).map_err(
+        |refused| {
+            Fatal::new(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                refused.message,
+            )
+        },
+    )?;
     let client_key = authenticate(
         shared,
         stream,

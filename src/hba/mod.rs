@@ -275,7 +275,11 @@ fn address(a: &str) -> Result<Address, String> {
     if matches!(a, "samehost" | "samenet") {
         return Err(format!("address {a:?} is not supported; give a CIDR range"));
     }
-    let bad = || format!("invalid address {a:?} (expected all, a.b.c.d/n, or an address and a mask; host names are not supported)");
+    let bad = || {
+        format!(
+            "invalid address {a:?} (expected all, a.b.c.d/n, or an address and a mask; host names are not supported)"
+        )
+    };
     if let Some((ip, mask)) = a.split_once(' ') {
         let ip: IpAddr = ip.parse().map_err(|_| bad())?;
         let mask: IpAddr = mask.parse().map_err(|_| bad())?;
@@ -368,17 +372,29 @@ host    all         all     127.0.0.0/8         scram-sha-256
         let r = Rules::from_text("hba", RULES).unwrap();
         assert_eq!(r.len(), 9);
         // hostssl only on TLS; a plain connection falls through to later lines.
-        assert_eq!(method(&r, conn("10.1.2.3", true, "app", "alice")), Ok(Method::Cert));
-        assert_eq!(method(&r, conn("10.1.2.3", false, "app", "alice")), Ok(Method::Md5));
+        assert_eq!(
+            method(&r, conn("10.1.2.3", true, "app", "alice")),
+            Ok(Method::Cert)
+        );
+        assert_eq!(
+            method(&r, conn("10.1.2.3", false, "app", "alice")),
+            Ok(Method::Md5)
+        );
         // Lists with commas, quoted names.
-        assert_eq!(method(&r, conn("10.9.9.9", false, "shop", "alice")), Ok(Method::Md5));
+        assert_eq!(
+            method(&r, conn("10.9.9.9", false, "shop", "alice")),
+            Ok(Method::Md5)
+        );
         // Address and mask.
         assert_eq!(
             method(&r, conn("192.168.1.77", false, "app", "bob")),
             Ok(Method::Password)
         );
         // sameuser.
-        assert_eq!(method(&r, conn("127.0.0.1", false, "carol", "carol")), Ok(Method::Trust));
+        assert_eq!(
+            method(&r, conn("127.0.0.1", false, "carol", "carol")),
+            Ok(Method::Trust)
+        );
         assert_eq!(
             method(&r, conn("127.0.0.1", false, "app", "carol")),
             Ok(Method::ScramSha256)
@@ -389,26 +405,40 @@ host    all         all     127.0.0.0/8         scram-sha-256
             Ok(Method::Trust)
         );
         // hostnossl on IPv6 loopback.
-        assert_eq!(method(&r, conn("::1", false, "app", "x")), Ok(Method::ScramSha256));
+        assert_eq!(
+            method(&r, conn("::1", false, "app", "x")),
+            Ok(Method::ScramSha256)
+        );
         // Address families do not mix; replication never matches; no rule: refused.
         let e = method(&r, conn("::1", true, "app", "x")).unwrap_err();
-        assert_eq!(e, "no pg_hba.conf entry for host \"::1\", user \"x\", database \"app\", SSL encryption");
+        assert_eq!(
+            e,
+            "no pg_hba.conf entry for host \"::1\", user \"x\", database \"app\", SSL encryption"
+        );
         let e = method(&r, conn("172.16.0.1", false, "replication", "x")).unwrap_err();
-        assert!(e.starts_with("no pg_hba.conf entry for host \"172.16.0.1\""), "{e}");
+        assert!(
+            e.starts_with("no pg_hba.conf entry for host \"172.16.0.1\""),
+            "{e}"
+        );
         assert!(e.ends_with("no encryption"), "{e}");
     }
 
     #[test]
     fn reject_refuses_with_postgresql_wording_and_its_line() {
         let r = Rules::from_text("hba", RULES).unwrap();
-        let e = r.check(&conn("127.0.0.1", false, "app", "evil")).unwrap_err();
+        let e = r
+            .check(&conn("127.0.0.1", false, "app", "evil"))
+            .unwrap_err();
         assert_eq!(
             e.message,
             "pg_hba.conf rejects connection for host \"127.0.0.1\", user \"evil\", database \"app\", no encryption"
         );
         assert_eq!(e.origin.as_deref(), Some("hba:8"));
         // An earlier rule matching the same user wins (sameuser, line 7).
-        assert_eq!(method(&r, conn("127.0.0.1", false, "evil", "evil")), Ok(Method::Trust));
+        assert_eq!(
+            method(&r, conn("127.0.0.1", false, "evil", "evil")),
+            Ok(Method::Trust)
+        );
     }
 
     #[test]
@@ -421,18 +451,30 @@ host    all         all     127.0.0.0/8         scram-sha-256
     #[test]
     fn unsupported_and_malformed_lines_name_their_line() {
         for (text, want) in [
-            ("host all +admins all trust", "hba:1: group membership (+admins)"),
-            ("host all all all peer", "hba:1: method \"peer\" is not supported"),
+            (
+                "host all +admins all trust",
+                "hba:1: group membership (+admins)",
+            ),
+            (
+                "host all all all peer",
+                "hba:1: method \"peer\" is not supported",
+            ),
             ("\nhost all all samenet md5", "hba:2: address \"samenet\""),
             ("host all all db.example.com md5", "hba:1: invalid address"),
             ("host all all 10.0.0.1 md5", "hba:1: invalid address"),
             ("host all all 10.0.0.0/33 md5", "hba:1: invalid CIDR mask"),
-            ("host all all 10.0.0.0 255.0.255.0 md5", "hba:1: invalid mask"),
+            (
+                "host all all 10.0.0.0 255.0.255.0 md5",
+                "hba:1: invalid mask",
+            ),
             ("host samerole all all md5", "hba:1: database \"samerole\""),
             ("host @dbs all all md5", "hba:1: database list files"),
             ("hosts all all all md5", "hba:1: unknown connection type"),
             ("host all all", "hba:1: expected at least 5 fields"),
-            ("host all all all cert", "hba:1: cert authentication is only supported on hostssl"),
+            (
+                "host all all all cert",
+                "hba:1: cert authentication is only supported on hostssl",
+            ),
         ] {
             let e = Rules::from_text("hba", text).unwrap_err();
             assert!(e.starts_with(want), "{text}: {e}");
@@ -442,8 +484,20 @@ host    all         all     127.0.0.0/8         scram-sha-256
     #[test]
     fn networks_and_masks() {
         let n = |a: &str| address(a).unwrap();
-        assert_eq!(n("0.0.0.0/0"), Address::Net { ip: "0.0.0.0".parse().unwrap(), prefix: 0 });
-        assert_eq!(n("10.0.0.0 255.255.0.0"), Address::Net { ip: "10.0.0.0".parse().unwrap(), prefix: 16 });
+        assert_eq!(
+            n("0.0.0.0/0"),
+            Address::Net {
+                ip: "0.0.0.0".parse().unwrap(),
+                prefix: 0
+            }
+        );
+        assert_eq!(
+            n("10.0.0.0 255.255.0.0"),
+            Address::Net {
+                ip: "10.0.0.0".parse().unwrap(),
+                prefix: 16
+            }
+        );
         assert_eq!(mask_prefix("255.255.255.255".parse().unwrap()), Some(32));
         assert_eq!(mask_prefix("0.0.0.0".parse().unwrap()), Some(0));
         assert_eq!(mask_prefix("ffff:ffff::".parse().unwrap()), Some(32));

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{Pool, ServerCap};
 use super::guard::{ServerGuard, Slot};
 use super::outage::Ticket;
+use super::{Pool, ServerCap};
 use crate::metrics::CloseReason;
 use crate::server::{ConnectError, ServerConn};
 
@@ -212,7 +212,10 @@ impl Pool {
                 return Ok(Take::Cap(cap));
             }
             // While the server is down: the last error at once, or this checkout is the probe.
-            let ticket = st.outage.admit(Instant::now()).inspect_err(|_| self.release_caps())?;
+            let ticket = st
+                .outage
+                .admit(Instant::now())
+                .inspect_err(|_| self.release_caps())?;
             st.open += 1;
             return Ok(Take::Slot(Slot::new(self.clone(), Some(ticket))));
         }

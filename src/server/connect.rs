@@ -17,9 +17,9 @@ use tokio::net::TcpStream;
 
 use super::{ConnectError, ServerConn, ServerTarget, TcpOptions};
 use crate::net::Stream;
-use sluice_proto::auth::{KeyClient, KeyClientError};
 use crate::params::Params;
 use crate::prepared::ServerStatements;
+use sluice_proto::auth::{KeyClient, KeyClientError};
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -103,12 +103,10 @@ async fn connect_inner(
                 }
                 Authentication::Md5Password(salt) => {
                     let hash = match (&target.password, &target.pass.md5) {
-                        (None, Some(secret)) => {
-                            sluice_proto::auth::md5::response_from_secret(secret, salt)
-                                .ok_or_else(|| {
-                                    ConnectError::Protocol("malformed md5 secret".into())
-                                })?
-                        }
+                        (None, Some(secret)) => sluice_proto::auth::md5::response_from_secret(
+                            secret, salt,
+                        )
+                        .ok_or_else(|| ConnectError::Protocol("malformed md5 secret".into()))?,
                         _ => postgres_protocol::authentication::md5_hash(
                             target.user.as_bytes(),
                             password()?.as_bytes(),

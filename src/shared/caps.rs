@@ -41,10 +41,14 @@ impl CapRefusal {
     pub fn detail(&self) -> String {
         match self {
             CapRefusal::Database { max, .. } => {
-                format!("sluice allows {max} client connections per database (max_db_client_connections)")
+                format!(
+                    "sluice allows {max} client connections per database (max_db_client_connections)"
+                )
             }
             CapRefusal::User { max, .. } => {
-                format!("sluice allows {max} client connections per user (max_user_client_connections)")
+                format!(
+                    "sluice allows {max} client connections per user (max_user_client_connections)"
+                )
             }
         }
     }

@@ -38,10 +38,7 @@ struct Lookup {
 fn lookup_for(config: &Config, database: &str) -> Option<Lookup> {
     let db = config.databases.get(database)?;
     let auth_user = db.auth_user.as_ref().or(config.pooler.auth_user.as_ref())?;
-    let password = config
-        .users
-        .get(auth_user)
-        .and_then(|u| u.password.clone());
+    let password = config.users.get(auth_user).and_then(|u| u.password.clone());
     Some(Lookup {
         host: db.host.clone(),
         port: db.port,
@@ -102,11 +99,7 @@ impl Shared {
     }
 }
 
-async fn run_lookup(
-    l: &Lookup,
-    user: &str,
-    timeout: Duration,
-) -> Result<Option<UserAuth>, String> {
+async fn run_lookup(l: &Lookup, user: &str, timeout: Duration) -> Result<Option<UserAuth>, String> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&l.host)
         .port(l.port)
@@ -140,7 +133,14 @@ async fn run_lookup(
     };
     let row = tokio::time::timeout(timeout * 2, work)
         .await
-        .map_err(|_| format!("auth_query on {}:{}: no answer within {:?}", l.host, l.port, timeout * 2))??;
+        .map_err(|_| {
+            format!(
+                "auth_query on {}:{}: no answer within {:?}",
+                l.host,
+                l.port,
+                timeout * 2
+            )
+        })??;
     let Some(row) = row else { return Ok(None) };
     if row.len() < 2 {
         return Err("auth_query must return two columns (name, secret)".into());

@@ -42,8 +42,16 @@ impl Shared {
         };
         let pool = Pool::with_parts(key.clone(), target, settings, statements, router, replicas);
         pool.set_server_caps(vec![
-            self.server_cap("max_db_connections", database, config.max_db_connections(database)),
-            self.server_cap("max_user_connections", user, config.max_user_connections(user)),
+            self.server_cap(
+                "max_db_connections",
+                database,
+                config.max_db_connections(database),
+            ),
+            self.server_cap(
+                "max_user_connections",
+                user,
+                config.max_user_connections(user),
+            ),
         ]);
         self.attach(&pool);
         self.pools.insert(key, pool.clone());
@@ -223,7 +231,9 @@ pub(crate) fn replica_parts(
 /// holds (SCRAM keys come later, from a client's proof: `Pool::learn_scram_keys`).
 fn pass_through(db: &DatabaseConfig, auth: &UserAuth, no_password: bool) -> PassThrough {
     let md5 = match &auth.secret {
-        Some(sluice_proto::auth::PasswordSecret::Md5(m)) if no_password && db.server_user.is_none() => {
+        Some(sluice_proto::auth::PasswordSecret::Md5(m))
+            if no_password && db.server_user.is_none() =>
+        {
             Some(m.clone())
         }
         _ => None,

@@ -149,7 +149,9 @@ mod tests {
             b"pencil",
             postgres_protocol::authentication::sasl::ChannelBinding::unsupported(),
         );
-        let sf = front.client_first("SCRAM-SHA-256", client.message()).unwrap();
+        let sf = front
+            .client_first("SCRAM-SHA-256", client.message())
+            .unwrap();
         client.update(&sf).unwrap();
         let fin = front.client_final(client.message()).unwrap();
         client.finish(&fin).unwrap();
@@ -159,9 +161,13 @@ mod tests {
         // Pass-through to a "server" with the same secret.
         let mut server = ScramServer::new(verifier.clone());
         let mut kc = KeyClient::new(keys.clone());
-        let sf = server.client_first("SCRAM-SHA-256", &kc.client_first()).unwrap();
+        let sf = server
+            .client_first("SCRAM-SHA-256", &kc.client_first())
+            .unwrap();
         let cf = kc.server_first(&sf).unwrap();
-        let v = server.client_final(&cf).expect("the server accepts the proof");
+        let v = server
+            .client_final(&cf)
+            .expect("the server accepts the proof");
         kc.server_final(&v).unwrap();
         assert!(kc.server_final(b"v=AAAA").is_err());
 
@@ -169,7 +175,9 @@ mod tests {
         let other = ScramVerifier::from_password_with("pencil", b"fedcba9876543210", 4096);
         let mut server = ScramServer::new(other.clone());
         let mut kc = KeyClient::new(keys);
-        let sf = server.client_first("SCRAM-SHA-256", &kc.client_first()).unwrap();
+        let sf = server
+            .client_first("SCRAM-SHA-256", &kc.client_first())
+            .unwrap();
         assert_eq!(kc.server_first(&sf), Err(KeyClientError::OtherSecret));
         // And a key for another verifier is not taken.
         assert!(ScramKeys::new(&other, key).is_none());
