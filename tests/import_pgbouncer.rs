@@ -169,10 +169,6 @@ fn production_file_with_includes_hba_tls_and_secrets() {
             "without TLS",
         ),
         ("[pgbouncer] reserve_pool_size = 5", "reserve pool"),
-        (
-            "[pgbouncer] idle_transaction_timeout",
-            "idle_in_transaction_session_timeout",
-        ),
         ("common.ini:19: [pgbouncer] so_reuseport", "not a setting"),
         ("[users] etl.max_user_connections", "per database"),
         (
@@ -188,6 +184,11 @@ fn production_file_with_includes_hba_tls_and_secrets() {
             "{setting} / {why} not in:\n{report}"
         );
     }
+    // Timeouts sluice has too are carried.
+    assert_eq!(
+        p.idle_transaction_timeout,
+        std::time::Duration::from_secs(120)
+    );
     // Settings equal to "off" are not reported (query_timeout = 0), nor is a password.
     assert!(!report.contains("query_timeout = 0"), "{report}");
     assert!(!report.contains("billing-server-pw"), "{report}");

@@ -1,6 +1,6 @@
 //! The integration-test harness: a real PostgreSQL per test ([`PgCluster`]; a primary with a
 //! streaming replica, [`ReplicaCluster`]), the pooler in
-//! process ([`Sluice`]) or as the built binary ([`SluiceProcess`], for signals and RSS), real clients (tokio-postgres, psql, pgbench) and a raw wire-protocol
+//! process ([`Sluice`]) or as the built binary ([`SluiceProcess`], for signals and RSS), real clients (tokio-postgres, psql, pgbench, and the drivers applications use: [`Driver`]) and a raw wire-protocol
 //! client ([`RawConn`]) for what the real clients never send, with wire scripts ([`Batch`],
 //! [`check_script`]) that hold the pooler's answers to PostgreSQL's own, and a fault proxy
 //! ([`FaultProxy`]) to put between the pooler and PostgreSQL.
@@ -11,6 +11,7 @@
 //! Each test binary uses a different part of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+mod drivers;
 mod fault;
 mod metrics;
 mod pg;
@@ -21,6 +22,8 @@ mod raw;
 mod replica;
 mod script;
 
+#[allow(unused_imports)]
+pub use drivers::*;
 #[allow(unused_imports)]
 pub use fault::*;
 #[allow(unused_imports)]

@@ -53,6 +53,16 @@ const CARRIED: &[&str] = &[
     "server_idle_timeout",
     "server_lifetime",
     "server_reset_query",
+    "query_timeout",
+    "client_idle_timeout",
+    "idle_transaction_timeout",
+    "client_login_timeout",
+    "server_check_delay",
+    "tcp_keepalive",
+    "tcp_keepcnt",
+    "tcp_keepidle",
+    "tcp_keepintvl",
+    "tcp_user_timeout",
     "max_packet_size",
     "max_prepared_statements",
 ];
@@ -277,6 +287,13 @@ fn simple_pooler_keys(c: &mut Conv<'_>) {
     duration(c, "server_login_retry", 15.0, true);
     duration(c, "server_idle_timeout", 600.0, false);
     duration(c, "server_lifetime", 3600.0, true);
+    // The same meanings in sluice, 0 = off included (README, "Failure behaviour").
+    duration(c, "query_timeout", 0.0, true);
+    duration(c, "client_idle_timeout", 0.0, true);
+    duration(c, "idle_transaction_timeout", 0.0, true);
+    duration(c, "client_login_timeout", 60.0, true);
+    duration(c, "server_check_delay", 30.0, true);
+    tcp(c);
     if let Some(e) = c.get("server_reset_query").cloned() {
         c.doc.kv("server_reset_query", e.value.clone().into(), None);
     }
@@ -297,6 +314,44 @@ fn simple_pooler_keys(c: &mut Conv<'_>) {
         match e.value.trim().parse::<i64>() {
             Ok(n) if n >= 0 => c.doc.kv("max_prepared_statements", n.into(), None),
             _ => c.dropped(&e, "not a number", Some("max_prepared_statements")),
+        }
+    }
+}
+
+/// TCP keepalive and user timeout, only where the file sets them (PgBouncer's empty value and
+/// sluice's 0 both mean the operating system's default). PgBouncer gives tcp_user_timeout in
+/// milliseconds and the keepalive times in seconds.
+fn tcp(c: &mut Conv<'_>) {
+    let set = |c: &Conv<'_>, key: &str| c.get(key).cloned().filter(|e| !e.value.trim().is_empty());
+    if let Some(e) = set(c, "tcp_keepalive") {
+        match e.value.trim() {
+            "1" | "yes" | "on" | "true" => c.doc.kv("tcp_keepalive", true.into(), None),
+            "0" | "no" | "off" | "false" => c.doc.kv("tcp_keepalive", false.into(), None),
+            _ => c.dropped(&e, "not a boolean", Some("tcp_keepalive")),
+        }
+    }
+    if let Some(e) = set(c, "tcp_keepcnt") {
+        match e.value.trim().parse::<i64>() {
+            Ok(n) if (0..=127).contains(&n) => c.doc.kv("tcp_keepcnt", n.into(), None),
+            _ => c.dropped(&e, "not a count from 0 to 127", Some("tcp_keepcnt")),
+        }
+    }
+    for key in ["tcp_keepidle", "tcp_keepintvl"] {
+        if let Some(e) = set(c, key) {
+            match ini::seconds(&e.value) {
+                Some(d) => c.doc.kv(key, duration_text(d).into(), None),
+                None => c.dropped(&e, "not a time in seconds", Some(key)),
+            }
+        }
+    }
+    if let Some(e) = set(c, "tcp_user_timeout") {
+        match e.value.trim().parse::<u64>() {
+            Ok(ms) => c.doc.kv(
+                "tcp_user_timeout",
+                duration_text(Duration::from_millis(ms)).into(),
+                Some("PgBouncer's value is in milliseconds"),
+            ),
+            Err(_) => c.dropped(&e, "not a number of milliseconds", Some("tcp_user_timeout")),
         }
     }
 }

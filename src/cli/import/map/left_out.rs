@@ -214,16 +214,10 @@ const LEFT_OUT: &[(&str, &[&str], &str, Option<&str>)] = &[
         Some("server_reset_query"),
     ),
     (
-        "server_check_delay",
-        &[],
-        "sluice notices a dead idle server connection before lending it out, without sending a query",
-        None,
-    ),
-    (
         "server_check_query",
         &[],
-        "sluice notices a dead idle server connection before lending it out, without sending a query",
-        None,
+        "sluice checks a connection idle longer than server_check_delay with a lone Sync, not a query",
+        Some("server_check_delay"),
     ),
     (
         "server_fast_close",
@@ -231,7 +225,6 @@ const LEFT_OUT: &[(&str, &[&str], &str, Option<&str>)] = &[
         "in session mode sluice closes a server connection marked by RECONNECT or RELOAD when its client leaves",
         None,
     ),
-    ("client_login_timeout", &["0"], "not supported yet", None),
     (
         "autodb_idle_timeout",
         &[],
@@ -281,24 +274,6 @@ const LEFT_OUT: &[(&str, &[&str], &str, Option<&str>)] = &[
         None,
     ),
     (
-        "query_timeout",
-        &["0"],
-        "not supported yet",
-        Some("PostgreSQL's statement_timeout (ALTER ROLE ... SET statement_timeout)"),
-    ),
-    (
-        "client_idle_timeout",
-        &["0"],
-        "not supported yet",
-        Some("PostgreSQL's idle_session_timeout"),
-    ),
-    (
-        "idle_transaction_timeout",
-        &["0"],
-        "not supported yet",
-        Some("PostgreSQL's idle_in_transaction_session_timeout"),
-    ),
-    (
         "transaction_timeout",
         &["0"],
         "not supported yet",
@@ -344,36 +319,6 @@ const LEFT_OUT: &[(&str, &[&str], &str, Option<&str>)] = &[
     (
         "tcp_socket_buffer",
         &[""],
-        "sluice uses the operating system's socket defaults",
-        None,
-    ),
-    (
-        "tcp_keepalive",
-        &[],
-        "sluice uses the operating system's socket defaults",
-        None,
-    ),
-    (
-        "tcp_keepcnt",
-        &[""],
-        "sluice uses the operating system's socket defaults",
-        None,
-    ),
-    (
-        "tcp_keepidle",
-        &[""],
-        "sluice uses the operating system's socket defaults",
-        None,
-    ),
-    (
-        "tcp_keepintvl",
-        &[""],
-        "sluice uses the operating system's socket defaults",
-        None,
-    ),
-    (
-        "tcp_user_timeout",
-        &["0"],
         "sluice uses the operating system's socket defaults",
         None,
     ),

@@ -329,6 +329,43 @@ fn tls_settings() {
 }
 
 #[test]
+fn timeouts_and_tcp_settings_are_carried() {
+    let r = run(
+        "[pgbouncer]\nquery_timeout = 30\nclient_idle_timeout = 600\nclient_login_timeout = 15\n\
+         server_check_delay = 10\ntcp_keepalive = 1\ntcp_keepcnt = 5\ntcp_keepidle = 60\n\
+         tcp_keepintvl = 10\ntcp_user_timeout = 2500\n",
+        None,
+        None,
+    );
+    let p = &r.config.pooler;
+    assert_eq!(p.query_timeout, Duration::from_secs(30));
+    assert_eq!(p.client_idle_timeout, Duration::from_secs(600));
+    assert_eq!(p.client_login_timeout, Duration::from_secs(15));
+    assert_eq!(p.server_check_delay, Duration::from_secs(10));
+    assert!(p.tcp_keepalive);
+    assert_eq!(p.tcp_keepcnt, 5);
+    assert_eq!(p.tcp_keepidle, Duration::from_secs(60));
+    assert_eq!(p.tcp_keepintvl, Duration::from_secs(10));
+    assert_eq!(p.tcp_user_timeout, Duration::from_millis(2500));
+    for key in ["query_timeout", "tcp_keepalive", "tcp_user_timeout"] {
+        assert!(
+            !r.has_note(&format!("[pgbouncer] {key}")),
+            "{}",
+            r.all_notes()
+        );
+    }
+    // Not set: PgBouncer's defaults, which are sluice's, and the OS keepalive times.
+    let r = run("[pgbouncer]\n", None, None);
+    assert_eq!(
+        r.config.pooler.client_login_timeout,
+        Duration::from_secs(60)
+    );
+    assert_eq!(r.config.pooler.tcp_keepidle, Duration::ZERO);
+    let r = run("[pgbouncer]\ntcp_keepcnt = lots\n", None, None);
+    assert!(r.note("[pgbouncer] tcp_keepcnt").why.contains("count"));
+}
+
+#[test]
 fn times_off_values_and_unknown_keys() {
     let r = run(
         "[pgbouncer]\nquery_wait_timeout = 0\nserver_idle_timeout = 30.5\nserver_lifetime = 0\n\
@@ -356,13 +393,10 @@ fn times_off_values_and_unknown_keys() {
             r.all_notes()
         );
     }
-    let n = r.note("[pgbouncer] idle_transaction_timeout");
-    assert!(
-        n.nearest
-            .as_deref()
-            .unwrap()
-            .contains("idle_in_transaction_session_timeout")
-    );
+    // Timeouts sluice has too are carried, 0 (off) included, with no note.
+    assert_eq!(p.idle_transaction_timeout, Duration::from_secs(60));
+    assert_eq!(p.query_timeout, Duration::ZERO);
+    assert!(!r.has_note("[pgbouncer] idle_transaction_timeout"));
     assert!(
         r.note("[pgbouncer] frobnicate")
             .why
