@@ -133,6 +133,26 @@ pub(super) async fn login(
 
     let config = shared.config();
     let db_config = config.databases.get(&database);
+    // TLS is the TLS helper's: until it lands, no connection is TLS and none has a certificate.
+    let peer = Peer {
+        addr: stream
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        tls: false,
+        cert_cn: None,
+    };
+    let refused = |r: crate::hba::Refused| {
+        Fatal::new(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION, r.message)
+    };
+    // Access rules first: a connection they refuse costs no auth_query lookup.
+    let rules_method = match config.hba.as_deref() {
+        Some(rules) => Some(
+            access::choose(Some(rules), peer, &database, &user, config.pooler.auth_type)
+                .map_err(refused)?,
+        ),
+        None => None,
+    };
     // A user not in [users] may be looked up with auth_query (shared/lookup.rs).
     let user_auth = match shared.find_user(&database, &user).await {
         Ok(u) => u,
@@ -154,23 +174,10 @@ pub(super) async fn login(
         .and_then(|u| u.auth_type)
         .or_else(|| db_config.and_then(|d| d.auth_type))
         .unwrap_or(config.pooler.auth_type);
-    // TLS is the TLS helper's: until it lands, no connection is TLS and none has a certificate.
-    let peer = Peer {
-        addr: stream
-            .peer_addr()
-            .map(|a| a.ip())
-            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
-        tls: false,
-        cert_cn: None,
+    let method = match rules_method {
+        Some(m) => m,
+        None => access::choose(None, peer, &database, &user, auth_type).map_err(refused)?,
     };
-    let method = access::choose(config.hba.as_deref(), peer, &database, &user, auth_type).map_err(
-        |refused| {
-            Fatal::new(
-                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-                refused.message,
-            )
-        },
-    )?;
     let client_key = authenticate(
         shared,
         stream,
