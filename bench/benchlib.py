@@ -297,9 +297,23 @@ def salted_password(password, salt, iterations):
     return _salted_cache[key]
 
 
-async def connect(host, port, user, password, database):
-    """Opens one connection and logs in; returns (reader, writer) after ReadyForQuery."""
+async def connect(host, port, user, password, database, tls=False):
+    """Opens one connection and logs in; returns (reader, writer) after ReadyForQuery. `tls`:
+    SSLRequest first, then TLS (certificate not checked: this measures memory, not trust)."""
     reader, writer = await asyncio.open_connection(host, port)
+    if tls:
+        import ssl
+
+        writer.write(struct.pack("!ii", 8, 80877103))
+        await writer.drain()
+        answer = await reader.readexactly(1)
+        if answer != b"S":
+            writer.close()
+            raise PgError(f"server answered {answer!r} to SSLRequest")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        await writer.start_tls(ctx)
     params = b"user\0" + user.encode() + b"\0database\0" + database.encode() + b"\0"
     params += b"application_name\0sluice-bench-hold\0\0"
     body = struct.pack("!i", 196608) + params
@@ -375,7 +389,7 @@ async def hold(args):
             try:
                 conns.append(
                     await asyncio.wait_for(
-                        connect(args.host, args.port, args.user, args.password, args.dbname),
+                        connect(args.host, args.port, args.user, args.password, args.dbname, args.tls),
                         args.connect_timeout,
                     )
                 )
@@ -413,7 +427,8 @@ def cmd_hold(args):
 
 
 TARGETS = ["direct", "pgbouncer"]  # then the sluice binaries: meta["sluices"], default ["sluice"]
-MODE_ORDER = ["ping", "simple", "extended", "prepared"]
+# tls-*: compare.sh --tls (sslmode=require); *connect: pgbench -C, one connection per transaction.
+MODE_ORDER = ["ping", "simple", "extended", "prepared", "connect", "tls-simple", "tls-prepared", "tls-connect"]
 
 
 def load_jsonl(path):
@@ -548,6 +563,17 @@ def cmd_report(args):
               f"{' (' + str(m['failed']) + ' failed)' if m.get('failed') else ''} "
               f"| {m['rss_before_kib'] / 1024:.1f} | {m['rss_with_kib'] / 1024:.1f} | {fmt(per, 1)} "
               f"| {m['rss_closed_kib'] / 1024:.1f} | {m['secs']} |")
+        per_client = {}
+        for m in mem:
+            if m.get("opened"):
+                per_client[(m["target"], m["clients"])] = (m["rss_with_kib"] - m["rss_before_kib"]) / m["opened"]
+        tls_cost = [(t[: -len(" TLS")], n, v - per_client[(t[: -len(" TLS")], n)])
+                    for (t, n), v in sorted(per_client.items())
+                    if t.endswith(" TLS") and (t[: -len(" TLS")], n) in per_client]
+        if tls_cost:
+            p("")
+            p("What TLS adds per idle client (KiB, TLS minus plain): "
+              + ", ".join(f"{t} {fmt(c, 1)} ({n:,} clients)" for t, n, c in tls_cost))
         for m in mem:
             if m.get("first_errors"):
                 p(f"- {m['target']} {m['clients']}: {m['first_errors'][0]}")
@@ -651,6 +677,7 @@ def main():
     h.add_argument("--concurrency", type=int, default=64)
     h.add_argument("--connect-timeout", type=float, default=60)
     h.add_argument("--ready-file", required=True)
+    h.add_argument("--tls", action="store_true", help="SSLRequest and TLS before the startup packet")
 
     s = sub.add_parser("rss")
     s.add_argument("pid", type=int)

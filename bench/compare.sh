@@ -4,6 +4,12 @@
 #   bench/compare.sh [--quick] [--rounds N] [--duration SECS] [--clients "1 16 64"]
 #                    [--modes "simple extended prepared"] [--idle "1000 10000"] [--no-build]
 #                    [--ping SECS] [--keep] [--out DIR] [--sluice NAME[=PATH]]...
+#                    [--tls] [--tls-clients "64 256"]
+#
+# --tls adds TLS runs (bench/README.md, "TLS"): both poolers get a certificate (client TLS
+# allowed, the plain runs stay plain with sslmode=disable), then pgbench -S with sslmode=require
+# (simple and prepared, --tls-clients), pgbench -C connects per second plain and over TLS, and
+# the idle-client memory again over TLS. PostgreSQL itself stays plain (direct is not run).
 #
 # --sluice (repeatable) benchmarks several sluice binaries in the same run, each as its own target
 # alternating with the others; NAME alone is this tree's release build. Ratios against the first.
@@ -27,11 +33,14 @@ PING_SECS=10
 BUILD=1
 KEEP=0
 OUT=""
+TLS=0
+TLS_CLIENTS="64 256"
+CONNECT_CLIENTS=64
 SCALE=10
 POOL_SIZE=20
 PASSWORD="bench-$(date +%s)-pw"
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 # --quick sets the defaults below; options given with it still win, wherever they stand.
 for arg in "$@"; do
     if [ "$arg" = --quick ]; then
@@ -52,6 +61,8 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --out) OUT=$2; shift ;;
         --sluice) sluice_spec "$2"; shift ;;
+        --tls) TLS=1 ;;
+        --tls-clients) TLS_CLIENTS=$2; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 64 ;;
     esac
@@ -116,6 +127,23 @@ log_disconnections = 0
 logfile = $B/pgbouncer.log
 EOF
 if [ "$PGBOUNCER_PREPARED" = 1 ]; then echo "max_prepared_statements = 200" >>"$B/pgbouncer.ini"; fi
+SLUICE_TLS=""
+if [ "$TLS" = 1 ]; then
+    # One self-signed ECDSA P-256 certificate for both poolers (what rcgen makes in the tests).
+    T=$WORK/tls
+    mkdir -p "$T"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -keyout "$T/server.key" -out "$T/server.crt" 2>/dev/null
+    chown -R "$OWNER" "$T"; chmod 600 "$T/server.key"
+    {
+        echo "client_tls_sslmode = allow"
+        echo "client_tls_cert_file = $T/server.crt"
+        echo "client_tls_key_file = $T/server.key"
+    } >>"$B/pgbouncer.ini"
+    SLUICE_TLS=$(printf 'client_tls_mode = "allow"\nclient_tls_cert_file = "%s"\nclient_tls_key_file = "%s"' "$T/server.crt" "$T/server.key")
+    # The plain runs stay plain: libpq's default (prefer) would take the offered TLS.
+    export PGSSLMODE=disable
+fi
 chown -R "$OWNER" "$B"
 chmod 600 "$B/userlist.txt"
 
@@ -130,6 +158,7 @@ pool_mode = "transaction"
 default_pool_size = $POOL_SIZE
 max_client_conn = 20000
 query_wait_timeout = "60s"
+$SLUICE_TLS
 
 [users.bench]
 password = "$PASSWORD"
@@ -199,13 +228,17 @@ echo 'SELECT 1;' >"$WORK/select1.sql"
 run_one() { # mode clients target round secs
     local mode=$1 clients=$2 target=$3 round=$4 secs=$5 jobs=2 args
     [ "$clients" -lt 2 ] && jobs=1
-    if [ "$mode" = ping ]; then
-        args=(-n -M simple -f "$WORK/select1.sql" -c 1 -j 1)
-    else
-        args=(-n -S -M "$mode" -c "$clients" -j "$jobs")
-    fi
+    case $mode in
+    ping) args=(-n -M simple -f "$WORK/select1.sql" -c 1 -j 1) ;;
+    # A new connection (and login) per transaction: connects per second.
+    connect | tls-connect) args=(-n -S -C -M simple -c "$clients" -j "$jobs") ;;
+    tls-*) args=(-n -S -M "${mode#tls-}" -c "$clients" -j "$jobs") ;;
+    *) args=(-n -S -M "$mode" -c "$clients" -j "$jobs") ;;
+    esac
     # benchlib.py adds -T (secs plus an allowance for the connection phase) and -l.
-    "$PY" "$BENCH/benchlib.py" run \
+    local sslmode=${PGSSLMODE:-prefer}
+    case $mode in tls-*) sslmode=require ;; esac
+    PGSSLMODE=$sslmode "$PY" "$BENCH/benchlib.py" run \
         --label "{\"mode\": \"$mode\", \"clients\": $clients, \"target\": \"$target\", \"round\": $round}" \
         --pid "$(pid_of "$target")" --logdir "$WORK/pgbench-logs" --out "$RESULTS" \
         --duration "$secs" --state "$WORK/connect-times.json" -- \
@@ -237,12 +270,34 @@ for mode in $MODES; do
     done
 done
 
+if [ "$TLS" = 1 ]; then
+    # PostgreSQL is plain: the TLS figures are the poolers' alone (direct is not run).
+    for mode in connect tls-connect; do
+        log "pgbench -S -C ($mode) -c $CONNECT_CLIENTS: $ROUNDS round(s)"
+        for round in $(seq 1 "$ROUNDS"); do
+            for target in pgbouncer $(sluices_in_round "$round"); do run_one "$mode" "$CONNECT_CLIENTS" "$target" "$round" "$DURATION"; done
+        done
+    done
+    for mode in tls-simple tls-prepared; do
+        for clients in $TLS_CLIENTS; do
+            log "pgbench -S -M ${mode#tls-} -c $clients, sslmode=require: $ROUNDS round(s)"
+            for round in $(seq 1 "$ROUNDS"); do
+                for target in pgbouncer $(sluices_in_round "$round"); do
+                    [ "$mode" = tls-prepared ] && [ "$target" = pgbouncer ] && [ "$PGBOUNCER_PREPARED" = 0 ] && continue
+                    run_one "$mode" "$clients" "$target" "$round" "$DURATION"
+                done
+            done
+        done
+    done
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Idle connections: RSS per client
 
 HOLD_READY=$WORK/hold.ready
-hold_idle() { # target clients
-    local target=$1 n=$2 pid port before with closed i
+hold_idle() { # target clients [tls]
+    local target=$1 n=$2 tls=${3:-} pid port before with closed i label=$1 tls_arg=()
+    [ -n "$tls" ] && { label="$target TLS"; tls_arg=(--tls); }
     pid=$(pid_of "$target"); port=$(port_of "$target")
     if [ "$n" -gt $((NOFILE - 100)) ]; then
         log "skipping $n idle clients: open-file limit is $NOFILE"; return
@@ -251,7 +306,7 @@ hold_idle() { # target clients
     before=$("$PY" "$BENCH/benchlib.py" rss "$pid")
     rm -f "$HOLD_READY"
     "$PY" "$BENCH/benchlib.py" hold -n "$n" --port "$port" --user bench --dbname bench \
-        --ready-file "$HOLD_READY" 2>>"$WORK/hold.log" &
+        --ready-file "$HOLD_READY" "${tls_arg[@]}" 2>>"$WORK/hold.log" &
     HOLD_PID=$!
     for i in $(seq 1 6000); do
         [ -f "$HOLD_READY" ] && break
@@ -267,7 +322,7 @@ hold_idle() { # target clients
     stop_pid "$HOLD_PID" TERM; wait "$HOLD_PID" 2>/dev/null || true; HOLD_PID=""
     sleep 2
     closed=$("$PY" "$BENCH/benchlib.py" rss "$pid")
-    "$PY" - "$HOLD_READY" "$MEMORY" "$target" "$n" "$before" "$with" "$closed" <<'EOF'
+    "$PY" - "$HOLD_READY" "$MEMORY" "$label" "$n" "$before" "$with" "$closed" <<'EOF'
 import json, sys
 ready, out, target, n, before, with_, closed = sys.argv[1:]
 r = json.load(open(ready))
@@ -297,6 +352,10 @@ restart_pooler() { # target
 for n in $IDLE; do
     log "idle connections: $n clients"
     for target in pgbouncer "${SLUICE_NAMES[@]}"; do restart_pooler "$target"; hold_idle "$target" "$n"; done
+    if [ "$TLS" = 1 ]; then
+        log "idle TLS connections: $n clients"
+        for target in pgbouncer "${SLUICE_NAMES[@]}"; do restart_pooler "$target"; hold_idle "$target" "$n" tls; done
+    fi
 done
 
 # ---------------------------------------------------------------------------------------------

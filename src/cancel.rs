@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use dashmap::DashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::server::ServerTarget;
@@ -100,10 +100,14 @@ impl CancelMap {
 /// Sends a CancelRequest for `pid`/`key` to the server at `target`. Best effort, bounded in time.
 pub async fn send_cancel(target: &ServerTarget, pid: i32, key: i32, timeout: Duration) {
     let work = async {
-        let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        // Over TLS when the pool's logins are (`server_tls_mode`).
+        let mut stream = crate::server::tls::start(target, tcp)
+            .await
+            .map_err(std::io::Error::other)?;
         let mut out = BytesMut::with_capacity(16);
         sluice_proto::startup::write_cancel(pid, key, &mut out);
-        stream.write_all(&out).await?;
+        stream.send(&out).await?;
         // PostgreSQL closes the connection once it has handled the request.
         let mut sink = [0u8; 16];
         let _ = stream.read(&mut sink).await;

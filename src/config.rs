@@ -6,6 +6,7 @@
 //! ([`env`]) between reading the file and checking it.
 
 pub mod env;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +32,10 @@ pub struct Config {
     /// The access rules of `auth_hba_file` or `auth_hba`, checked; None: no rules.
     #[serde(skip)]
     pub hba: Option<std::sync::Arc<crate::hba::Rules>>,
+    /// The TLS contexts built from the `*_tls_*` files when this config was loaded (always set
+    /// on a config that passed [`Config::from_toml`] or [`Config::load`]).
+    #[serde(skip)]
+    pub tls: Option<std::sync::Arc<tls::TlsContexts>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -112,6 +117,9 @@ pub struct PoolerConfig {
     pub tcp_user_timeout: Duration,
     pub max_message_size: usize,
     pub max_prepared_statements: usize,
+    /// Notifications held for one client while it is busy (transaction mode LISTEN); one more
+    /// ends the client's connection (docs/listen-notify.md).
+    pub listen_queue_size: usize,
     /// Threads serving clients: 1 (the default) = one event loop on the main thread; 0 = one per
     /// CPU core.
     pub workers: usize,
@@ -156,6 +164,20 @@ pub struct PoolerConfig {
     pub max_db_connections: usize,
     /// Server connections per user (all databases' pools) at once; 0 = no limit.
     pub max_user_connections: usize,
+    /// TLS from clients: disable, allow, prefer, require, verify-ca, verify-full.
+    pub client_tls_mode: tls::ClientTlsMode,
+    /// sluice's certificate (chain) and key for clients, PEM.
+    pub client_tls_cert_file: Option<String>,
+    pub client_tls_key_file: Option<String>,
+    /// CA for client certificates (asked for when set; required under verify-ca/verify-full).
+    pub client_tls_ca_file: Option<String>,
+    /// TLS to servers: disable, prefer, require, verify-ca, verify-full.
+    pub server_tls_mode: tls::ServerTlsMode,
+    /// CA the servers' certificates must chain to (verify-ca, verify-full).
+    pub server_tls_ca_file: Option<String>,
+    /// sluice's client certificate and key for servers, PEM (optional; both or neither).
+    pub server_tls_cert_file: Option<String>,
+    pub server_tls_key_file: Option<String>,
 }
 
 /// The default `auth_query`: the secret of a role that may log in and whose password has not
@@ -197,6 +219,7 @@ impl Default for PoolerConfig {
             tcp_user_timeout: Duration::ZERO,
             max_message_size: sluice_proto::MAX_MESSAGE_LEN,
             max_prepared_statements: 200,
+            listen_queue_size: 1000,
             workers: 1,
             shutdown_timeout: Duration::from_secs(30),
             metrics_listen: None,
@@ -215,6 +238,14 @@ impl Default for PoolerConfig {
             max_user_client_connections: 0,
             max_db_connections: 0,
             max_user_connections: 0,
+            client_tls_mode: tls::ClientTlsMode::Disable,
+            client_tls_cert_file: None,
+            client_tls_key_file: None,
+            client_tls_ca_file: None,
+            server_tls_mode: tls::ServerTlsMode::Disable,
+            server_tls_ca_file: None,
+            server_tls_cert_file: None,
+            server_tls_key_file: None,
         }
     }
 }
@@ -285,6 +316,11 @@ pub struct DatabaseConfig {
     /// With no replica in rotation, reads go to the primary (`primary`) or fail (`error`).
     #[serde(default)]
     pub replica_fallback: ReplicaFallback,
+    /// This database's `server_tls_*`, overriding `[pooler]`'s (unset ones are `[pooler]`'s).
+    pub server_tls_mode: Option<tls::ServerTlsMode>,
+    pub server_tls_ca_file: Option<String>,
+    pub server_tls_cert_file: Option<String>,
+    pub server_tls_key_file: Option<String>,
 }
 
 /// One streaming replica of a database.
@@ -410,8 +446,8 @@ impl Config {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(describe_toml_error(&e)))?;
         overrides.apply(&mut table)?;
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.inner().message().trim_end().to_owned();
                 if path.is_empty() || path == "." {
@@ -420,9 +456,9 @@ impl Config {
                     invalid(path, inner)
                 }
             })?;
-        let mut config = config;
         config.validate()?;
         config.load_rules()?;
+        config.tls = Some(std::sync::Arc::new(tls::load(&config)?));
         Ok(config)
     }
 
@@ -436,6 +472,9 @@ impl Config {
         })?;
         if p.default_pool_size == 0 {
             return Err(invalid("pooler.default_pool_size", "must be at least 1"));
+        }
+        if p.listen_queue_size == 0 {
+            return Err(invalid("pooler.listen_queue_size", "must be at least 1"));
         }
         if p.max_client_conn == 0 {
             return Err(invalid("pooler.max_client_conn", "must be at least 1"));

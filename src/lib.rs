@@ -13,7 +13,9 @@
 //! 2. Decisions: [`router`] (read/write splitting, replica health, read-your-writes).
 //! 3. Counting: [`metrics`] (counters, gauges, `/metrics`, `/healthz`, `/readyz`).
 //! 4. Connections: [`prepared`] (statement names), [`server`] (one PostgreSQL connection),
-//!    [`cancel`] (cancel keys), [`pool`] (server connections per database and user).
+//!    [`cancel`] (cancel keys), [`pubsub`] (LISTEN / NOTIFY in transaction mode: subscriptions
+//!    and the dedicated listening connection), [`pool`] (server connections per database and
+//!    user).
 //! 5. Shared state: [`clients`] (the live client list), [`shared`] (what every task shares),
 //!    [`reload`] (RELOAD).
 //! 6. Sessions: [`admin`] (the admin console), [`client`] (one client session: login and relay).
@@ -41,6 +43,7 @@ pub mod notify;
 pub mod params;
 pub mod pool;
 pub mod prepared;
+pub mod pubsub;
 pub mod reload;
 pub mod router;
 pub mod server;

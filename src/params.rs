@@ -4,8 +4,8 @@
 //! Tracked: the parameters PostgreSQL reports (ParameterStatus) that a client may change and that
 //! change results: client_encoding, DateStyle, TimeZone, IntervalStyle, standard_conforming_strings,
 //! application_name; plus any other parameter the client gave in its startup packet (for example
-//! pgJDBC's extra_float_digits). A client's own later `SET` of an unreported parameter is not seen
-//! by the pooler (PostgreSQL does not report it); see README "Limits".
+//! pgJDBC's extra_float_digits). A client's own later `SET` of an unreported parameter is read
+//! from its statements (`router/setting.rs`, `client/settings.rs`) and kept here as an extra.
 
 use std::sync::Arc;
 
@@ -20,6 +20,12 @@ pub const TRACKED: &[&str] = &[
     "IntervalStyle",
     "standard_conforming_strings",
     "application_name",
+    // Reported since PostgreSQL 14, 16 and 18: a client's change must not stay on the server.
+    "default_transaction_read_only",
+    "scram_iterations",
+    "search_path",
+    // Changed only by a superuser pool's clients (SET SESSION AUTHORIZATION).
+    "session_authorization",
 ];
 
 pub fn is_tracked(name: &str) -> bool {
@@ -179,6 +185,21 @@ impl Params {
         if self.get(name).is_some() {
             Arc::make_mut(&mut self.entries).retain(|e| !e.name.eq_ignore_ascii_case(name));
         }
+    }
+
+    /// An entry the server reports (ParameterStatus), not an extra.
+    pub fn is_reported(&self, name: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| !e.extra && e.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The names of the extras (parameters the server does not report).
+    pub fn extras(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .filter(|e| e.extra)
+            .map(|e| e.name.as_str())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {

@@ -35,6 +35,13 @@ pub struct Statement {
     pub validated: AtomicBool,
     /// Where it may run (read/write splitting), worked out on first use.
     pub class: OnceLock<crate::router::Classification>,
+    /// A SQL `PREPARE name (types) AS …`: where its type list starts in `tail` (after the Parse
+    /// part and a 0xFF marker). Such a statement is prepared on servers with SQL only: a Parse
+    /// cannot name types.
+    types_at: Option<usize>,
+    /// For a Parse of SQL `EXECUTE` (its text names `sluice_<id>`): the statement it runs,
+    /// prepared ahead of it on a server connection that lacks it.
+    pub needs: OnceLock<Arc<Statement>>,
     registry: Arc<Registry>,
 }
 
@@ -44,10 +51,91 @@ impl Statement {
         split_cstr(&self.tail).map_or(&self.tail[..], |(query, _)| query)
     }
 
-    /// Writes `Parse` for this statement under its server-side name.
+    /// Writes `Parse` for this statement under its server-side name. Not for a statement made
+    /// by SQL `PREPARE` with a type list ([`Statement::parse_form`] is false).
     pub fn write_parse(&self, out: &mut BytesMut) {
         write_parse_tail(&server_name(self.id), &self.tail, out);
     }
+
+    /// The statement can be prepared with a Parse (it was made by one, or by SQL `PREPARE`
+    /// without a type list).
+    pub fn parse_form(&self) -> bool {
+        self.types_at.is_none()
+    }
+
+    /// The SQL that prepares this statement under its server-side name, ending in a newline (the
+    /// text may end in a `--` comment). None for a Parse with a parameter type sluice cannot
+    /// name in SQL (see [`sql_type_name`]).
+    pub fn sql_prepare(&self) -> Option<String> {
+        let query = String::from_utf8_lossy(self.query());
+        let types = match self.types_at {
+            Some(at) => Some(String::from_utf8_lossy(&self.tail[at..]).into_owned()),
+            None => {
+                let oids = &self.tail[self.query().len() + 1..];
+                let n = u16::from_be_bytes([*oids.first()?, *oids.get(1)?]) as usize;
+                let mut names = Vec::with_capacity(n);
+                for i in 0..n {
+                    let o = oids.get(2 + 4 * i..6 + 4 * i)?;
+                    names.push(sql_type_name(u32::from_be_bytes([o[0], o[1], o[2], o[3]]))?);
+                }
+                (n > 0).then(|| names.join(", "))
+            }
+        };
+        let name = server_name(self.id);
+        Some(match types {
+            Some(t) => format!("PREPARE {name} ({t}) AS {query}\n"),
+            None => format!("PREPARE {name} AS {query}\n"),
+        })
+    }
+}
+
+/// The SQL name of a built-in type by OID, for a Parse's parameter types in SQL `PREPARE`;
+/// `unknown` (OID 0 too) lets the server infer the type, as a Parse with OID 0 does.
+pub fn sql_type_name(oid: u32) -> Option<&'static str> {
+    Some(match oid {
+        0 | 705 => "unknown",
+        16 => "pg_catalog.bool",
+        17 => "pg_catalog.bytea",
+        19 => "pg_catalog.name",
+        20 => "pg_catalog.int8",
+        21 => "pg_catalog.int2",
+        23 => "pg_catalog.int4",
+        25 => "pg_catalog.text",
+        26 => "pg_catalog.oid",
+        114 => "pg_catalog.json",
+        142 => "pg_catalog.xml",
+        700 => "pg_catalog.float4",
+        701 => "pg_catalog.float8",
+        1042 => "pg_catalog.bpchar",
+        1043 => "pg_catalog.varchar",
+        1082 => "pg_catalog.date",
+        1083 => "pg_catalog.time",
+        1114 => "pg_catalog.timestamp",
+        1184 => "pg_catalog.timestamptz",
+        1186 => "pg_catalog.interval",
+        1266 => "pg_catalog.timetz",
+        1700 => "pg_catalog.numeric",
+        2950 => "pg_catalog.uuid",
+        3802 => "pg_catalog.jsonb",
+        869 => "pg_catalog.inet",
+        650 => "pg_catalog.cidr",
+        1000 => "pg_catalog.bool[]",
+        1001 => "pg_catalog.bytea[]",
+        1005 => "pg_catalog.int2[]",
+        1007 => "pg_catalog.int4[]",
+        1009 => "pg_catalog.text[]",
+        1015 => "pg_catalog.varchar[]",
+        1016 => "pg_catalog.int8[]",
+        1021 => "pg_catalog.float4[]",
+        1022 => "pg_catalog.float8[]",
+        1115 => "pg_catalog.timestamp[]",
+        1182 => "pg_catalog.date[]",
+        1185 => "pg_catalog.timestamptz[]",
+        1231 => "pg_catalog.numeric[]",
+        2951 => "pg_catalog.uuid[]",
+        3807 => "pg_catalog.jsonb[]",
+        _ => return None,
+    })
 }
 
 impl Drop for Statement {
@@ -115,6 +203,30 @@ impl PoolStatements {
 
     /// The statement for this Parse tail, made on first use if its bytes fit in the budget.
     pub fn intern(&self, tail: &[u8]) -> Result<Arc<Statement>, OverBudget> {
+        self.intern_key(tail, None)
+    }
+
+    /// The statement of SQL `PREPARE … (types) AS query` (`types` as written, between the
+    /// parentheses), or, without a type list, the same statement as a Parse of `query`.
+    pub fn intern_sql(
+        &self,
+        query: &[u8],
+        types: Option<&[u8]>,
+    ) -> Result<Arc<Statement>, OverBudget> {
+        let (key, types_at) = sql_key(query, types);
+        self.intern_key(&key, types_at)
+    }
+
+    /// Like [`PoolStatements::validated`], for SQL `PREPARE`.
+    pub fn validated_sql(&self, query: &[u8], types: Option<&[u8]>) -> Option<Arc<Statement>> {
+        self.validated(&sql_key(query, types).0)
+    }
+
+    fn intern_key(
+        &self,
+        tail: &[u8],
+        types_at: Option<usize>,
+    ) -> Result<Arc<Statement>, OverBudget> {
         let mut map = self.registry.map();
         if let Some(stmt) = map.get(tail).and_then(Weak::upgrade) {
             return Ok(stmt);
@@ -132,6 +244,8 @@ impl PoolStatements {
             tail: Bytes::copy_from_slice(tail),
             validated: AtomicBool::new(false),
             class: OnceLock::new(),
+            types_at,
+            needs: OnceLock::new(),
             registry: self.registry.clone(),
         });
         map.insert(stmt.tail.clone(), Arc::downgrade(&stmt));
@@ -158,6 +272,20 @@ impl PoolStatements {
     pub fn bytes(&self) -> usize {
         self.registry.map().keys().map(Bytes::len).sum()
     }
+}
+
+/// The registry key of SQL `PREPARE`: a Parse tail without parameter types, then, with a type
+/// list, a 0xFF marker (no Parse tail goes on past its types) and the list; and where it starts.
+fn sql_key(query: &[u8], types: Option<&[u8]>) -> (Vec<u8>, Option<usize>) {
+    let mut key = Vec::with_capacity(query.len() + 4 + types.map_or(0, <[u8]>::len));
+    key.extend_from_slice(query);
+    key.extend_from_slice(&[0, 0, 0]);
+    let at = types.map(|t| {
+        key.push(0xFF);
+        key.extend_from_slice(t);
+        query.len() + 4
+    });
+    (key, at)
 }
 
 /// The statements one server connection has prepared, with least-recently-used eviction.

@@ -1,7 +1,9 @@
 //! RELOAD (admin console): read the config file again and apply it.
 //!
 //! What applies in place: users and their secrets, each existing pool's size and server address
-//! (connections are remade as they come back), and everything that pools made from now on use.
+//! (connections are remade as they come back), TLS certificates and keys (new connections use
+//! them; the files are read when the config is loaded, so a bad one refuses the whole RELOAD),
+//! and everything that pools made from now on use.
 //! What waits for a restart: the listening sockets, the worker threads, `max_client_conn`, and a
 //! database's replica list. An invalid file changes nothing.
 
@@ -79,11 +81,26 @@ fn apply_file(shared: &Shared) -> Result<Vec<String>, String> {
     if old.users != new.users {
         notes.push("users reloaded".to_owned());
     }
+    if uses_tls(&old) || uses_tls(&new) {
+        // The contexts were built from the files when the config was loaded (config/tls.rs).
+        notes.push(
+            "TLS certificates and keys read again: new connections use them, open ones keep theirs"
+                .to_owned(),
+        );
+    }
     tracing::info!(changes = notes.len(), "configuration reloaded");
     for n in &notes {
         tracing::info!("reload: {n}");
     }
     Ok(notes)
+}
+
+fn uses_tls(config: &Config) -> bool {
+    config.tls.as_deref().is_some_and(|t| {
+        t.client.is_some()
+            || t.server.connector.is_some()
+            || t.server_by_db.values().any(|s| s.connector.is_some())
+    })
 }
 
 /// Settings set up once at start (sockets, threads): a change is noted and `new` keeps the old

@@ -103,6 +103,11 @@ fn invalid_values_name_section_and_key() {
             "pooler.default_pool_size",
         ),
         ("pooler", "max_client_conn = 0", "pooler.max_client_conn"),
+        (
+            "pooler",
+            "listen_queue_size = 0",
+            "pooler.listen_queue_size",
+        ),
         ("pooler", "listen = \"nowhere\"", "pooler.listen"),
         ("pooler", "max_message_size = 10", "pooler.max_message_size"),
         (

@@ -51,7 +51,8 @@ async fn refusals_are_counted_by_reason_and_logged_once_per_interval() {
     // Garbage instead of a startup packet.
     let answer = exchange(port, b"\0\0\0\x08garbage!").await;
     assert!(String::from_utf8_lossy(&answer).contains("08P01"));
-    // A logged-in client sends a message over max_message_size.
+    // A logged-in client sends a message over max_message_size that sluice must hold whole (a
+    // Parse: a simple Query that long would stream to the server).
     let mut s = RawConn::connect(
         ([127, 0, 0, 1], port).into(),
         APP_USER,
@@ -62,7 +63,7 @@ async fn refusals_are_counted_by_reason_and_logged_once_per_interval() {
     .await
     .expect("login")
     .into_stream();
-    let mut big = vec![b'Q'];
+    let mut big = vec![b'P'];
     big.extend_from_slice(&100_000i32.to_be_bytes());
     s.write_all(&big).await.unwrap();
     let mut answer = Vec::new();

@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use sluice_proto::backend::{self, ErrorResponse};
 use sluice_proto::frontend::FrontendTag;
 use sluice_proto::sqlstate;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::clients::{ClientList, NewClient};
 use crate::metrics::CloseReason;
@@ -127,7 +127,7 @@ pub async fn serve(
     let mut skipping = false;
     loop {
         if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+            if stream.send(&out).await.is_err() {
                 return;
             }
             out.clear();
@@ -144,7 +144,7 @@ pub async fn serve(
                     // The pooler is draining (the console has no transaction to finish).
                     _ = entry.info.killed() => {
                         ErrorResponse::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command").write(&mut out);
-                        let _ = stream.write_all(&out).await;
+                        let _ = stream.send(&out).await;
                         return;
                     }
                 }
@@ -155,7 +155,7 @@ pub async fn serve(
                     format!("invalid message: {e}"),
                 )
                 .write(&mut out);
-                let _ = stream.write_all(&out).await;
+                let _ = stream.send(&out).await;
                 return;
             }
         };
@@ -195,7 +195,7 @@ pub async fn serve(
                     format!("invalid frontend message type {}", message.tag),
                 )
                 .write(&mut out);
-                let _ = stream.write_all(&out).await;
+                let _ = stream.send(&out).await;
                 return;
             }
         }

@@ -585,6 +585,7 @@ fn pooler_settings(p: &PoolerConfig) -> Vec<(&'static str, String)> {
             "max_prepared_statements",
             p.max_prepared_statements.to_string(),
         ),
+        ("listen_queue_size", p.listen_queue_size.to_string()),
         ("workers", p.workers.to_string()),
         ("shutdown_timeout", duration(p.shutdown_timeout)),
         (
@@ -622,7 +623,27 @@ fn pooler_settings(p: &PoolerConfig) -> Vec<(&'static str, String)> {
         ),
         ("max_db_connections", p.max_db_connections.to_string()),
         ("max_user_connections", p.max_user_connections.to_string()),
+        ("client_tls_mode", serde_name(&p.client_tls_mode)),
+        ("client_tls_cert_file", opt(&p.client_tls_cert_file)),
+        ("client_tls_key_file", opt(&p.client_tls_key_file)),
+        ("client_tls_ca_file", opt(&p.client_tls_ca_file)),
+        ("server_tls_mode", p.server_tls_mode.to_string()),
+        ("server_tls_ca_file", opt(&p.server_tls_ca_file)),
+        ("server_tls_cert_file", opt(&p.server_tls_cert_file)),
+        ("server_tls_key_file", opt(&p.server_tls_key_file)),
     ]
+}
+
+fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_default()
+}
+
+/// A setting's name as the config file spells it.
+fn serde_name(v: &impl serde::Serialize) -> String {
+    toml::Value::try_from(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn show_config(shared: &Shared) -> Table {

@@ -5,12 +5,11 @@ use bytes::BytesMut;
 use sluice_proto::auth::{ScramError, ScramServer, ScramVerifier};
 use sluice_proto::frontend::FrontendTag;
 use sluice_proto::{backend, frontend, sqlstate};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::Fatal;
 use super::login::read_message;
 use crate::hba::Method;
+use crate::net::Stream;
 use crate::{Shared, UserAuth};
 
 pub(super) fn password_failed(user: &str) -> Fatal {
@@ -23,17 +22,20 @@ pub(super) fn password_failed(user: &str) -> Fatal {
 /// Runs the chosen password exchange. An unknown user gets the same exchange against a mock secret,
 /// so the answer does not tell which users exist; it fails after the client's proof.
 /// Returns the client's SCRAM ClientKey after a SCRAM exchange (for SCRAM pass-through).
-/// `cert_cn`: the verified client certificate's CN (None without TLS).
+/// `cert_cn`: the verified client certificate's CN (None without TLS or certificate).
+/// `end_point`: over TLS, the `tls-server-end-point` hash of sluice's certificate, with which
+/// SCRAM-SHA-256-PLUS (channel binding) is offered besides SCRAM-SHA-256.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn authenticate(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     user: &str,
     auth: Option<&UserAuth>,
     method: Method,
     cert_cn: Option<&str>,
+    end_point: Option<&[u8]>,
 ) -> Result<Option<[u8; 32]>, Fatal> {
     let max = sluice_proto::MAX_STARTUP_LEN;
     let expect_password = |m: Option<sluice_proto::RawMessage>| -> Result<bytes::Bytes, Fatal> {
@@ -76,7 +78,7 @@ pub(super) async fn authenticate(
         }
         Method::Password => {
             backend::authentication_cleartext_password(out);
-            stream.write_all(out).await?;
+            stream.send(out).await?;
             out.clear();
             let body = expect_password(read_message(stream, buf, max).await?)?;
             let msg = frontend::PasswordMessage::decode(&body)
@@ -90,7 +92,7 @@ pub(super) async fn authenticate(
         Method::Md5 => {
             let salt: [u8; 4] = rand::random();
             backend::authentication_md5_password(salt, out);
-            stream.write_all(out).await?;
+            stream.send(out).await?;
             out.clear();
             let body = expect_password(read_message(stream, buf, max).await?)?;
             let msg = frontend::PasswordMessage::decode(&body)
@@ -112,9 +114,12 @@ pub(super) async fn authenticate(
                 Some(v) => v,
                 None => ScramVerifier::mock(user, &shared.mock_secret),
             };
-            let mut scram = ScramServer::new(verifier);
+            let mut scram = match end_point {
+                Some(hash) => ScramServer::with_channel_binding(verifier, hash.to_vec()),
+                None => ScramServer::new(verifier),
+            };
             backend::authentication_sasl(scram.mechanisms(), out);
-            stream.write_all(out).await?;
+            stream.send(out).await?;
             out.clear();
             let scram_err = |e: ScramError| match e {
                 ScramError::InvalidProof => password_failed(user),
@@ -133,7 +138,7 @@ pub(super) async fn authenticate(
                 .client_first(first.mechanism, first.data.unwrap_or(&[]))
                 .map_err(scram_err)?;
             backend::authentication_sasl_continue(&server_first, out);
-            stream.write_all(out).await?;
+            stream.send(out).await?;
             out.clear();
             let body = expect_password(read_message(stream, buf, max).await?)?;
             let fin = frontend::SaslResponse::decode(&body)

@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::backend::{self, BackendTag, ErrorResponse};
 
+use super::sql_prepare::SqlRewrite;
 use super::statements::Undo;
 
 /// A request the client is owed an answer for, in the order the answers must arrive.
@@ -55,6 +56,9 @@ pub enum Pending {
     },
     /// A simple query sluice answers itself (DEALLOCATE of a client's statement).
     LocalCommand(&'static str),
+    /// A client's simple Query that sluice rewrote (SQL PREPARE, EXECUTE): answered through
+    /// ReadyForQuery; what its replies mean is in the rewrite. Boxed: it is rare.
+    Sql(Box<SqlRewrite>),
     /// An error sluice raises itself in an extended-protocol batch. The server is sent a request
     /// bound to fail in its place, so it aborts the transaction and skips to Sync exactly as
     /// PostgreSQL would have; its error is replaced by this one.
@@ -78,7 +82,10 @@ impl Pending {
 
     /// Ends at a ReadyForQuery.
     fn ends_at_ready(&self) -> bool {
-        matches!(self, Pending::Sync | Pending::Query | Pending::Call)
+        matches!(
+            self,
+            Pending::Sync | Pending::Query | Pending::Call | Pending::Sql(_)
+        )
     }
 }
 
@@ -221,7 +228,12 @@ impl Exchange {
     /// Books one whole server reply (not one to sluice's own request) against the requests.
     /// What requests skipped after an error had done is handed to `undo`.
     #[inline]
-    pub fn on_reply(&mut self, tag: BackendTag, body: &[u8], undo: impl FnMut(Undo)) -> Verdict {
+    pub fn on_reply(
+        &mut self,
+        tag: BackendTag,
+        body: &[u8],
+        mut undo: impl FnMut(Undo),
+    ) -> Verdict {
         match tag {
             BackendTag::ReadyForQuery => {
                 self.tx_status = body.first().copied().unwrap_or(b'I');
@@ -238,6 +250,12 @@ impl Exchange {
                     return Verdict::Unasked;
                 }
                 self.batch_error_seen = true;
+                if let Some(Pending::Sql(rw)) = self.pending.front_mut() {
+                    return match rw.on_error(body, &mut undo) {
+                        Some(ours) => Verdict::Replace(ours),
+                        None => Verdict::Forward,
+                    };
+                }
                 if let Some(Pending::FailWith(ours)) = self.pending.front() {
                     let ours = ours.clone();
                     self.skip_to_sync(undo);
@@ -269,6 +287,13 @@ impl Exchange {
                 if matches!(self.pending.front(), Some(Pending::Describe)) =>
             {
                 self.pending.pop_front();
+            }
+            BackendTag::CommandComplete
+                if matches!(self.pending.front(), Some(Pending::Sql(_))) =>
+            {
+                if let Some(Pending::Sql(rw)) = self.pending.front_mut() {
+                    return rw.on_complete();
+                }
             }
             BackendTag::CommandComplete
             | BackendTag::EmptyQueryResponse
@@ -472,6 +497,21 @@ impl Exchange {
         self.discard_until_sync = false;
     }
 
+    /// Requests sent that end with a ReadyForQuery from the server and have not had it.
+    pub fn owed_ready(&self) -> u32 {
+        self.pending.iter().filter(|p| p.ends_at_ready()).count() as u32
+    }
+
+    /// Executes sent since the last request that ends with a ReadyForQuery, not answered yet.
+    pub fn open_executes(&self) -> u32 {
+        self.pending
+            .iter()
+            .rev()
+            .take_while(|p| !p.ends_at_ready())
+            .filter(|p| matches!(p, Pending::Execute))
+            .count() as u32
+    }
+
     /// A server connection was attached: it is idle outside a transaction.
     pub fn attached(&mut self) {
         self.tx_status = b'I';
@@ -486,6 +526,10 @@ impl Exchange {
 
 /// Hands what a request that never happened had done to `undo`.
 fn hand_back(p: Pending, undo: &mut impl FnMut(Undo)) {
+    if let Pending::Sql(mut rw) = p {
+        rw.hand_back(undo);
+        return;
+    }
     if let Pending::Parse { undo: u, .. } | Pending::Close { undo: u, .. } = p {
         if !u.is_nothing() {
             undo(u);

@@ -9,14 +9,15 @@ use bytes::BytesMut;
 use sluice_proto::backend;
 use sluice_proto::sqlstate;
 use sluice_proto::startup::{StartupPacket, split_startup};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use super::access::{self, Peer};
 use super::auth::{authenticate, password_failed};
+use super::tls::ClientTls;
 use super::{Fatal, checkout_error};
 use crate::Shared;
 use crate::cancel::CancelRegistration;
+use crate::net::Stream;
 use crate::params::{self, Params};
 use crate::pool::{CheckoutError, Pool};
 
@@ -32,14 +33,14 @@ pub(super) struct LoggedIn {
     pub caps: Option<crate::shared::CapGuard>,
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<bool, Fatal> {
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> Result<bool, Fatal> {
     buf.reserve(READ_CHUNK);
     Ok(stream.read_buf(buf).await? > 0)
 }
 
 /// Reads one whole tagged message during login.
 pub(super) async fn read_message(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<sluice_proto::RawMessage>, Fatal> {
@@ -58,11 +59,13 @@ pub(super) async fn read_message(
 /// Startup packet, authentication, pool choice, and the greeting. `Ok(None)`: the connection ended
 /// without a session (a cancel request, or the client left).
 /// A client of the admin console's virtual database gets `Ok(None)` with `admin` set.
+/// `tls`: the connection is TLS (client/tls.rs negotiated it), with what it tells.
 pub(super) async fn login(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     admin: &mut Option<crate::admin::AdminLogin>,
+    tls: Option<&ClientTls>,
 ) -> Result<Option<LoggedIn>, Fatal> {
     let mut out = BytesMut::with_capacity(512);
     let (minor, startup) = loop {
@@ -82,6 +85,14 @@ pub(super) async fn login(
             }
         };
         match packet {
+            StartupPacket::SslRequest if tls.is_some() => {
+                // A second SSLRequest inside TLS: PostgreSQL takes it for a startup packet of an
+                // unknown protocol version.
+                return Err(Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0",
+                ));
+            }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
                 if !buf.is_empty() {
                     return Err(Fatal::new(
@@ -89,7 +100,7 @@ pub(super) async fn login(
                         "received unencrypted data after SSL request",
                     ));
                 }
-                stream.write_all(b"N").await?;
+                stream.send(b"N").await?;
             }
             StartupPacket::Cancel { pid, key } => {
                 if let Some(t) = shared.cancels.lookup(pid, key) {
@@ -132,15 +143,29 @@ pub(super) async fn login(
     }
 
     let config = shared.config();
+    if tls.is_none() && config.pooler.client_tls_mode.requires_tls() {
+        // PostgreSQL's answer when only hostssl lines would match.
+        let host = stream
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        return Err(Fatal(
+            backend::ErrorResponse::fatal(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                format!("no pg_hba.conf entry for host \"{host}\", user \"{user}\", database \"{database}\", no encryption"),
+            )
+            .hint("sluice's client_tls_mode requires TLS: connect with sslmode=require or stronger"),
+        ));
+    }
     let db_config = config.databases.get(&database);
-    // TLS is the TLS helper's: until it lands, no connection is TLS and none has a certificate.
+    // What the access rules and the `cert` method see of the connection (client/tls.rs).
     let peer = Peer {
         addr: stream
             .peer_addr()
             .map(|a| a.ip())
             .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
-        tls: false,
-        cert_cn: None,
+        tls: tls.is_some(),
+        cert_cn: tls.and_then(|t| t.cert_cn.as_deref()),
     };
     let refused = |r: crate::hba::Refused| {
         Fatal::new(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION, r.message)
@@ -187,6 +212,7 @@ pub(super) async fn login(
         user_auth.as_deref(),
         method,
         peer.cert_cn,
+        tls.and_then(|t| t.end_point.as_deref()),
     )
     .await
     .inspect_err(|e| {
@@ -205,7 +231,7 @@ pub(super) async fn login(
             crate::admin::authorize(shared, &user, &database, get("application_name"))
                 .map_err(Fatal)?,
         );
-        stream.write_all(&out).await?;
+        stream.send(&out).await?;
         return Ok(None);
     }
     if db_config.is_none() {
@@ -338,7 +364,7 @@ pub(super) async fn login(
     let cancel = shared.cancels.register();
     backend::backend_key_data(cancel.pid, cancel.secret, &mut out);
     backend::ready_for_query(b'I', &mut out);
-    stream.write_all(&out).await?;
+    stream.send(&out).await?;
     Ok(Some(LoggedIn {
         pool,
         wanted,

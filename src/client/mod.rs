@@ -11,18 +11,26 @@
 //! - [`exchange`]: what the client is owed by the server (a state machine without I/O);
 //! - [`statements`]: the client's named prepared statements and their renaming;
 //! - [`routing`]: read/write splitting for one client (only when the pool has replicas);
-//! - [`timeouts`]: query, idle-in-transaction and idle timeouts, on one timer per session.
+//! - [`timeouts`]: query, idle-in-transaction and idle timeouts, on one timer per session;
+//! - `listen`: LISTEN / UNLISTEN answered by sluice in transaction mode, notifications delivered.
 
 mod access;
 mod auth;
 pub mod exchange;
+mod follow;
+mod listen;
 mod login;
 mod memory;
 mod relay;
 pub mod routing;
 mod session;
+pub mod settings;
+pub mod sql_prepare;
 pub mod statements;
 mod timeouts;
+mod tls;
+
+pub use tls::ClientTls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +43,7 @@ use tokio::net::TcpStream;
 
 use crate::Shared;
 use crate::metrics::{Incident, Incidents, Refusal};
+use crate::net::Stream;
 use crate::pool::{CheckoutError, Pool};
 
 use session::Session;
@@ -102,42 +111,69 @@ pub fn serve(
             *args
         };
         let mut session = Box::pin(start(shared, stream, peer)).await;
-        if let Some((s, _caps)) = session.as_mut() {
+        if let Some(s) = session.as_mut() {
             s.run().await;
         }
     }
 }
 
-/// Logs the client in; the session to relay (with its place under the client caps, kept until
-/// it ends), or None when it ended there.
-async fn start(
-    shared: Arc<Shared>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-) -> Option<(Session, Option<crate::shared::CapGuard>)> {
-    let _ = stream.set_nodelay(true);
+/// Logs the client in; the session to relay, or None when it ended there.
+async fn start(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Option<Session> {
+    let _ = tcp.set_nodelay(true);
     let mut inbuf = BytesMut::new();
     let mut admin = None;
-    // Boxed, like every rarely used big future here, so that what a client task keeps for its
-    // whole life (its future is as big as the biggest state it can be in) stays small.
-    let login = Box::pin(login::login(&shared, &mut stream, &mut inbuf, &mut admin));
     // From connect to the end of login (`client_login_timeout`, PostgreSQL's
-    // authentication_timeout); zero: no limit.
+    // authentication_timeout), TLS handshake included; zero: no limit.
     let limit = match shared.config().pooler.client_login_timeout {
         d if d.is_zero() => std::time::Duration::MAX,
         d => d,
     };
-    let login = tokio::time::timeout(limit, login).await;
+    let started = std::time::Instant::now();
+    let timed_out = |shared: &Shared| {
+        shared.limits.incidents.refused(Refusal::LoginTimeout, || {
+            format!("{peer}: no login within {limit:?}")
+        });
+    };
+    // SSLRequest / GSSENCRequest / direct TLS, per client_tls_mode (tls.rs).
+    let negotiated =
+        tokio::time::timeout(limit, Box::pin(tls::negotiate(&shared, tcp, &mut inbuf))).await;
+    let (mut stream, client_tls) = match negotiated {
+        Ok(tls::Negotiated::Ready(stream, client_tls)) => (stream, client_tls),
+        Ok(tls::Negotiated::Refused(mut stream, fatal)) => {
+            refuse(&shared, &mut stream, peer, fatal).await;
+            return None;
+        }
+        Ok(tls::Negotiated::Gone) => return None,
+        Err(_) => {
+            timed_out(&shared);
+            return None;
+        }
+    };
+    // Boxed, like every rarely used big future here, so that what a client task keeps for its
+    // whole life (its future is as big as the biggest state it can be in) stays small.
+    let login = Box::pin(login::login(
+        &shared,
+        &mut stream,
+        &mut inbuf,
+        &mut admin,
+        client_tls.as_ref(),
+    ));
+    let login = tokio::time::timeout(limit.saturating_sub(started.elapsed()), login).await;
     match login {
         Ok(Ok(Some(mut logged_in))) => {
             let caps = logged_in.caps.take();
-            Some((Session::new(&shared, logged_in, stream, inbuf, peer), caps))
+            let session = Session::new(&shared, logged_in, stream, inbuf, peer);
+            // Registered with its pool now, which gives the client's places back at its end.
+            if let Some(caps) = caps {
+                caps.keep();
+            }
+            Some(session)
         }
         Ok(Ok(None)) => {
             if let Some(admin) = admin {
                 Box::pin(crate::admin::serve(
                     shared.clone(),
-                    crate::net::Stream::from(stream),
+                    stream,
                     inbuf,
                     admin,
                     peer,
@@ -147,33 +183,36 @@ async fn start(
             None
         }
         Ok(Err(fatal)) => {
-            let reason = fatal.refusal();
-            let Fatal(err) = fatal;
-            tracing::debug!(%peer, code = %err.code, message = %err.message, "login refused");
-            shared
-                .limits
-                .incidents
-                .refused(reason, || format!("{peer}: {} {}", err.code, err.message));
-            let mut out = BytesMut::new();
-            err.write(&mut out);
-            let _ = stream.write_all(&out).await;
-            let _ = stream.shutdown().await;
+            refuse(&shared, &mut stream, peer, fatal).await;
             None
         }
         Err(_) => {
-            shared.limits.incidents.refused(Refusal::LoginTimeout, || {
-                format!("{peer}: no login within {limit:?}")
-            });
+            timed_out(&shared);
             let mut out = BytesMut::new();
             ErrorResponse::fatal(
                 sqlstate::CANNOT_CONNECT_NOW,
                 "canceling authentication due to timeout",
             )
             .write(&mut out);
-            let _ = stream.write_all(&out).await;
+            let _ = stream.send(&out).await;
             None
         }
     }
+}
+
+/// A login refused: counted, logged (rate-limited), and told to the client.
+async fn refuse(shared: &Shared, stream: &mut Stream, peer: SocketAddr, fatal: Fatal) {
+    let reason = fatal.refusal();
+    let Fatal(err) = fatal;
+    tracing::debug!(%peer, code = %err.code, message = %err.message, "login refused");
+    shared
+        .limits
+        .incidents
+        .refused(reason, || format!("{peer}: {} {}", err.code, err.message));
+    let mut out = BytesMut::new();
+    err.write(&mut out);
+    let _ = stream.send(&out).await;
+    let _ = stream.shutdown().await;
 }
 
 /// What a failed checkout tells the client; logged (rate-limited) for the operator.

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use bytes::{Buf, BytesMut};
 use sluice_proto::backend::BackendTag;
 use sluice_proto::frontend::FrontendTag;
-use sluice_proto::{Header, sqlstate};
+use sluice_proto::{Header, ProtocolError, sqlstate};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::poll_read_buf;
 
@@ -25,6 +25,9 @@ use super::session::{Session, Step};
 use super::{Fatal, checkout_error};
 use crate::clients::{STOP_DRAIN, STOP_KILL};
 
+/// The longest message that streams (CopyData, a large simple Query): PostgreSQL's own limit for
+/// them (`PQ_LARGE_MESSAGE_LIMIT`, 1 GB less 2 bytes), so sluice takes what PostgreSQL takes.
+const STREAM_MAX: usize = 0x3FFF_FFFE;
 /// Stop reading from one side while this many bytes are owed to the other.
 const HIGH_WATER: usize = 256 * 1024;
 /// A buffer that grew past this while busy is given back when it empties.
@@ -40,6 +43,8 @@ enum Event {
     ServerWrote(std::io::Result<usize>),
     /// The session's timer went off (client/timeouts.rs).
     Timer,
+    /// Notifications for the client, or its queue overflowed (client/listen.rs).
+    Notified,
 }
 
 /// Polls `fut` once: its output if it is ready now, `None` if it would wait.
@@ -147,7 +152,8 @@ impl Session {
                 self.srv_in.reserve(READ_CHUNK);
             }
             let writable = self.writable();
-            let blocked = self.route.as_deref().is_some_and(|r| r.is_blocked());
+            let blocked = self.route.as_deref().is_some_and(|r| r.is_blocked())
+                || self.subscription_waiting();
             // The sockets are polled directly, in this order (the first ready one wins), rather
             // than through a select! over one future per socket: a future per socket is state
             // that every client's task keeps for its whole life, idle or not.
@@ -180,6 +186,14 @@ impl Session {
                         return Poll::Ready(Event::Timer);
                     }
                 }
+                // Notifications go to a client idle outside a transaction (no server attached in
+                // transaction mode); an overflow is seen whenever.
+                if let Some(l) = this.listen.as_deref() {
+                    let deliver = this.server.is_none() && this.to_client.len() < HIGH_WATER;
+                    if l.sub.inbox.poll(cx, deliver).is_ready() {
+                        return Poll::Ready(Event::Notified);
+                    }
+                }
                 if let (true, Some(g)) = (write_server, this.server.as_mut()) {
                     let stream = Pin::new(&mut g.conn_mut().stream);
                     if let Poll::Ready(r) = stream.poll_write(cx, &this.to_server) {
@@ -190,6 +204,21 @@ impl Session {
                     let client = Pin::new(&mut this.client);
                     if let Poll::Ready(r) = client.poll_write(cx, &this.to_client[..writable]) {
                         return Poll::Ready(Event::ClientWrote(r));
+                    }
+                }
+                // TLS records still queued in rustls after a write (net/stream.rs): the socket
+                // takes them when it has room. Nothing to do for plain TCP.
+                if this.client.wants_flush() {
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut this.client).poll_flush(cx) {
+                        return Poll::Ready(Event::ClientWrote(Err(e)));
+                    }
+                }
+                if let Some(g) = this.server.as_mut() {
+                    let stream = &mut g.conn_mut().stream;
+                    if stream.wants_flush() {
+                        if let Poll::Ready(Err(e)) = Pin::new(stream).poll_flush(cx) {
+                            return Poll::Ready(Event::ServerWrote(Err(e)));
+                        }
                     }
                 }
                 if let (true, Some(g)) = (read_server, this.server.as_mut()) {
@@ -251,6 +280,17 @@ impl Session {
                     }
                 }
                 Event::Timer => self.on_timer()?,
+                Event::Notified => {
+                    let inbox = self.listen.as_deref().map(|l| l.sub.inbox.clone());
+                    match inbox.and_then(|i| i.take()) {
+                        Some(notifications) => self.deliver(notifications),
+                        None => {
+                            return Err(super::listen::overflow_error(
+                                self.pool.settings.listen_queue_size,
+                            ));
+                        }
+                    }
+                }
                 Event::ClientWrote(r) => self.client_wrote(r?),
                 Event::ServerWrote(Ok(n)) => self.server_wrote(n),
                 Event::ServerWrote(Err(e)) | Event::ServerRead(Err(e)) => {
@@ -277,9 +317,11 @@ impl Session {
                 }
             }
             self.give_room_if_small();
-            // A unit that waited for the attached server (routing) may be able to go now.
+            // A unit that waited for the attached server (routing), or a LISTEN that waited for
+            // the answers before it, may be able to go now.
             if !from_client
-                && self.route.as_deref_mut().is_some_and(|r| r.take_blocked())
+                && (self.route.as_deref_mut().is_some_and(|r| r.take_blocked())
+                    || self.subscription_unblocked())
                 && self.process_client().await?
             {
                 return Ok(());
@@ -351,9 +393,17 @@ impl Session {
                 self.cli_skip -= n;
                 continue;
             }
-            let header = match Header::parse(&self.cli_in, self.max) {
+            // Messages that stream (CopyData, most large Queries) may be as long as PostgreSQL
+            // takes; the ones held whole are capped by max_message_size below.
+            let header = match Header::parse(&self.cli_in, STREAM_MAX) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
+                Err(ProtocolError::TooLarge { len, .. })
+                    if ![b'd', b'Q'].contains(&self.cli_in[0]) =>
+                {
+                    let max = self.max;
+                    return Err(Fatal::invalid_message(ProtocolError::TooLarge { len, max }));
+                }
                 Err(e) => return Err(Fatal::invalid_message(e)),
             };
             let len = header.wire_len();
@@ -370,7 +420,19 @@ impl Session {
                 self.cli_skip_discard = discard;
                 continue;
             }
-            if self.cli_in.len() < len {
+            // A simple Query over max_message_size that sluice need not read whole streams to
+            // the server like CopyData: the session sees its head only (`query_streams`).
+            let streams = header.body_len > self.max
+                && self.cli_in.len() < len
+                && header.tag == FrontendTag::Query.as_u8()
+                && self.query_streams();
+            if !streams && header.body_len > self.max {
+                return Err(Fatal::invalid_message(ProtocolError::TooLarge {
+                    len: header.body_len,
+                    max: self.max,
+                }));
+            }
+            if !streams && self.cli_in.len() < len {
                 // A large message takes room under max_message_memory before it is read.
                 if self.needs_room(len) {
                     if !Box::pin(self.take_room(len)).await {
@@ -381,7 +443,15 @@ impl Session {
                 }
                 break;
             }
-            let msg = self.cli_in.split_to(len).freeze();
+            let msg = if streams {
+                // The rest follows as it arrives, once the head went to a server (`forward`
+                // clears the discard); else (no server, a local answer) it is dropped.
+                self.cli_skip = len - self.cli_in.len();
+                self.cli_skip_discard = true;
+                self.cli_in.split().freeze()
+            } else {
+                self.cli_in.split_to(len).freeze()
+            };
             let mut step = self.on_client_message(msg)?;
             if let Step::Checkout(tag, msg) = step {
                 // Boxed: a checkout's future is as big as the rest of the relay put together,
@@ -396,11 +466,17 @@ impl Session {
                 };
                 step = self.after_checkout(tag, msg, attached)?;
             }
+            if let Step::Subscribe(s) = step {
+                // Boxed for the same reason as a checkout.
+                step = Box::pin(self.subscribe(s)).await?;
+            }
             match step {
                 Step::Next => {}
                 Step::Wait => break,
                 Step::Close => return Ok(true),
-                Step::Checkout(..) => unreachable!("after_checkout sends or fails the message"),
+                Step::Checkout(..) | Step::Subscribe(_) => {
+                    unreachable!("after_checkout sends or fails the message; subscribe answers it")
+                }
             }
         }
         Ok(false)

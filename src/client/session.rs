@@ -16,17 +16,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::net::Stream;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::backend::{self, BackendTag, ErrorResponse};
 use sluice_proto::backend_view::{self, ParameterStatus};
 use sluice_proto::frontend::FrontendTag;
 use sluice_proto::{Header, frontend, split_cstr, sqlstate};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::exchange::{Answer, Exchange, Pending, Verdict};
+use super::listen::Listening;
 use super::login::LoggedIn;
 use super::routing::{Plan, Routing};
+use super::settings::Settings;
+use super::sql_prepare::{ExecuteInParse, OnServer, SqlStep, candidate};
 use super::statements::{ClientStatements, LocalParse, PoolPrepared};
 use super::timeouts::SessionTimer;
 use super::{Fatal, checkout_error};
@@ -48,12 +51,14 @@ pub(super) enum Step {
     Close,
     /// The message needs a server connection: check one out, then call `after_checkout`.
     Checkout(FrontendTag, Bytes),
+    /// A LISTEN outside a transaction: await [`Session::subscribe`] (client/listen.rs).
+    Subscribe(Box<super::listen::Subscribe>),
 }
 
 pub(super) struct Session {
     pub(super) pool: Arc<Pool>,
     pub(super) mode: PoolMode,
-    pub(super) client: TcpStream,
+    pub(super) client: Stream,
     /// Bytes read from the client, not processed yet.
     pub(super) cli_in: BytesMut,
     /// Bytes owed to the client.
@@ -64,7 +69,12 @@ pub(super) struct Session {
     pub(super) to_server: BytesMut,
     pub(super) server: Option<ServerGuard>,
     /// The parameter values this client should see.
-    wanted: Params,
+    pub(super) wanted: Params,
+    /// Its values at login: what RESET returns to.
+    pub(super) login: Params,
+    /// Its session settings under way (transaction mode), while it has any (`settings.rs`,
+    /// followed in `follow.rs`).
+    pub(super) settings: Option<Box<Settings>>,
     cancel: CancelRegistration,
     /// What the client is owed by the server.
     pub(super) exchange: Exchange,
@@ -101,13 +111,16 @@ pub(super) struct Session {
     pub(super) held_units: u16,
     /// A large server message waits for room before the relay reads on.
     pub(super) want_room: bool,
+    /// LISTEN / NOTIFY in transaction mode; None until the client's first LISTEN or UNLISTEN
+    /// (client/listen.rs).
+    pub(super) listen: Option<Box<Listening>>,
 }
 
 impl Session {
     pub(super) fn new(
         shared: &Arc<Shared>,
         logged_in: LoggedIn,
-        client: TcpStream,
+        client: Stream,
         cli_in: BytesMut,
         peer: std::net::SocketAddr,
     ) -> Session {
@@ -146,7 +159,9 @@ impl Session {
             srv_in: BytesMut::new(),
             to_server: BytesMut::new(),
             server: None,
+            login: wanted.clone(),
             wanted,
+            settings: None,
             cancel,
             exchange: Exchange::default(),
             statements: ClientStatements::default(),
@@ -163,6 +178,7 @@ impl Session {
             limits: shared.limits.clone(),
             held_units: 0,
             want_room: false,
+            listen: None,
         }
     }
 
@@ -229,6 +245,20 @@ impl Session {
         if !self.exchange.accept_from_client(tag == FrontendTag::Sync) {
             return Ok(Step::Next);
         }
+        let mut msg = msg;
+        if self.mode == PoolMode::Transaction {
+            match self.on_subscription_message(tag, &msg) {
+                Ok(None) => {}
+                Ok(Some(step)) => {
+                    self.touch();
+                    return Ok(step);
+                }
+                Err(replacement) => msg = replacement,
+            }
+        }
+        if matches!(tag, FrontendTag::Parse | FrontendTag::Close) {
+            self.follow_names(tag, &msg[Header::LEN..]);
+        }
         if self.handle_locally(tag, &msg)? {
             self.exchange.emit_local(&mut self.to_client);
             self.touch();
@@ -284,6 +314,9 @@ impl Session {
     }
 
     fn send(&mut self, tag: FrontendTag, msg: Bytes) -> Result<Step, Fatal> {
+        if self.settings.as_ref().is_some_and(|s| s.resync) && self.exchange.is_clean() {
+            self.resync();
+        }
         self.forward(tag, msg)?;
         self.stats.request();
         self.timer_stale();
@@ -295,14 +328,8 @@ impl Session {
     fn handle_locally(&mut self, tag: FrontendTag, msg: &Bytes) -> Result<bool, Fatal> {
         let body = &msg[Header::LEN..];
         if self.server.is_some() {
-            // With a server attached, local answers still go through the exchange for their order.
-            if self.intercept && tag == FrontendTag::Query {
-                if let Some(name) = self.statements.deallocate_target(body) {
-                    self.statements.remove(&name);
-                    self.exchange.sent(Pending::LocalCommand("DEALLOCATE"));
-                    return Ok(true);
-                }
-            }
+            // With a server attached, local answers go through the exchange for their order
+            // (`forward`).
             return Ok(false);
         }
         match tag {
@@ -338,15 +365,19 @@ impl Session {
                 self.statements.close_locally(name, &mut self.to_client);
                 Ok(true)
             }
-            FrontendTag::Query if self.intercept => match self.statements.deallocate_target(body) {
-                Some(name) => {
-                    self.statements.remove(&name);
-                    backend::command_complete("DEALLOCATE", &mut self.to_client);
-                    backend::ready_for_query(b'I', &mut self.to_client);
-                    Ok(true)
-                }
-                None => Ok(false),
-            },
+            // SQL PREPARE / EXECUTE / DEALLOCATE that need no server (sql_prepare.rs).
+            FrontendTag::Query if self.intercept => {
+                let pool = Self::pool_statements(&self.pool);
+                let step = self.statements.sql_command(
+                    &pool,
+                    None,
+                    body,
+                    &mut self.exchange,
+                    &mut self.to_server,
+                    &mut self.to_client,
+                );
+                Ok(matches!(step, SqlStep::Done))
+            }
             _ => Ok(false),
         }
     }
@@ -355,7 +386,30 @@ impl Session {
     /// and books what the server owes for it.
     fn forward(&mut self, tag: FrontendTag, msg: Bytes) -> Result<(), Fatal> {
         let body = &msg[Header::LEN..];
+        if self.mode == PoolMode::Transaction {
+            self.follow_request(tag, body);
+        }
         let pending = match tag {
+            FrontendTag::Query if self.intercept => {
+                let pool = Self::pool_statements(&self.pool);
+                let conn = self.server.as_mut().expect("attached").conn_mut();
+                let on_server = OnServer {
+                    conn: &mut conn.statements,
+                    failed_tx: self.exchange.tx_status() == b'E',
+                };
+                let step = self.statements.sql_command(
+                    &pool,
+                    Some(on_server),
+                    body,
+                    &mut self.exchange,
+                    &mut self.to_server,
+                    &mut self.to_client,
+                );
+                if matches!(step, SqlStep::Done) {
+                    return Ok(());
+                }
+                Pending::Query
+            }
             FrontendTag::Query => Pending::Query,
             FrontendTag::FunctionCall => Pending::Call,
             FrontendTag::Sync => Pending::Sync,
@@ -366,7 +420,38 @@ impl Session {
             }
             FrontendTag::Execute => Pending::Execute,
             FrontendTag::Parse => {
-                let (name, tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                let (name, mut tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                // SQL EXECUTE of the client's statement in a Parse: renamed (sql_prepare.rs).
+                let (rewritten, mut needs);
+                if self.intercept && candidate(tail) {
+                    let pool = Self::pool_statements(&self.pool);
+                    let conn = self.server.as_mut().expect("attached").conn_mut();
+                    match self.statements.execute_in_parse(
+                        &pool,
+                        &mut conn.statements,
+                        tail,
+                        &mut self.exchange,
+                        &mut self.to_server,
+                    ) {
+                        ExecuteInParse::AsIs => needs = None,
+                        ExecuteInParse::Failed => return Ok(()),
+                        ExecuteInParse::Rewritten(t, stmt) => {
+                            rewritten = t;
+                            tail = &rewritten;
+                            needs = Some(stmt);
+                        }
+                    }
+                } else {
+                    needs = None;
+                }
+                if needs.is_some() && name.is_empty() {
+                    frontend::write_parse_tail("", tail, &mut self.to_server);
+                    self.exchange.sent(Pending::Parse {
+                        answer: Answer::Server,
+                        undo: Default::default(),
+                    });
+                    return Ok(());
+                }
                 if self.intercept && !name.is_empty() {
                     let pool = Self::pool_statements(&self.pool);
                     let conn = self.server.as_mut().expect("attached").conn_mut();
@@ -378,6 +463,9 @@ impl Session {
                         &mut self.exchange,
                         &mut self.to_server,
                     );
+                    if let (Some(dep), Some(stmt)) = (needs.take(), self.statements.get(name)) {
+                        let _ = stmt.needs.set(dep);
+                    }
                     if let Err(over) = parsed {
                         let key = &self.pool.key;
                         self.limits.incidents.note(Incident::StatementMemory, || {
@@ -449,7 +537,17 @@ impl Session {
         };
         self.exchange.sent(pending);
         self.to_server.extend_from_slice(&msg);
+        // A streamed Query's head went out: its rest follows (relay.rs).
+        self.cli_skip_discard = false;
         Ok(())
+    }
+
+    /// Whether a simple Query over max_message_size may stream to the server instead of being
+    /// refused: the session then sees only its head, without the closing NUL (so a SQL
+    /// prepared-statement command that long is sent as written). Not with replicas: routing
+    /// reads the whole text.
+    pub(super) fn query_streams(&self) -> bool {
+        self.route.is_none()
     }
 
     /// Answers a request sluice cannot run (no server) with `err`, as PostgreSQL would.
@@ -564,7 +662,7 @@ impl Session {
     }
 
     /// Puts client bytes back in front of what is still to be processed.
-    fn unread(&mut self, bytes: &[u8]) {
+    pub(super) fn unread(&mut self, bytes: &[u8]) {
         let mut back = BytesMut::with_capacity(bytes.len() + self.cli_in.len());
         back.extend_from_slice(bytes);
         back.extend_from_slice(&self.cli_in);
@@ -625,6 +723,9 @@ impl Session {
         let body = &msg[Header::LEN..];
         if internal {
             self.on_internal_reply(tag, body);
+            // Answers sluice owes that waited behind its own request (a ParseComplete for a
+            // statement the server already has) go out now, before the server's next reply.
+            self.exchange.emit_local(&mut self.to_client);
             return true;
         }
         let fatal = tag == BackendTag::ErrorResponse && backend_view::is_fatal(body);
@@ -634,6 +735,9 @@ impl Session {
                 && backend_view::error_code_and_message(body).0
                     == sqlstate::READ_ONLY_SQL_TRANSACTION;
             rs.on_reply(Some(tag), refusal);
+        }
+        if self.settings.is_some() {
+            self.follow_reply(tag, body);
         }
         let (statements, server) = (&mut self.statements, &mut self.server);
         let undo = |u| statements.undo(u, server.as_mut().map(|g| &mut g.conn_mut().statements));
@@ -652,6 +756,9 @@ impl Session {
             Verdict::Unasked => {
                 self.held_error = Some(backend_view::error_code_and_message(body).1.into());
             }
+        }
+        if self.listen.is_some() {
+            self.subscription_reply(tag, body);
         }
         match tag {
             BackendTag::ReadyForQuery => {
@@ -725,8 +832,8 @@ impl Session {
             BackendTag::ErrorResponse => {
                 let (code, message) = backend_view::error_code_and_message(body);
                 tracing::warn!(pool = %self.pool.key, %code, %message, "setting client parameters on a server failed");
-                // Unknown state: make the next checkout set everything again.
-                conn.params = Params::default();
+                // Unknown state: the connection serves no one else.
+                conn.settings_unknown = true;
             }
             BackendTag::ReadyForQuery => self.exchange.internal_done(),
             _ => {}
@@ -762,6 +869,10 @@ impl Session {
             guard.conn_mut().dirty = false;
             self.cancel.slot.set(None);
             self.exchange.released();
+            // The next checkout brings the next server to the client's values anyway.
+            if let Some(s) = self.settings.as_deref_mut() {
+                s.resync = false;
+            }
             drop(guard);
         }
     }
@@ -809,6 +920,9 @@ impl Session {
             )
             .detail(why.clone())
         });
+        if let Some(s) = self.settings.as_deref_mut() {
+            s.forget();
+        }
         // The server is gone: only the client's names are taken back.
         let statements = &mut self.statements;
         if self
@@ -823,6 +937,9 @@ impl Session {
     /// Drops what was under way with a server that is gone: bytes either way, the requests it
     /// owed answers to (taking back their effects), and its transaction state.
     fn forget_server_exchange(&mut self) {
+        if let Some(s) = self.settings.as_deref_mut() {
+            s.forget();
+        }
         let (statements, server) = (&mut self.statements, &mut self.server);
         self.exchange
             .forget(|u| statements.undo(u, server.as_mut().map(|g| &mut g.conn_mut().statements)));

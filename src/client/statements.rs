@@ -37,6 +37,8 @@ pub enum Undo {
     },
     /// A client's Close answered locally: its name and statement, to restore.
     Close(Bytes, Arc<Statement>),
+    /// A `DEALLOCATE ALL` answered by sluice: the names, to restore.
+    Names(Vec<(Bytes, Arc<Statement>)>),
     /// An eviction sluice sent: if the server skips it, the statement stays there.
     Evicted(u64),
 }
@@ -90,9 +92,24 @@ impl ClientStatements {
         self.names.get(name)
     }
 
+    /// Gives the client's name `name` to `stmt` (SQL PREPARE).
+    pub(super) fn insert(&mut self, name: Bytes, stmt: Arc<Statement>) {
+        self.names.insert(name, stmt);
+    }
+
     /// Forgets a name (the unit that gave it will run again, DEALLOCATE).
     pub fn remove(&mut self, name: &[u8]) {
         self.names.remove(name);
+    }
+
+    /// Takes a name away (DEALLOCATE), with its statement.
+    pub(super) fn take(&mut self, name: &[u8]) -> Option<(Bytes, Arc<Statement>)> {
+        self.names.remove_entry(name)
+    }
+
+    /// Takes every name away (DEALLOCATE ALL).
+    pub(super) fn take_all(&mut self) -> Vec<(Bytes, Arc<Statement>)> {
+        self.names.drain().collect()
     }
 
     /// `DISCARD ALL` / `DEALLOCATE ALL`: every name goes.
@@ -124,6 +141,17 @@ impl ClientStatements {
         if self.names.contains_key(name) {
             ex.fail_request(false, &already_exists(name), to_client);
             return LocalParse::Answered;
+        }
+        // SQL EXECUTE of a statement of the client's is renamed with a server attached.
+        if super::sql_prepare::candidate(tail) {
+            let query = tail.split(|&b| b == 0).next().unwrap_or_default();
+            if let Some(super::sql_prepare::SqlCommand::Execute { name, .. }) =
+                super::sql_prepare::recognise(query)
+            {
+                if self.names.contains_key(&name[..]) {
+                    return LocalParse::NeedsServer;
+                }
+            }
         }
         match pool.statements.validated(tail) {
             Some(stmt) => {
@@ -262,6 +290,11 @@ impl ClientStatements {
             Undo::Close(name, stmt) => {
                 self.names.entry(name).or_insert(stmt);
             }
+            Undo::Names(names) => {
+                for (name, stmt) in names {
+                    self.names.entry(name).or_insert(stmt);
+                }
+            }
             Undo::Evicted(id) => {
                 if let Some(conn) = conn {
                     conn.restore(id);
@@ -291,8 +324,16 @@ impl ClientStatements {
         };
         if conn.touch(stmt.id) {
             pool.counters.prepared_hits.fetch_add(1, Ordering::Relaxed);
-        } else {
+        } else if stmt.parse_form() {
             prepare_on_server(pool, conn, &stmt, Answer::Swallow, None, ex, to_server);
+        } else {
+            let err = ErrorResponse::error(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "sluice cannot prepare a statement made by SQL PREPARE with a type list on another server connection through the extended protocol",
+            )
+            .hint("run it with EXECUTE, or prepare it with a protocol-level Parse");
+            ex.fail_locally(&err, to_server);
+            return None;
         }
         Some(stmt)
     }
@@ -300,7 +341,7 @@ impl ClientStatements {
 
 /// Sends Parse for `stmt` under its server name, first closing the least recently used statement
 /// when the connection is at `max_prepared_statements`.
-fn prepare_on_server(
+pub(super) fn prepare_on_server(
     pool: &PoolPrepared<'_>,
     conn: &mut ServerStatements,
     stmt: &Arc<Statement>,
@@ -309,9 +350,12 @@ fn prepare_on_server(
     ex: &mut Exchange,
     to_server: &mut BytesMut,
 ) {
-    pool.counters
-        .prepared_misses
-        .fetch_add(1, Ordering::Relaxed);
+    if let Some(dep) = stmt.needs.get() {
+        if dep.parse_form() && !conn.touch(dep.id) {
+            prepare_on_server(pool, conn, dep, Answer::Swallow, None, ex, to_server);
+        }
+    }
+    count_miss(pool);
     if let Some(old) = conn.insert(stmt.id, pool.cap) {
         pool.counters
             .prepared_evictions
@@ -331,8 +375,15 @@ fn prepare_on_server(
     ex.sent(Pending::Parse { answer, undo });
 }
 
+/// A statement a server connection had to be given.
+pub(super) fn count_miss(pool: &PoolPrepared<'_>) {
+    pool.counters
+        .prepared_misses
+        .fetch_add(1, Ordering::Relaxed);
+}
+
 /// 53200: the statement registries are full (`max_prepared_statement_bytes`).
-fn over_budget(over: &OverBudget) -> ErrorResponse {
+pub(super) fn over_budget(over: &OverBudget) -> ErrorResponse {
     ErrorResponse::error(
         sqlstate::OUT_OF_MEMORY,
         format!(
@@ -343,7 +394,7 @@ fn over_budget(over: &OverBudget) -> ErrorResponse {
     .hint("close prepared statements that are no longer needed, or raise max_prepared_statement_bytes")
 }
 
-fn already_exists(name: &[u8]) -> ErrorResponse {
+pub(super) fn already_exists(name: &[u8]) -> ErrorResponse {
     let msg = format!(
         "prepared statement \"{}\" already exists",
         String::from_utf8_lossy(name)

@@ -56,6 +56,7 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("server_reset_query", Kind::Text),
     ("max_message_size", Kind::Integer),
     ("max_prepared_statements", Kind::Integer),
+    ("listen_queue_size", Kind::Integer),
     ("workers", Kind::Integer),
     ("shutdown_timeout", Kind::Text),
     ("metrics_listen", Kind::OptionalText),
@@ -84,6 +85,14 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("max_user_client_connections", Kind::Integer),
     ("max_db_connections", Kind::Integer),
     ("max_user_connections", Kind::Integer),
+    ("client_tls_mode", Kind::Text),
+    ("client_tls_cert_file", Kind::OptionalText),
+    ("client_tls_key_file", Kind::OptionalText),
+    ("client_tls_ca_file", Kind::OptionalText),
+    ("server_tls_mode", Kind::Text),
+    ("server_tls_ca_file", Kind::OptionalText),
+    ("server_tls_cert_file", Kind::OptionalText),
+    ("server_tls_key_file", Kind::OptionalText),
 ];
 
 /// The variable that overrides `pooler.<key>`.

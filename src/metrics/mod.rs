@@ -31,7 +31,7 @@ pub use gauges::{PoolGauges, PoolState};
 pub use histograms::{HistogramRecorder, Histograms};
 pub use incidents::{Incident, Incidents, Refusal};
 pub use period::{Averages, STATS_PERIOD, Totals};
-pub use prometheus::{Globals, PoolSample};
+pub use prometheus::{Globals, PoolSample, PubsubSample};
 
 /// The labels of one pool's series: `database`, `user`, `role` and, for a replica's pool,
 /// `replica` (its host:port).

@@ -22,6 +22,25 @@ pub struct PoolSample<'a> {
     pub counters: &'a PoolCounters,
     /// A primary pool's routing, when its database has replicas.
     pub router: Option<&'a Router>,
+    /// LISTEN / NOTIFY, once a client of the pool has listened.
+    pub pubsub: Option<PubsubSample>,
+}
+
+/// A pool's LISTEN / NOTIFY numbers (transaction mode), read from its hub at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PubsubSample {
+    /// (client, channel) subscriptions in effect.
+    pub subscriptions: usize,
+    /// Channels the dedicated connection listens to.
+    pub channels: usize,
+    /// The dedicated connection is up.
+    pub connected: bool,
+    /// Notifications put in a client's queue.
+    pub deliveries: u64,
+    /// Notifications lost to a queue overflow.
+    pub drops: u64,
+    /// Clients whose queue overflowed (their connection was ended).
+    pub overflows: u64,
 }
 
 /// The pooler-wide gauges.
@@ -143,6 +162,67 @@ fn render_routing(out: &mut String, pools: &[PoolSample<'_>]) {
     for (l, h) in &healths {
         if let Some(v) = h.lag_bytes {
             let _ = writeln!(out, "sluice_replica_lag_bytes{{{l}}} {v}");
+        }
+    }
+}
+
+/// LISTEN / NOTIFY of the pools where a client has listened (transaction mode).
+fn render_pubsub(out: &mut String, pools: &[PoolSample<'_>]) {
+    let rows: Vec<(String, PubsubSample)> = pools
+        .iter()
+        .filter_map(|p| Some((pool_labels(&p.labels), p.pubsub?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    type Def = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&PubsubSample) -> f64,
+    );
+    let defs: [Def; 6] = [
+        (
+            "sluice_listen_subscriptions",
+            "gauge",
+            "LISTEN subscriptions in effect (one per client and channel), transaction mode.",
+            |s| s.subscriptions as f64,
+        ),
+        (
+            "sluice_listen_channels",
+            "gauge",
+            "Channels the pool's dedicated listening connection listens to.",
+            |s| s.channels as f64,
+        ),
+        (
+            "sluice_listen_connected",
+            "gauge",
+            "1 while the pool's dedicated listening connection is up, else 0.",
+            |s| u8::from(s.connected) as f64,
+        ),
+        (
+            "sluice_listen_deliveries_total",
+            "counter",
+            "Notifications queued for a subscribed client.",
+            |s| s.deliveries as f64,
+        ),
+        (
+            "sluice_listen_drops_total",
+            "counter",
+            "Notifications lost because a client's queue overflowed (listen_queue_size).",
+            |s| s.drops as f64,
+        ),
+        (
+            "sluice_listen_overflows_total",
+            "counter",
+            "Clients whose notification queue overflowed; their connection was ended.",
+            |s| s.overflows as f64,
+        ),
+    ];
+    for (name, kind, help, value) in defs {
+        family(out, name, kind, help);
+        for (l, s) in &rows {
+            let _ = writeln!(out, "{name}{{{l}}} {}", value(s));
         }
     }
 }
@@ -351,6 +431,7 @@ pub fn render(
     );
 
     render_routing(&mut out, pools);
+    render_pubsub(&mut out, pools);
 
     if let Some(h) = histograms {
         out.push_str(&h.render());
@@ -374,6 +455,7 @@ mod tests {
             },
             counters,
             router: None,
+            pubsub: None,
         }
     }
 
@@ -449,5 +531,41 @@ mod tests {
             !page.contains("sluice_routed_total"),
             "no routed pools, no routing families"
         );
+        assert!(
+            !page.contains("sluice_listen_"),
+            "nobody listened, no LISTEN families"
+        );
+    }
+
+    #[test]
+    fn listen_families_for_a_pool_where_a_client_listened() {
+        let counters = PoolCounters::default();
+        let labels = PoolLabels {
+            database: "app".into(),
+            user: "app".into(),
+            role: "primary",
+            replica: None,
+        };
+        let mut s = sample(labels, &counters);
+        s.pubsub = Some(PubsubSample {
+            subscriptions: 3,
+            channels: 2,
+            connected: true,
+            deliveries: 10,
+            drops: 4,
+            overflows: 1,
+        });
+        let page = render(&[s], &Globals::default(), None);
+        let l = "database=\"app\",user=\"app\",role=\"primary\"";
+        for line in [
+            format!("sluice_listen_subscriptions{{{l}}} 3"),
+            format!("sluice_listen_channels{{{l}}} 2"),
+            format!("sluice_listen_connected{{{l}}} 1"),
+            format!("sluice_listen_deliveries_total{{{l}}} 10"),
+            format!("sluice_listen_drops_total{{{l}}} 4"),
+            format!("sluice_listen_overflows_total{{{l}}} 1"),
+        ] {
+            assert!(page.lines().any(|x| x == line), "no {line:?} in\n{page}");
+        }
     }
 }

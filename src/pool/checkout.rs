@@ -81,9 +81,12 @@ impl Pool {
         let mut first = None;
         if !self.pause.is_set() {
             match self.try_take()? {
-                Take::Conn(conn) if !self.must_check(&conn) && conn.is_alive() => {
-                    self.counters.waited(Duration::ZERO);
-                    return Ok(ServerGuard::new(self.clone(), conn));
+                Take::Conn(mut conn) => {
+                    if !self.must_check(&conn) && conn.is_alive() {
+                        self.counters.waited(Duration::ZERO);
+                        return Ok(ServerGuard::new(self.clone(), conn));
+                    }
+                    first = Some(Take::Conn(conn));
                 }
                 take => first = Some(take),
             }
@@ -160,7 +163,7 @@ impl Pool {
                 Take::Slot(slot) => slot,
                 Take::Wait(rx) => match rx.await {
                     Ok(Handoff::Conn(mut guard)) => {
-                        if guard.conn().is_alive() {
+                        if guard.conn_mut().is_alive() {
                             return Ok(guard);
                         }
                         // Closed by the server while handed over: nothing to cancel.
@@ -227,6 +230,10 @@ impl Pool {
     /// A clean connection comes back: to the oldest waiter, else to the idle list.
     pub(super) fn checkin(self: &Arc<Self>, mut conn: Box<ServerConn>) {
         conn.last_used = Instant::now();
+        if conn.settings_unknown {
+            tracing::debug!(pool = %self.key, server = conn.id, "server connection's settings unknown");
+            return self.discard(conn, CloseReason::Unclean);
+        }
         if conn.last_used.duration_since(conn.created) >= self.settings.lifetime {
             tracing::debug!(pool = %self.key, server = conn.id, "server connection reached server_lifetime");
             return self.discard(conn, CloseReason::Lifetime);

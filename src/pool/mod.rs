@@ -45,6 +45,7 @@ use crate::clock::now_us;
 use crate::metrics::{CloseReason, PoolCounters, PoolGauges, PoolLabels, PoolSample, PoolState};
 use crate::params::{Params, ParamsInterner, StartupMemo};
 use crate::prepared::PoolStatements;
+use crate::pubsub::{Hub, HubSettings};
 use crate::router::Router;
 use crate::server::list::ServerList;
 use crate::server::{ServerConn, ServerTarget};
@@ -78,6 +79,9 @@ pub struct Pool {
     /// Caps across pools this pool's connections count under (`max_db_connections`,
     /// `max_user_connections`); set once when the pool is made, empty without caps.
     server_caps: OnceLock<Vec<Arc<ServerCap>>>,
+    /// Run when a client session of this pool ends: gives its place under the client caps back
+    /// (`shared/caps.rs`; here so that a session keeps no guard of its own).
+    client_release: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Parameter lists clients of this pool logged in with, shared by the clients that have the
     /// same ones (see [`Pool::shared_params`]).
     interned: ParamsInterner,
@@ -104,6 +108,8 @@ pub struct Pool {
     lent: AtomicUsize,
     /// Logged-in client sessions of this pool.
     sessions: AtomicUsize,
+    /// LISTEN / NOTIFY in transaction mode: made at the first LISTEN (see [`Pool::pubsub`]).
+    pubsub: OnceLock<Arc<Hub>>,
 }
 
 impl Pool {
@@ -131,6 +137,7 @@ impl Pool {
             startup_params: Mutex::new(None),
             client_defaults: OnceLock::new(),
             server_caps: OnceLock::new(),
+            client_release: OnceLock::new(),
             interned: ParamsInterner::default(),
             startup_memo: StartupMemo::default(),
             statements,
@@ -142,6 +149,7 @@ impl Pool {
             servers: ServerList::default(),
             lent: AtomicUsize::new(0),
             sessions: AtomicUsize::new(0),
+            pubsub: OnceLock::new(),
         })
     }
 
@@ -179,10 +187,17 @@ impl Pool {
             && t.port == target.port
             && t.dbname == target.dbname
             && t.user == target.user
-            && t.password == target.password;
-        if !same {
+            && t.password == target.password
+            && t.tls.mode == target.tls.mode;
+        // New TLS files (a RELOAD): connections made from now on use them; the open ones
+        // stay, as they are not a different server.
+        let new_files = match (&t.tls.connector, &target.tls.connector) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !same || new_files {
             let mut target = target;
-            // Keys a client proved stay usable when only the address changed.
+            // Keys a client proved stay usable when only the address or the TLS files changed.
             if target.user == t.user && target.password.is_none() && target.pass.scram.is_none() {
                 target.pass.scram = t.pass.scram.clone();
             }
@@ -231,6 +246,10 @@ impl Pool {
     /// RECONNECT: connections made until now are closed when given back.
     pub fn reconnect(&self) {
         self.reconnect_before.store(now_us(), Ordering::Relaxed);
+        // The listening connection too: it may be on a server the pool has moved away from.
+        if let Some(hub) = self.pubsub.get() {
+            hub.reconnect();
+        }
     }
 
     /// Whether a connection made at `connect_time` (µs) must be closed instead of reused.
@@ -246,6 +265,14 @@ impl Pool {
     /// A client session of this pool ended.
     pub fn session_closed(&self) {
         self.sessions.fetch_sub(1, Ordering::Relaxed);
+        if let Some(release) = self.client_release.get() {
+            release();
+        }
+    }
+
+    /// What [`Self::session_closed`] also does (set once, when the pool is made).
+    pub fn on_session_closed(&self, release: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.client_release.set(release);
     }
 
     /// Server connections lent out now.
@@ -442,9 +469,46 @@ impl Pool {
         }
     }
 
+    /// The pool's LISTEN / NOTIFY hub (transaction mode), made on first use. Its dedicated
+    /// listening connection logs in like the pool's own, to the pool's current target, but is not
+    /// one of the pool's `size`.
+    pub fn pubsub(self: &Arc<Self>) -> &Arc<Hub> {
+        self.pubsub.get_or_init(|| {
+            let pool = Arc::downgrade(self);
+            let settings = HubSettings {
+                name: self.key.to_string(),
+                retry: self.settings.login_retry,
+                queue_size: self.settings.listen_queue_size,
+                max_message_size: self.settings.max_message_size,
+            };
+            Hub::new(
+                settings,
+                Box::new(move || {
+                    let pool = pool.clone();
+                    Box::pin(async move {
+                        let Some(pool) = pool.upgrade() else {
+                            return Err(crate::server::ConnectError::Protocol(
+                                "the pool is gone".into(),
+                            ));
+                        };
+                        let s = &pool.settings;
+                        crate::server::connect(
+                            pool.target(),
+                            s.connect_timeout,
+                            s.max_message_size,
+                            s.tcp,
+                        )
+                        .await
+                    })
+                }),
+            )
+        })
+    }
+
     /// This pool as a scrape sees it.
     pub fn sample(&self) -> PoolSample<'_> {
         PoolSample {
+            pubsub: self.pubsub.get().map(|h| h.sample()),
             labels: self.labels(),
             gauges: self.gauges(),
             counters: &self.counters,

@@ -128,6 +128,8 @@ pub(super) fn refused_login(error: &ConnectError) -> bool {
         }
         ConnectError::Unreachable { .. } | ConnectError::Timeout { .. } => false,
         ConnectError::Protocol(_) => false,
+        // A certificate that fails, or a server without TLS, stays so until someone acts.
+        ConnectError::Tls(_) => true,
     }
 }
 

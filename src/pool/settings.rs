@@ -26,6 +26,8 @@ pub struct PoolSettings {
     pub check_delay: Duration,
     /// Socket options of new server connections.
     pub tcp: TcpOptions,
+    /// Notifications held per client in transaction mode (`listen_queue_size`).
+    pub listen_queue_size: usize,
 }
 
 /// The timeouts a client session keeps (None: off). One timer per session serves them all

@@ -781,6 +781,7 @@ impl<'a> Stream<'a> {
             lx: Lexer {
                 s,
                 pos: 0,
+                start: 0,
                 hint_primary: false,
                 hint_replica: false,
                 problem: None,
@@ -818,6 +819,8 @@ impl<'a> Stream<'a> {
 struct Lexer<'a> {
     s: &'a [u8],
     pos: usize,
+    /// Where the last token began.
+    start: usize,
     hint_primary: bool,
     hint_replica: bool,
     /// Set when the text cannot be read with certainty; lexing stops there.
@@ -919,6 +922,7 @@ impl<'a> Lexer<'a> {
 
     fn token(&mut self, b: u8) -> Option<Tok<'a>> {
         let start = self.pos;
+        self.start = start;
         match b {
             b'\'' => self.standard_string(start),
             b'"' => self.quoted_ident(start, false),
@@ -1071,6 +1075,67 @@ impl<'a> Lexer<'a> {
             }
         }
         self.pos = i;
+    }
+}
+
+/// One token of SQL text as written, for readers of SQL other than the classifier (the session
+/// settings reader, `router/setting.rs`). Same lexing rules as [`classify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token<'a> {
+    /// An unquoted identifier or keyword, as written.
+    Word(&'a [u8]),
+    /// A `"quoted identifier"`: the text between the quotes, doubled quotes left as they are.
+    QuotedIdent(&'a [u8]),
+    /// A `U&"…"` identifier (escapes not decoded).
+    UnicodeIdent,
+    /// A string, number or parameter, exactly as written (`'a''b'`, `E'\n'`, `$$x$$`, `1.5`,
+    /// `$1`).
+    Literal(&'a [u8]),
+    /// Any other single byte.
+    Punct(u8),
+}
+
+/// The tokens of SQL text; lexing stops at text it cannot read with certainty
+/// ([`Tokens::failed`]).
+pub struct Tokens<'a> {
+    lx: Lexer<'a>,
+}
+
+impl<'a> Tokens<'a> {
+    pub fn new(sql: &'a [u8]) -> Tokens<'a> {
+        Tokens {
+            lx: Stream::new(sql).lx,
+        }
+    }
+
+    /// The text was unterminated or ambiguous: lexing stopped early.
+    pub fn failed(&self) -> bool {
+        self.lx.problem.is_some()
+    }
+
+    /// The next token with its byte range in the text, for callers that rewrite a statement in
+    /// place (SQL-level `PREPARE`/`EXECUTE`).
+    pub fn next_spanned(&mut self) -> Option<(Token<'a>, std::ops::Range<usize>)> {
+        let t = self.next()?;
+        Some((t, self.lx.start..self.lx.pos))
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = Token<'a>;
+
+    fn next(&mut self) -> Option<Token<'a>> {
+        let t = self.lx.next()?;
+        Some(match t {
+            Tok::Word(w) => Token::Word(w),
+            Tok::QuotedIdent {
+                unicode: false,
+                body,
+            } => Token::QuotedIdent(body),
+            Tok::QuotedIdent { unicode: true, .. } => Token::UnicodeIdent,
+            Tok::Literal => Token::Literal(&self.lx.s[self.lx.start..self.lx.pos]),
+            Tok::Punct(b) => Token::Punct(b),
+        })
     }
 }
 

@@ -41,6 +41,7 @@ pub mod classify;
 pub mod health;
 pub mod replicas;
 pub mod ryw;
+pub mod setting;
 pub mod unit;
 
 /// Routing settings, defined with the rest of the configuration.

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::ServerConn;
 
@@ -24,7 +24,7 @@ const READY_IDLE: [u8; 6] = [b'Z', 0, 0, 0, 5, b'I'];
 /// connection must be closed: its state is unknown.
 pub async fn check(conn: &mut ServerConn, timeout: Duration) -> Result<(), String> {
     let round_trip = async {
-        conn.stream.write_all(&SYNC).await?;
+        conn.stream.send(&SYNC).await?;
         let mut answer = [0u8; READY_IDLE.len()];
         conn.stream.read_exact(&mut answer).await?;
         Ok::<_, std::io::Error>(answer)

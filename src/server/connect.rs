@@ -12,11 +12,10 @@ use sluice_proto::backend::BackendTag;
 use sluice_proto::backend_view::{
     Authentication, BackendKeyData, ParameterStatus, error_code_and_message,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::{ConnectError, ServerConn, ServerTarget, TcpOptions};
-use crate::net::Stream;
 use crate::params::Params;
 use crate::prepared::ServerStatements;
 use sluice_proto::auth::{KeyClient, KeyClientError};
@@ -54,15 +53,17 @@ async fn connect_inner(
         // Validated settings on a TCP socket: only a platform without these options gets here.
         tracing::warn!(server = %addr, error = %e, "cannot set TCP keepalive / user timeout");
     }
-    let mut stream = Stream::from(socket);
-    stream.set_nodelay(true).map_err(unreachable)?;
+    socket.set_nodelay(true).map_err(unreachable)?;
+    let mut stream = super::tls::start(&target, socket)
+        .await
+        .map_err(ConnectError::Tls)?;
 
     let mut out = BytesMut::with_capacity(256);
     sluice_proto::startup::write_startup(
         &[("user", &target.user), ("database", &target.dbname)],
         &mut out,
     );
-    stream.write_all(&out).await.map_err(unreachable)?;
+    stream.send(&out).await.map_err(unreachable)?;
     out.clear();
 
     let mut buf = BytesMut::with_capacity(1024);
@@ -131,7 +132,7 @@ async fn connect_inner(
                         )
                         .map_err(|e| ConnectError::Protocol(e.to_string()))?;
                         key_client = Some(kc);
-                        stream.write_all(&out).await.map_err(unreachable)?;
+                        stream.send(&out).await.map_err(unreachable)?;
                         out.clear();
                         continue;
                     }
@@ -206,6 +207,7 @@ async fn connect_inner(
                     last_used: now,
                     dirty: false,
                     check_due: false,
+                    settings_unknown: false,
                     statements: ServerStatements::default(),
                     entry: None,
                 });
@@ -217,7 +219,7 @@ async fn connect_inner(
             }
         }
         if !out.is_empty() {
-            stream.write_all(&out).await.map_err(unreachable)?;
+            stream.send(&out).await.map_err(unreachable)?;
             out.clear();
         }
     }

@@ -4,6 +4,7 @@
 //! * [`run_simple`] (query.rs): run one simple Query of sluice's own on an idle connection.
 //! * [`check`] (check.rs): the round trip that proves an idle connection still answers.
 //! * [`TcpOptions`] (tcp.rs): keepalive and user timeout on the socket.
+//! * [`tls`]: the SSLRequest and TLS handshake per `server_tls_mode`.
 //! * [`list`]: a pool's list of its connections, for the admin console.
 //!
 //! Owns: one connection's socket and tracked state (parameters, prepared statements, transaction
@@ -15,6 +16,7 @@ mod connect;
 pub mod list;
 mod query;
 mod tcp;
+pub mod tls;
 
 pub use check::check;
 pub use connect::connect;
@@ -36,6 +38,8 @@ pub struct ServerTarget {
     pub dbname: String,
     pub user: String,
     pub password: Option<String>,
+    /// `server_tls_mode` and its rustls config for this database.
+    pub tls: crate::config::tls::ServerTls,
     /// What to log in with when no password is configured (SCRAM and md5 pass-through).
     pub pass: PassThrough,
 }
@@ -76,6 +80,9 @@ pub enum ConnectError {
     Refused { code: String, message: String },
     #[error("server login failed: {0}")]
     Protocol(String),
+    /// TLS could not be set up as `server_tls_mode` asks (refused, or the certificate failed).
+    #[error("could not connect to server: {0}")]
+    Tls(String),
 }
 
 impl ConnectError {
@@ -109,6 +116,10 @@ pub struct ServerConn {
     /// Idle in the pool longer than `server_check_delay` (set by the pool's upkeep): a round
     /// trip ([`check`]) must succeed before it is lent again.
     pub check_due: bool,
+    /// A client changed its settings in a way sluice could not follow (`set_config` with a
+    /// parameter, `SET` in a `DO` block, a failed parameter sync): `params` may not be true, so
+    /// the connection is closed when given back instead of serving anyone else.
+    pub settings_unknown: bool,
     /// sluice's statements prepared on this connection (transaction mode).
     pub statements: ServerStatements,
     /// Its entry in the pool's server list (SHOW SERVERS), removed when it is dropped.
@@ -118,11 +129,7 @@ pub struct ServerConn {
 impl ServerConn {
     /// True when the connection has neither closed nor sent anything unasked while idle (PostgreSQL
     /// sends an ErrorResponse before it closes a terminated backend). Does not block.
-    pub fn is_alive(&self) -> bool {
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-            Ok(_) => false,
-        }
+    pub fn is_alive(&mut self) -> bool {
+        !self.stream.closed_or_spoke()
     }
 }

@@ -4,7 +4,7 @@
 use bytes::BytesMut;
 use sluice_proto::backend::BackendTag;
 use sluice_proto::backend_view::error_code_and_message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::ServerConn;
 
@@ -17,7 +17,7 @@ pub async fn run_simple(
 ) -> std::io::Result<Result<(), (String, String)>> {
     let mut out = BytesMut::with_capacity(sql.len() + 8);
     sluice_proto::frontend::write_query(sql, &mut out);
-    conn.stream.write_all(&out).await?;
+    conn.stream.send(&out).await?;
     let mut buf = BytesMut::with_capacity(1024);
     let mut error = None;
     loop {

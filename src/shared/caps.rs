@@ -79,6 +79,7 @@ impl ClientCaps {
             database.to_owned(),
             user.to_owned(),
             false,
+            true,
         )));
         {
             let mut n = counts.users.entry(user.to_owned()).or_insert(0);
@@ -98,6 +99,17 @@ impl ClientCaps {
         Ok(guard)
     }
 
+    /// Gives back one client's places (a session of the pool of `database` and `user` ended;
+    /// its guard was [kept](CapGuard::keep)).
+    pub fn release_fn(&self, database: &str, user: &str) -> Box<dyn Fn() + Send + Sync> {
+        let counts = self.counts.clone();
+        let (database, user) = (database.to_owned(), user.to_owned());
+        Box::new(move || {
+            down(&counts.databases, &database);
+            down(&counts.users, &user);
+        })
+    }
+
     /// Client connections counted for `database` now.
     pub fn database_count(&self, database: &str) -> usize {
         self.counts.databases.get(database).map_or(0, |n| *n)
@@ -109,9 +121,11 @@ impl ClientCaps {
     }
 }
 
-/// One counted client (database, user; whether the user was counted too). Boxed: a client task
-/// keeps it for its whole life.
-pub struct CapGuard(Box<(Arc<Counts>, String, String, bool)>);
+/// One counted client during its login; once it is a session, its pool gives the places back
+/// ([`CapGuard::keep`]). Boxed, as login futures are kept small.
+/// (counts, database, user, whether the user was counted, whether the guard still gives the
+/// places back when dropped).
+pub struct CapGuard(Box<(Arc<Counts>, String, String, bool, bool)>);
 
 impl std::fmt::Debug for CapGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,14 +133,26 @@ impl std::fmt::Debug for CapGuard {
     }
 }
 
+impl CapGuard {
+    /// The client became a session of its pool: the pool gives its places back when the session
+    /// ends (`Pool::on_session_closed`), so the session carries no guard.
+    pub fn keep(mut self) {
+        self.0.4 = false;
+    }
+}
+
+fn down(map: &DashMap<String, usize>, key: &str) {
+    map.remove_if_mut(key, |_, n| {
+        *n = n.saturating_sub(1);
+        *n == 0
+    });
+}
+
 impl Drop for CapGuard {
     fn drop(&mut self) {
-        let (counts, database, user, user_counted) = &*self.0;
-        fn down(map: &DashMap<String, usize>, key: &str) {
-            map.remove_if_mut(key, |_, n| {
-                *n = n.saturating_sub(1);
-                *n == 0
-            });
+        let (counts, database, user, user_counted, armed) = &*self.0;
+        if !*armed {
+            return;
         }
         down(&counts.databases, database);
         if *user_counted {
@@ -164,5 +190,11 @@ mod tests {
         drop((b, c));
         assert_eq!(caps.user_count("u2"), 0);
         assert_eq!(caps.database_count("other"), 0);
+        // A kept guard stays counted until the pool's release runs.
+        let before = (caps.database_count("db"), caps.user_count("u9"));
+        caps.admit("db", "u9", 0, 0).unwrap().keep();
+        assert_eq!(caps.user_count("u9"), 1);
+        caps.release_fn("db", "u9")();
+        assert_eq!((caps.database_count("db"), caps.user_count("u9")), before);
     }
 }

@@ -7,7 +7,8 @@
 //! * `console.rs`: [`Console`], paused databases and SHUTDOWN;
 //! * `limits.rs`: [`Limits`], the memory budgets and the incident counters and log;
 //! * `lookup.rs`: `auth_query`, users not in `[users]` looked up in PostgreSQL and cached;
-//! * `caps.rs`: [`ClientCaps`], client connections counted per database and per user.
+//! * `caps.rs`: [`ClientCaps`], client connections counted per database and per user (a login
+//!   holds a guard; a session gives its places back through its pool).
 //!
 //! Owns: the pooler-wide state, passed by handle (no global). Must not: run sessions, accept
 //! connections or apply a RELOAD (`listener`, `client`, `reload` do, through it).

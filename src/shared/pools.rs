@@ -53,6 +53,7 @@ impl Shared {
                 config.max_user_connections(user),
             ),
         ]);
+        pool.on_session_closed(self.client_caps.release_fn(database, user));
         self.attach(&pool);
         self.pools.insert(key, pool.clone());
         Ok(pool)
@@ -179,6 +180,11 @@ pub(crate) fn pool_parts(
         user: server_user,
         pass: pass_through(db, auth, password.is_none()),
         password,
+        tls: config
+            .tls
+            .as_deref()
+            .map(|t| t.server_for(database).clone())
+            .unwrap_or_default(),
     };
     let settings = PoolSettings {
         size: db.pool_size.unwrap_or(p.default_pool_size),
@@ -204,6 +210,7 @@ pub(crate) fn pool_parts(
             keepcnt: p.tcp_keepcnt,
             user_timeout: p.tcp_user_timeout,
         },
+        listen_queue_size: p.listen_queue_size,
     };
     (target, settings)
 }

@@ -188,7 +188,9 @@ impl Driver {
             None => cmd.env_remove("PGSSLMODE"),
         };
         if let Some(root) = &target.sslrootcert {
-            cmd.env("PGSSLROOTCERT", root);
+            // node-postgres checks certificates against Node's CA list, which this extends.
+            cmd.env("PGSSLROOTCERT", root)
+                .env("NODE_EXTRA_CA_CERTS", root);
         }
         run_command(&mut cmd, SCRIPT_LIMIT).await
     }

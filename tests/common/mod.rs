@@ -11,6 +11,7 @@
 //! Each test binary uses a different part of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+mod certs;
 mod drivers;
 mod fault;
 mod metrics;
@@ -22,6 +23,8 @@ mod raw;
 mod replica;
 mod script;
 
+#[allow(unused_imports)]
+pub use certs::*;
 #[allow(unused_imports)]
 pub use drivers::*;
 #[allow(unused_imports)]

@@ -500,6 +500,26 @@ impl PgCluster {
         self.running = false;
     }
 
+    /// Turns TLS on: `cert_pem` and `key_pem` become `server.crt` and `server.key` in the data
+    /// directory (the key 0600, as PostgreSQL demands), `ssl = on`, and the server restarts on
+    /// the same port (deterministic, unlike waiting for a reload to reach new backends).
+    pub fn enable_ssl(&mut self, cert_pem: &str, key_pem: &str) {
+        let data = self.data_dir();
+        write_owned(&data.join("server.crt"), cert_pem);
+        write_owned(&data.join("server.key"), key_pem);
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod server.key");
+        append(
+            &data.join("postgresql.conf"),
+            "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        );
+        self.stop();
+        self.start_again();
+    }
+
     /// Starts a stopped server again on the same port and data directory.
     pub fn start_again(&mut self) {
         assert!(!self.running, "already running");
