@@ -29,6 +29,9 @@ pub struct Config {
     /// The file this was loaded from (RELOAD reads it again).
     #[serde(skip)]
     pub source: Option<std::path::PathBuf>,
+    /// The access rules of `auth_hba_file` or `auth_hba`, checked; None: no rules.
+    #[serde(skip)]
+    pub hba: Option<std::sync::Arc<crate::hba::Rules>>,
     /// The TLS contexts built from the `*_tls_*` files when this config was loaded (always set
     /// on a config that passed [`Config::from_toml`] or [`Config::load`]).
     #[serde(skip)]
@@ -143,6 +146,27 @@ pub struct PoolerConfig {
     /// interval, with counts.
     #[serde(deserialize_with = "duration")]
     pub error_log_interval: Duration,
+    /// Access rules in pg_hba.conf form, from this file (docs/security.md).
+    pub auth_hba_file: Option<String>,
+    /// Access rules inline, one pg_hba.conf line per string (instead of `auth_hba_file`).
+    pub auth_hba: Vec<String>,
+    /// Users not in `[users]` are looked up in PostgreSQL by this user (listed in `[users]`).
+    pub auth_user: Option<String>,
+    /// The lookup: `$1` is the user name; returns (name, secret); no row or a NULL secret: no
+    /// such user.
+    pub auth_query: String,
+    /// How long a looked-up secret is kept; a failed login looks it up again sooner.
+    #[serde(deserialize_with = "duration")]
+    pub auth_cache_ttl: Duration,
+    /// Client connections per database (all users) at once; 0 = no limit. Over it: 53300.
+    pub max_db_client_connections: usize,
+    /// Client connections per user (all databases) at once; 0 = no limit. Over it: 53300.
+    pub max_user_client_connections: usize,
+    /// Server connections per database (all users' pools) at once; 0 = no limit. Past it a
+    /// checkout waits (an idle connection of another pool is closed to make room).
+    pub max_db_connections: usize,
+    /// Server connections per user (all databases' pools) at once; 0 = no limit.
+    pub max_user_connections: usize,
     /// TLS from clients: disable, allow, prefer, require, verify-ca, verify-full.
     pub client_tls_mode: tls::ClientTlsMode,
     /// sluice's certificate (chain) and key for clients, PEM.
@@ -168,6 +192,10 @@ pub struct PoolerConfig {
     /// The slow-statement log also shows the statement's text and parameter values as sent.
     pub log_parameters: bool,
 }
+
+/// The default `auth_query`: the secret of a role that may log in and whose password has not
+/// expired (`valuntil` in the past is refused, unlike PgBouncer before CVE-2025-2291's fix).
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1 AND (valuntil IS NULL OR valuntil > pg_catalog.now())";
 
 /// How log lines are written (`log_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -215,6 +243,15 @@ impl Default for PoolerConfig {
             max_message_memory: 256 * 1024 * 1024,
             log_format: LogFormat::Text,
             error_log_interval: Duration::from_secs(10),
+            auth_hba_file: None,
+            auth_hba: Vec::new(),
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.to_owned(),
+            auth_cache_ttl: Duration::from_secs(60),
+            max_db_client_connections: 0,
+            max_user_client_connections: 0,
+            max_db_connections: 0,
+            max_user_connections: 0,
             client_tls_mode: tls::ClientTlsMode::Disable,
             client_tls_cert_file: None,
             client_tls_key_file: None,
@@ -238,6 +275,10 @@ pub struct UserConfig {
     pub password: Option<String>,
     pub auth_type: Option<AuthType>,
     pub pool_mode: Option<PoolMode>,
+    /// This user's client connections at once (all databases); overrides the `[pooler]` value.
+    pub max_user_client_connections: Option<usize>,
+    /// This user's server connections at once (all databases); overrides the `[pooler]` value.
+    pub max_user_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -255,6 +296,13 @@ pub struct DatabaseConfig {
     /// Log in to the server as this user instead of the client's.
     pub server_user: Option<String>,
     pub server_password: Option<String>,
+    /// Looks up users not in `[users]` for this database (overrides `[pooler]`).
+    pub auth_user: Option<String>,
+    pub auth_query: Option<String>,
+    /// Client connections to this database at once (all users); overrides the `[pooler]` value.
+    pub max_db_client_connections: Option<usize>,
+    /// Server connections to this database at once (all users); overrides the `[pooler]` value.
+    pub max_db_connections: Option<usize>,
     /// Streaming replicas of this database: provably read-only work may go to them.
     #[serde(default)]
     pub replicas: Vec<ReplicaConfig>,
@@ -428,7 +476,7 @@ impl Config {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(describe_toml_error(&e)))?;
         overrides.apply(&mut table)?;
-        let config: Config =
+        let mut config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.inner().message().trim_end().to_owned();
@@ -439,6 +487,7 @@ impl Config {
                 }
             })?;
         config.validate()?;
+        config.load_rules()?;
         Ok(config)
     }
 
@@ -524,6 +573,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_auth()?;
         for (name, user) in &self.users {
             let key = format!("users.{name}");
             let auth = user.auth_type.unwrap_or(p.auth_type);
@@ -624,6 +674,91 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// auth_user / auth_query (pooler and per database) and the inline access rules.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let p = &self.pooler;
+        if p.auth_hba_file.is_some() && !p.auth_hba.is_empty() {
+            return Err(invalid(
+                "pooler.auth_hba",
+                "give the rules inline or in auth_hba_file, not both",
+            ));
+        }
+        if !p.auth_hba.is_empty() {
+            crate::hba::Rules::from_text("pooler.auth_hba", &p.auth_hba.join("\n"))
+                .map_err(|e| invalid("pooler.auth_hba", e))?;
+        }
+        let mut auth_users = vec![("pooler.auth_user".to_owned(), p.auth_user.as_ref())];
+        for (name, db) in &self.databases {
+            auth_users.push((format!("databases.{name}.auth_user"), db.auth_user.as_ref()));
+            if db
+                .auth_query
+                .as_deref()
+                .is_some_and(|q| q.trim().is_empty())
+            {
+                return Err(invalid(
+                    format!("databases.{name}.auth_query"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if p.auth_query.trim().is_empty() {
+            return Err(invalid("pooler.auth_query", "must not be empty"));
+        }
+        for (key, user) in auth_users {
+            let Some(user) = user else { continue };
+            let Some(u) = self.users.get(user) else {
+                return Err(invalid(
+                    key,
+                    format!("user \"{user}\" is not in [users]; it needs its password there"),
+                ));
+            };
+            if let Some(pw) = &u.password
+                && !matches!(PasswordSecret::parse(pw), Ok(PasswordSecret::Plain(_)))
+            {
+                return Err(invalid(
+                    format!("users.{user}.password"),
+                    "auth_user logs in to PostgreSQL itself and needs the plain-text password",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and checks the access rules (`auth_hba_file`, or `auth_hba` inline) into `hba`.
+    pub fn load_rules(&mut self) -> Result<(), ConfigError> {
+        let p = &self.pooler;
+        self.hba = if let Some(path) = &p.auth_hba_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid("pooler.auth_hba_file", format!("cannot read {path}: {e}")))?;
+            let rules = crate::hba::Rules::from_text(path, &text)
+                .map_err(|e| invalid("pooler.auth_hba_file", e))?;
+            Some(std::sync::Arc::new(rules))
+        } else if !p.auth_hba.is_empty() {
+            let rules = crate::hba::Rules::from_text("pooler.auth_hba", &p.auth_hba.join("\n"))
+                .map_err(|e| invalid("pooler.auth_hba", e))?;
+            Some(std::sync::Arc::new(rules))
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// `max_db_connections` for `database` (0: none).
+    pub fn max_db_connections(&self, database: &str) -> usize {
+        self.databases
+            .get(database)
+            .and_then(|d| d.max_db_connections)
+            .unwrap_or(self.pooler.max_db_connections)
+    }
+
+    /// `max_user_connections` for `user` (0: none).
+    pub fn max_user_connections(&self, user: &str) -> usize {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or(self.pooler.max_user_connections)
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

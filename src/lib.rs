@@ -7,7 +7,7 @@
 //! Values, then decisions, then counting, then connections and pools, then the shared state,
 //! then sessions, then the process: each module imports only modules listed before it.
 //!
-//! 1. Values and settings: [`config`], [`params`] (session parameters), [`clock`], [`buffers`],
+//! 1. Values and settings: [`config`], [`hba`] (access rules), [`params`] (session parameters), [`clock`], [`buffers`],
 //!    [`memory`] (process-wide byte budgets), [`net`] (the [`net::Stream`] under every
 //!    connection, listening sockets), [`notify`] (sd_notify to systemd).
 //! 2. Decisions: [`router`] (read/write splitting, replica health, read-your-writes).
@@ -35,6 +35,7 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod diag;
+pub mod hba;
 pub mod healthcheck;
 pub mod listener;
 pub mod memory;

@@ -1,8 +1,9 @@
 //! The command line's tools beside running the pooler: `sluice demo`, `sluice import-pgbouncer`,
-//! and `--print-config`. Part of the binary, not of the library: each uses the library the way
+//! `sluice hash-password`, and `--print-config`. Part of the binary, not of the library: each uses the library the way
 //! any program could. `main.rs` parses the command line and hands over here.
 
 pub mod demo;
+pub mod hash_password;
 pub mod import;
 pub mod print_config;
 
@@ -30,6 +31,9 @@ pub enum Command {
         /// http://HOST:PORT/PATH
         url: Option<String>,
     },
+    /// Print a SCRAM-SHA-256 secret for a [users] password. The password is read from a
+    /// prompt (no echo) or from stdin, never from the command line.
+    HashPassword(hash_password::HashArgs),
 }
 
 impl Command {
@@ -40,6 +44,7 @@ impl Command {
             Command::Demo(_) => "warn",
             Command::ImportPgbouncer(_) => "warn",
             Command::Healthcheck { .. } => "warn",
+            Command::HashPassword(_) => "warn",
         }
     }
 
@@ -49,6 +54,7 @@ impl Command {
             Command::Demo(args) => demo::main(args),
             Command::ImportPgbouncer(args) => import::main(args),
             Command::Healthcheck { url } => healthcheck(url.as_deref(), config),
+            Command::HashPassword(args) => hash_password::main(args),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Client authentication: the password exchange chosen for a user (trust, md5, SCRAM-SHA-256).
+//! Client authentication: the password exchange chosen for a user (trust, md5, password,
+//! SCRAM-SHA-256, cert; `access.rs` chooses).
 
 use bytes::BytesMut;
 use sluice_proto::auth::{ScramError, ScramServer, ScramVerifier};
@@ -7,7 +8,7 @@ use sluice_proto::{backend, frontend, sqlstate};
 
 use super::Fatal;
 use super::login::read_message;
-use crate::config::AuthType;
+use crate::hba::Method;
 use crate::net::Stream;
 use crate::{Shared, UserAuth};
 
@@ -20,6 +21,8 @@ pub(super) fn password_failed(user: &str) -> Fatal {
 
 /// Runs the chosen password exchange. An unknown user gets the same exchange against a mock secret,
 /// so the answer does not tell which users exist; it fails after the client's proof.
+/// Returns the client's SCRAM ClientKey after a SCRAM exchange (for SCRAM pass-through).
+/// `cert_cn`: the verified client certificate's CN (None without TLS or certificate).
 /// `end_point`: over TLS, the `tls-server-end-point` hash of sluice's certificate, with which
 /// SCRAM-SHA-256-PLUS (channel binding) is offered besides SCRAM-SHA-256.
 #[allow(clippy::too_many_arguments)]
@@ -30,9 +33,10 @@ pub(super) async fn authenticate(
     out: &mut BytesMut,
     user: &str,
     auth: Option<&UserAuth>,
-    auth_type: AuthType,
+    method: Method,
+    cert_cn: Option<&str>,
     end_point: Option<&[u8]>,
-) -> Result<(), Fatal> {
+) -> Result<Option<[u8; 32]>, Fatal> {
     let max = sluice_proto::MAX_STARTUP_LEN;
     let expect_password = |m: Option<sluice_proto::RawMessage>| -> Result<bytes::Bytes, Fatal> {
         match m {
@@ -50,9 +54,42 @@ pub(super) async fn authenticate(
             )),
         }
     };
-    match auth_type {
-        AuthType::Trust => Ok(()),
-        AuthType::Md5 => {
+    let secret = auth.and_then(|a| a.secret.as_ref());
+    // As PostgreSQL: md5 for a user whose secret is a SCRAM secret runs SCRAM.
+    let method = match (method, secret) {
+        (Method::Md5, Some(sluice_proto::auth::PasswordSecret::Scram(_))) => Method::ScramSha256,
+        (m, _) => m,
+    };
+    match method {
+        Method::Trust => Ok(None),
+        Method::Reject => Err(Fatal::new(
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            "pg_hba.conf rejects connection",
+        )),
+        Method::Cert => {
+            if cert_cn == Some(user) {
+                Ok(None)
+            } else {
+                Err(Fatal::new(
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                    format!("certificate authentication failed for user \"{user}\""),
+                ))
+            }
+        }
+        Method::Password => {
+            backend::authentication_cleartext_password(out);
+            stream.send(out).await?;
+            out.clear();
+            let body = expect_password(read_message(stream, buf, max).await?)?;
+            let msg = frontend::PasswordMessage::decode(&body)
+                .map_err(|e| Fatal::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+            let given = String::from_utf8_lossy(msg.password);
+            match secret {
+                Some(s) if s.verify_plain(user, &given) => Ok(None),
+                _ => Err(password_failed(user)),
+            }
+        }
+        Method::Md5 => {
             let salt: [u8; 4] = rand::random();
             backend::authentication_md5_password(salt, out);
             stream.send(out).await?;
@@ -67,12 +104,12 @@ pub(super) async fn authenticate(
                 None => false,
             };
             if ok {
-                Ok(())
+                Ok(None)
             } else {
                 Err(password_failed(user))
             }
         }
-        AuthType::ScramSha256 => {
+        Method::ScramSha256 => {
             let verifier = match auth.and_then(|a| a.scram.clone()) {
                 Some(v) => v,
                 None => ScramVerifier::mock(user, &shared.mock_secret),
@@ -111,7 +148,7 @@ pub(super) async fn authenticate(
                 return Err(password_failed(user));
             }
             backend::authentication_sasl_final(&server_final, out);
-            Ok(())
+            Ok(scram.client_key())
         }
     }
 }

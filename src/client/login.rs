@@ -11,6 +11,7 @@ use sluice_proto::sqlstate;
 use sluice_proto::startup::{StartupPacket, split_startup};
 use tokio::io::AsyncReadExt;
 
+use super::access::{self, Peer};
 use super::auth::{authenticate, password_failed};
 use super::tls::ClientTls;
 use super::{Fatal, checkout_error};
@@ -28,6 +29,8 @@ pub(super) struct LoggedIn {
     pub pool: Arc<Pool>,
     pub wanted: Params,
     pub cancel: CancelRegistration,
+    /// This client, counted under max_db/user_client_connections while it stays.
+    pub caps: Option<crate::shared::CapGuard>,
 }
 
 async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> Result<bool, Fatal> {
@@ -154,24 +157,70 @@ pub(super) async fn login(
             .hint("sluice's client_tls_mode requires TLS: connect with sslmode=require or stronger"),
         ));
     }
-    let user_auth = shared.user(&user);
     let db_config = config.databases.get(&database);
+    // What the access rules and the `cert` method see of the connection (client/tls.rs).
+    let peer = Peer {
+        addr: stream
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        tls: tls.is_some(),
+        cert_cn: tls.and_then(|t| t.cert_cn.as_deref()),
+    };
+    let refused = |r: crate::hba::Refused| {
+        Fatal::new(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION, r.message)
+    };
+    // Access rules first: a connection they refuse costs no auth_query lookup.
+    let rules_method = match config.hba.as_deref() {
+        Some(rules) => Some(
+            access::choose(Some(rules), peer, &database, &user, config.pooler.auth_type)
+                .map_err(refused)?,
+        ),
+        None => None,
+    };
+    // A user not in [users] may be looked up with auth_query (shared/lookup.rs).
+    let user_auth = match shared.find_user(&database, &user).await {
+        Ok(u) => u,
+        Err(why) => {
+            shared
+                .limits
+                .incidents
+                .note(crate::metrics::Incident::ConnectFailed, || why.clone());
+            tracing::warn!(%user, %database, error = %why, "auth_query lookup failed");
+            return Err(Fatal::new(
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                format!("could not look up user \"{user}\" (auth_query failed; see sluice's log)"),
+            ));
+        }
+    };
+    let looked_up = user_auth.is_some() && shared.user(&user).is_none();
     let auth_type = user_auth
         .as_ref()
         .and_then(|u| u.auth_type)
         .or_else(|| db_config.and_then(|d| d.auth_type))
         .unwrap_or(config.pooler.auth_type);
-    authenticate(
+    let method = match rules_method {
+        Some(m) => m,
+        None => access::choose(None, peer, &database, &user, auth_type).map_err(refused)?,
+    };
+    let client_key = authenticate(
         shared,
         stream,
         buf,
         &mut out,
         &user,
         user_auth.as_deref(),
-        auth_type,
+        method,
+        peer.cert_cn,
         tls.and_then(|t| t.end_point.as_deref()),
     )
-    .await?;
+    .await
+    .inspect_err(|e| {
+        // A looked-up secret that failed may be stale: the next login asks PostgreSQL again.
+        if looked_up && e.0.code == sqlstate::INVALID_PASSWORD {
+            shared.forget_user(&database, &user);
+        }
+    })?;
     let Some(user_auth) = user_auth else {
         return Err(password_failed(&user));
     };
@@ -197,9 +246,18 @@ pub(super) async fn login(
             "replication connections are not supported by sluice",
         ));
     }
+    let caps = admit(shared, &config, &database, &user)?;
     let pool = shared
         .pool_for(&database, &user, &user_auth)
         .map_err(|why| Fatal::new(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION, why))?;
+    // SCRAM pass-through: with only a SCRAM secret for this user, server logins use the key the
+    // client just proved.
+    if let (Some(key), Some(verifier)) = (client_key, user_auth.scram.as_ref())
+        && user_auth.secret.as_ref().and_then(|s| s.plain()).is_none()
+        && let Some(keys) = sluice_proto::auth::ScramKeys::new(verifier, key)
+    {
+        pool.learn_scram_keys(keys);
+    }
     let wait = config.pooler.query_wait_timeout;
 
     // Parameters the client asked for at startup.
@@ -220,7 +278,16 @@ pub(super) async fn login(
 
     let incidents = &shared.limits.incidents;
     // A server login that fails here ends the client's login: FATAL, with its SQLSTATE.
-    let checkout_err = |e: CheckoutError| Fatal::ending(checkout_error(&e, &pool, incidents));
+    let checkout_err = |e: CheckoutError| {
+        // PostgreSQL refused a looked-up user's secret: ask it again at the next login.
+        if looked_up
+            && let CheckoutError::Connect(crate::server::ConnectError::Refused { code, .. }) = &e
+            && code == sqlstate::INVALID_PASSWORD
+        {
+            shared.forget_user(&database, &user);
+        }
+        Fatal::ending(checkout_error(&e, &pool, incidents))
+    };
     // The pool's first login learns the server's parameters: every greeting is made of them.
     let mut server = None;
     if pool.startup_params().is_none() {
@@ -302,5 +369,38 @@ pub(super) async fn login(
         pool,
         wanted,
         cancel,
+        caps: Some(caps),
     }))
+}
+
+/// Counts the client under `max_db_client_connections` / `max_user_client_connections` (per
+/// database / per user, else `[pooler]`), or refuses it with 53300.
+fn admit(
+    shared: &Shared,
+    config: &crate::Config,
+    database: &str,
+    user: &str,
+) -> Result<crate::shared::CapGuard, Fatal> {
+    let max_db = config
+        .databases
+        .get(database)
+        .and_then(|d| d.max_db_client_connections)
+        .unwrap_or(config.pooler.max_db_client_connections);
+    let max_user = config
+        .users
+        .get(user)
+        .and_then(|u| u.max_user_client_connections)
+        .unwrap_or(config.pooler.max_user_client_connections);
+    shared
+        .client_caps
+        .admit(database, user, max_db, max_user)
+        .map_err(|r| {
+            Fatal(
+                sluice_proto::backend::ErrorResponse::fatal(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    r.message(),
+                )
+                .detail(r.detail()),
+            )
+        })
 }

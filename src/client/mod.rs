@@ -2,7 +2,8 @@
 //!
 //! The rooms, in the order a client goes through them (docs/architecture.md walks one query
 //! through them):
-//! - [`login`] (with [`auth`]): startup packet, authentication, pool choice, greeting;
+//! - [`login`] (with [`auth`], and [`access`] choosing the method): startup packet,
+//!   authentication, pool choice, client caps, greeting;
 //! - [`session`]: the logged-in client; owns its buffers, its server connection when it has one,
 //!   and composes the parts below; holds the release rule (`Session::at_clean_point`);
 //! - [`relay`]: the I/O loop: polls the two sockets, walks messages by header, backpressure;
@@ -13,6 +14,7 @@
 //! - [`timeouts`]: query, idle-in-transaction and idle timeouts, on one timer per session;
 //! - `listen`: LISTEN / UNLISTEN answered by sluice in transaction mode, notifications delivered.
 
+mod access;
 mod auth;
 pub mod exchange;
 mod follow;
@@ -158,7 +160,15 @@ async fn start(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Option<
     ));
     let login = tokio::time::timeout(limit.saturating_sub(started.elapsed()), login).await;
     match login {
-        Ok(Ok(Some(logged_in))) => Some(Session::new(&shared, logged_in, stream, inbuf, peer)),
+        Ok(Ok(Some(mut logged_in))) => {
+            let caps = logged_in.caps.take();
+            let session = Session::new(&shared, logged_in, stream, inbuf, peer);
+            // Registered with its pool now, which gives the client's places back at its end.
+            if let Some(caps) = caps {
+                caps.keep();
+            }
+            Some(session)
+        }
         Ok(Ok(None)) => {
             if let Some(admin) = admin {
                 Box::pin(crate::admin::serve(
@@ -213,6 +223,20 @@ fn checkout_error(e: &CheckoutError, pool: &Pool, incidents: &Incidents) -> Erro
     };
     incidents.note(kind, || format!("pool {}: {e}", pool.key));
     match e {
+        // The wait was for a place under a cap across pools, not for this pool's own size.
+        CheckoutError::Timeout(wait) if pool.full_cap().is_some() => {
+            let cap = pool.full_cap().expect("checked");
+            let what = if cap.setting == "max_db_connections" { "database" } else { "user" };
+            ErrorResponse::error(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                format!("too many server connections for {what} \"{}\"", cap.name),
+            )
+            .detail(format!(
+                "{} = {} server connections are open, and none came free within {wait:?} (query_wait_timeout)",
+                cap.setting,
+                cap.max()
+            ))
+        }
         CheckoutError::Timeout(_) => {
             ErrorResponse::error(sqlstate::QUERY_CANCELED, format!("canceling statement: {e}"))
                 .detail(format!("pool {} has {} server connections, all in use", pool.key, pool.size()))

@@ -128,6 +128,7 @@ impl Session {
             pool,
             wanted,
             cancel,
+            ..
         } = logged_in;
         let mode = pool.settings.mode;
         let stats = SessionStats::new(

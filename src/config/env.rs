@@ -32,6 +32,8 @@ pub enum Kind {
     Integer,
     /// Comma-separated names; empty is the empty list.
     List,
+    /// One item per line (access rules, whose fields hold commas); empty is the empty list.
+    Lines,
     /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`); anything else is passed on as a
     /// string and rejected as the file would reject it. (No key is a boolean yet.)
     Bool,
@@ -75,6 +77,15 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("max_message_memory", Kind::Integer),
     ("log_format", Kind::Text),
     ("error_log_interval", Kind::Text),
+    ("auth_hba_file", Kind::OptionalText),
+    ("auth_hba", Kind::Lines),
+    ("auth_user", Kind::OptionalText),
+    ("auth_query", Kind::Text),
+    ("auth_cache_ttl", Kind::Text),
+    ("max_db_client_connections", Kind::Integer),
+    ("max_user_client_connections", Kind::Integer),
+    ("max_db_connections", Kind::Integer),
+    ("max_user_connections", Kind::Integer),
     ("client_tls_mode", Kind::Text),
     ("client_tls_cert_file", Kind::OptionalText),
     ("client_tls_key_file", Kind::OptionalText),
@@ -231,6 +242,13 @@ fn read(kind: Kind, text: &str) -> Option<toml::Value> {
             "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
             _ => toml::Value::String(text.to_owned()),
         },
+        Kind::Lines => toml::Value::Array(
+            text.lines()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
         Kind::List => toml::Value::Array(
             text.split(',')
                 .map(str::trim)

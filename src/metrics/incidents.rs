@@ -25,6 +25,9 @@ pub enum Refusal {
     UnknownDatabase,
     /// Over `max_client_conn` (53300).
     MaxClientConn,
+    /// A per-database or per-user cap (`max_db_client_connections`, `max_user_client_connections`,
+    /// or a login's wait on `max_db_connections` / `max_user_connections`).
+    ConnectionCap,
     /// No login within the login timeout (57P03).
     LoginTimeout,
     /// A malformed or unexpected message, at login or later (08P01).
@@ -43,10 +46,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::BadPassword,
         Refusal::UnknownDatabase,
         Refusal::MaxClientConn,
+        Refusal::ConnectionCap,
         Refusal::LoginTimeout,
         Refusal::ProtocolViolation,
         Refusal::OversizedMessage,
@@ -61,6 +65,7 @@ impl Refusal {
             Refusal::BadPassword => "bad_password",
             Refusal::UnknownDatabase => "unknown_database",
             Refusal::MaxClientConn => "max_client_conn",
+            Refusal::ConnectionCap => "connection_cap",
             Refusal::LoginTimeout => "login_timeout",
             Refusal::ProtocolViolation => "protocol_violation",
             Refusal::OversizedMessage => "oversized_message",
@@ -77,7 +82,8 @@ impl Refusal {
         match code {
             "28P01" => Refusal::BadPassword,
             "3D000" => Refusal::UnknownDatabase,
-            "53300" => Refusal::MaxClientConn,
+            // max_client_conn is refused by the listener itself; 53300 at login is a cap.
+            "53300" => Refusal::ConnectionCap,
             "57P03" => Refusal::LoginTimeout,
             "08P01" if oversized => Refusal::OversizedMessage,
             "08P01" => Refusal::ProtocolViolation,

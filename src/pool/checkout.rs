@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::Pool;
 use super::guard::{ServerGuard, Slot};
 use super::outage::Ticket;
+use super::{Pool, ServerCap};
 use crate::metrics::CloseReason;
 use crate::server::{ConnectError, ServerConn};
 
@@ -30,6 +30,8 @@ pub(super) enum Take {
     Conn(Box<ServerConn>),
     Slot(Slot),
     Wait(oneshot::Receiver<Handoff>),
+    /// Under `size`, but a cap across pools is reached (`caps.rs`).
+    Cap(Arc<ServerCap>),
 }
 
 pub(super) enum Handoff {
@@ -44,6 +46,9 @@ impl Pool {
         let mut st = self.state();
         self.size.store(size, Ordering::Relaxed);
         while st.open < size {
+            if st.waiters.is_empty() || self.acquire_caps().is_err() {
+                break;
+            }
             let Some((tx, _)) = st.waiters.pop_front() else {
                 break;
             };
@@ -54,6 +59,7 @@ impl Pool {
                 // That waiter gave up: the slot is not used after all.
                 back.pool = None;
                 st.open -= 1;
+                self.release_caps();
             }
         }
         while st.open > size {
@@ -61,6 +67,7 @@ impl Pool {
                 break;
             };
             st.open -= 1;
+            self.release_caps();
             self.counters.closed(CloseReason::Admin);
             drop(conn);
         }
@@ -173,6 +180,17 @@ impl Pool {
                     // lives, but retrying is always safe.
                     Err(_) => continue,
                 },
+                Take::Cap(cap) => {
+                    // Wake on a freed place, or on a connection of this pool coming back idle.
+                    let freed = cap.freed.notified();
+                    tokio::pin!(freed);
+                    freed.as_mut().enable();
+                    if !cap.is_full() || cap.evict_idle(self) {
+                        continue;
+                    }
+                    freed.await;
+                    continue;
+                }
             };
             // Boxed: connecting is rare, and its future would otherwise make every checkout
             // future (and so every client task) that much bigger.
@@ -193,8 +211,14 @@ impl Pool {
             return Ok(Take::Conn(conn));
         }
         if st.open < self.size() {
+            if let Err(cap) = self.acquire_caps() {
+                return Ok(Take::Cap(cap));
+            }
             // While the server is down: the last error at once, or this checkout is the probe.
-            let ticket = st.outage.admit(Instant::now())?;
+            let ticket = st
+                .outage
+                .admit(Instant::now())
+                .inspect_err(|_| self.release_caps())?;
             st.open += 1;
             return Ok(Take::Slot(Slot::new(self.clone(), Some(ticket))));
         }
@@ -236,6 +260,13 @@ impl Pool {
             e.info.returned();
         }
         st.idle.push(conn);
+        drop(st);
+        // A checkout of this pool waiting on a full cap can take it.
+        for c in self.caps() {
+            if c.is_full() {
+                c.freed.notify_waiters();
+            }
+        }
     }
 
     /// A slot is free again: the oldest waiter may connect with it (if the outage state admits it
@@ -247,6 +278,8 @@ impl Pool {
         }
         if st.open > self.size() {
             st.open -= 1;
+            drop(st);
+            self.release_caps();
             return;
         }
         while let Some((tx, _)) = st.waiters.pop_front() {
@@ -257,5 +290,7 @@ impl Pool {
             }
         }
         st.open -= 1;
+        drop(st);
+        self.release_caps();
     }
 }

@@ -18,6 +18,7 @@
 //! hand-off). Must not: relay client traffic, or know sessions beyond their count; its counters
 //! ([`PoolCounters`]) are written here and read by `metrics`.
 
+mod caps;
 mod checkout;
 mod connect;
 mod guard;
@@ -26,6 +27,7 @@ mod outage;
 mod pause;
 mod settings;
 
+pub use caps::ServerCap;
 pub use checkout::CheckoutError;
 pub use guard::ServerGuard;
 pub use key::{PoolKey, Role};
@@ -74,6 +76,12 @@ pub struct Pool {
     startup_params: Mutex<Option<Arc<Params>>>,
     /// Their tracked subset, which every client starts from; clients share it until they change it.
     client_defaults: OnceLock<Params>,
+    /// Caps across pools this pool's connections count under (`max_db_connections`,
+    /// `max_user_connections`); set once when the pool is made, empty without caps.
+    server_caps: OnceLock<Vec<Arc<ServerCap>>>,
+    /// Run when a client session of this pool ends: gives its place under the client caps back
+    /// (`shared/caps.rs`; here so that a session keeps no guard of its own).
+    client_release: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Parameter lists clients of this pool logged in with, shared by the clients that have the
     /// same ones (see [`Pool::shared_params`]).
     interned: ParamsInterner,
@@ -128,6 +136,8 @@ impl Pool {
             }),
             startup_params: Mutex::new(None),
             client_defaults: OnceLock::new(),
+            server_caps: OnceLock::new(),
+            client_release: OnceLock::new(),
             interned: ParamsInterner::default(),
             startup_memo: StartupMemo::default(),
             statements,
@@ -186,9 +196,27 @@ impl Pool {
             _ => false,
         };
         if !same || new_files {
+            let mut target = target;
+            // Keys a client proved stay usable when only the address or the TLS files changed.
+            if target.user == t.user && target.password.is_none() && target.pass.scram.is_none() {
+                target.pass.scram = t.pass.scram.clone();
+            }
             *t = Arc::new(target);
         }
         !same
+    }
+
+    /// SCRAM pass-through: the keys recovered from a client's proof, for server logins of a pool
+    /// that has no password. Keys of a newer secret (a password rotated in PostgreSQL) replace
+    /// older ones.
+    pub fn learn_scram_keys(&self, keys: sluice_proto::auth::ScramKeys) {
+        let mut t = self.target.lock().unwrap_or_else(|p| p.into_inner());
+        // Only for a pool that logs in as the client's own user (no server_user).
+        if t.password.is_none() && t.user == self.key.user && t.pass.scram.as_ref() != Some(&keys) {
+            let mut target = (**t).clone();
+            target.pass.scram = Some(keys);
+            *t = Arc::new(target);
+        }
     }
 
     /// The maximum number of server connections.
@@ -237,6 +265,14 @@ impl Pool {
     /// A client session of this pool ended.
     pub fn session_closed(&self) {
         self.sessions.fetch_sub(1, Ordering::Relaxed);
+        if let Some(release) = self.client_release.get() {
+            release();
+        }
+    }
+
+    /// What [`Self::session_closed`] also does (set once, when the pool is made).
+    pub fn on_session_closed(&self, release: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.client_release.set(release);
     }
 
     /// Server connections lent out now.
@@ -301,6 +337,57 @@ impl Pool {
             self.discard(conn, reason);
         }
         n
+    }
+
+    /// Counts this pool's connections under `caps` (once, when the pool is made).
+    pub fn set_server_caps(self: &Arc<Self>, caps: Vec<Arc<ServerCap>>) {
+        for c in &caps {
+            c.register(self);
+        }
+        let _ = self.server_caps.set(caps);
+    }
+
+    pub(super) fn caps(&self) -> &[Arc<ServerCap>] {
+        self.server_caps.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// A cap of this pool that is full now, if any (why a checkout waited).
+    pub fn full_cap(&self) -> Option<&ServerCap> {
+        self.caps().iter().map(|c| c.as_ref()).find(|c| c.is_full())
+    }
+
+    /// Takes a place under every cap, or none (then the first full cap).
+    pub(super) fn acquire_caps(&self) -> Result<(), Arc<ServerCap>> {
+        let caps = self.caps();
+        for (i, c) in caps.iter().enumerate() {
+            if !c.try_acquire() {
+                for taken in &caps[..i] {
+                    taken.release();
+                }
+                return Err(c.clone());
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn release_caps(&self) {
+        for c in self.caps() {
+            c.release();
+        }
+    }
+
+    /// Closes one idle connection, to make room under a cap for another pool. Whether it did.
+    pub(super) fn close_one_idle(self: &Arc<Self>) -> bool {
+        // The oldest idle one (the list is used from its end).
+        let conn = {
+            let mut st = self.state();
+            if st.idle.is_empty() {
+                return false;
+            }
+            st.idle.remove(0)
+        };
+        self.discard(conn, CloseReason::IdleTimeout);
+        true
     }
 
     /// Closes every idle connection now (admin console). Returns how many.

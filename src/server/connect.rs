@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use super::{ConnectError, ServerConn, ServerTarget, TcpOptions};
 use crate::params::Params;
 use crate::prepared::ServerStatements;
+use sluice_proto::auth::{KeyClient, KeyClientError};
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -69,6 +70,8 @@ async fn connect_inner(
     let mut params = Params::default();
     let mut key = (0, 0);
     let mut scram: Option<ScramSha256> = None;
+    // SCRAM pass-through: the keys a client proved, when no password is configured.
+    let mut key_client: Option<KeyClient> = None;
     let lost = || ConnectError::Protocol("server closed the connection during login".into());
     let protocol = |e: sluice_proto::ProtocolError| ConnectError::Protocol(e.to_string());
     loop {
@@ -100,11 +103,17 @@ async fn connect_inner(
                         .map_err(|e| ConnectError::Protocol(e.to_string()))?;
                 }
                 Authentication::Md5Password(salt) => {
-                    let hash = postgres_protocol::authentication::md5_hash(
-                        target.user.as_bytes(),
-                        password()?.as_bytes(),
-                        salt,
-                    );
+                    let hash = match (&target.password, &target.pass.md5) {
+                        (None, Some(secret)) => sluice_proto::auth::md5::response_from_secret(
+                            secret, salt,
+                        )
+                        .ok_or_else(|| ConnectError::Protocol("malformed md5 secret".into()))?,
+                        _ => postgres_protocol::authentication::md5_hash(
+                            target.user.as_bytes(),
+                            password()?.as_bytes(),
+                            salt,
+                        ),
+                    };
                     frontend::password_message(hash.as_bytes(), &mut out)
                         .map_err(|e| ConnectError::Protocol(e.to_string()))?;
                 }
@@ -114,10 +123,33 @@ async fn connect_inner(
                             "server offers no SASL mechanism sluice supports".into(),
                         ));
                     }
+                    if let (None, Some(keys)) = (&target.password, &target.pass.scram) {
+                        let kc = KeyClient::new(keys.clone());
+                        frontend::sasl_initial_response(
+                            sasl::SCRAM_SHA_256,
+                            &kc.client_first(),
+                            &mut out,
+                        )
+                        .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+                        key_client = Some(kc);
+                        stream.send(&out).await.map_err(unreachable)?;
+                        out.clear();
+                        continue;
+                    }
                     let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
                     frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut out)
                         .map_err(|e| ConnectError::Protocol(e.to_string()))?;
                     scram = Some(s);
+                }
+                Authentication::SaslContinue(data) if key_client.is_some() => {
+                    let kc = key_client.as_mut().expect("checked");
+                    let msg = kc.server_first(data).map_err(pass_through_error)?;
+                    frontend::sasl_response(&msg, &mut out)
+                        .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+                }
+                Authentication::SaslFinal(data) if key_client.is_some() => {
+                    let kc = key_client.as_ref().expect("checked");
+                    kc.server_final(data).map_err(pass_through_error)?;
                 }
                 Authentication::SaslContinue(data) => {
                     let mut s = scram
@@ -190,5 +222,17 @@ async fn connect_inner(
             stream.send(&out).await.map_err(unreachable)?;
             out.clear();
         }
+    }
+}
+
+/// A pass-through login that cannot work: PostgreSQL refuses it the way it refuses a wrong
+/// password (28P01), with why.
+fn pass_through_error(e: KeyClientError) -> ConnectError {
+    match e {
+        KeyClientError::OtherSecret => ConnectError::Refused {
+            code: sluice_proto::sqlstate::INVALID_PASSWORD.to_owned(),
+            message: format!("SCRAM pass-through: {e}"),
+        },
+        other => ConnectError::Protocol(format!("SCRAM: {other}")),
     }
 }

@@ -40,6 +40,26 @@ pub struct ServerTarget {
     pub password: Option<String>,
     /// `server_tls_mode` and its rustls config for this database.
     pub tls: crate::config::tls::ServerTls,
+    /// What to log in with when no password is configured (SCRAM and md5 pass-through).
+    pub pass: PassThrough,
+}
+
+/// Secrets sluice may log in with in place of a password: the user's md5 secret (answers an md5
+/// challenge as the client would), or SCRAM keys recovered from a client's proof (see
+/// `sluice_proto::auth::scram_client`). Never shown (`Debug` says which are present only).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct PassThrough {
+    pub md5: Option<String>,
+    pub scram: Option<sluice_proto::auth::ScramKeys>,
+}
+
+impl std::fmt::Debug for PassThrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassThrough")
+            .field("md5", &self.md5.is_some())
+            .field("scram", &self.scram.is_some())
+            .finish()
+    }
 }
 
 impl ServerTarget {

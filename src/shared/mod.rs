@@ -7,16 +7,22 @@
 //! * `console.rs`: [`Console`], paused databases and SHUTDOWN;
 //! * `limits.rs`: [`Limits`], the memory budgets and the incident counters and log;
 //! * `live.rs`: the JSON of the live page (`/api/live`) and `/debug/queries`.
+//! * `lookup.rs`: `auth_query`, users not in `[users]` looked up in PostgreSQL and cached;
+//! * `caps.rs`: [`ClientCaps`], client connections counted per database and per user (a login
+//!   holds a guard; a session gives its places back through its pool).
 //!
 //! Owns: the pooler-wide state, passed by handle (no global). Must not: run sessions, accept
 //! connections or apply a RELOAD (`listener`, `client`, `reload` do, through it).
 
+mod caps;
 mod console;
 mod limits;
 mod live;
+mod lookup;
 mod pools;
 mod users;
 
+pub use caps::{CapGuard, ClientCaps};
 pub use console::Console;
 pub use limits::Limits;
 pub(crate) use pools::{pool_parts, replica_parts};
@@ -55,6 +61,12 @@ pub struct Shared {
     pub query_stats: Arc<crate::diag::QueryStats>,
     /// The last minutes of each pool, for the live page (`live.rs`).
     pub live: crate::diag::live::LiveHistory,
+    /// Users looked up with `auth_query`.
+    pub auth_cache: lookup::AuthCache,
+    /// Client connections per database and per user (`max_db_client_connections`, ...).
+    pub client_caps: ClientCaps,
+    /// Server connections across pools per database (`db:NAME`) and per user (`user:NAME`).
+    pub server_caps: DashMap<String, Arc<crate::pool::ServerCap>>,
     /// Serialises the creation of pools.
     creating: std::sync::Mutex<()>,
 }
@@ -80,6 +92,9 @@ impl Shared {
             cancels: Arc::new(CancelMap::default()),
             mock_secret: rand::random(),
             creating: std::sync::Mutex::new(()),
+            auth_cache: lookup::AuthCache::default(),
+            client_caps: ClientCaps::default(),
+            server_caps: DashMap::new(),
         })
     }
 
@@ -124,6 +139,13 @@ impl Shared {
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
         self.limits.apply(&config);
+        for cap in self.server_caps.iter() {
+            let max = match cap.setting {
+                "max_db_connections" => config.max_db_connections(&cap.name),
+                _ => config.max_user_connections(&cap.name),
+            };
+            cap.set_max(max);
+        }
         config
     }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use super::{Shared, UserAuth};
 use crate::config::{Config, DatabaseConfig, PoolMode, ReplicaConfig};
-use crate::pool::{Pool, PoolKey, PoolSettings, Role, SessionTimeouts};
+use crate::pool::{Pool, PoolKey, PoolSettings, Role, ServerCap, SessionTimeouts};
 use crate::prepared::PoolStatements;
 use crate::router::{HealthPolicy, ReplicaSet, ReplicaTarget, RouteStats, Router, spawn_checker};
-use crate::server::{ServerTarget, TcpOptions};
+use crate::server::{PassThrough, ServerTarget, TcpOptions};
 
 impl Shared {
     /// The pool for (database, user), made on first use.
@@ -41,6 +41,19 @@ impl Shared {
             None => (None, Vec::new()),
         };
         let pool = Pool::with_parts(key.clone(), target, settings, statements, router, replicas);
+        pool.set_server_caps(vec![
+            self.server_cap(
+                "max_db_connections",
+                database,
+                config.max_db_connections(database),
+            ),
+            self.server_cap(
+                "max_user_connections",
+                user,
+                config.max_user_connections(user),
+            ),
+        ]);
+        pool.on_session_closed(self.client_caps.release_fn(database, user));
         self.attach(&pool);
         self.pools.insert(key, pool.clone());
         Ok(pool)
@@ -118,6 +131,18 @@ impl Shared {
         Some((router, pools))
     }
 
+    /// The cap `setting` of `name` (a database or a user), made on first use.
+    fn server_cap(&self, setting: &'static str, name: &str, max: usize) -> Arc<ServerCap> {
+        let key = match setting {
+            "max_db_connections" => format!("db:{name}"),
+            _ => format!("user:{name}"),
+        };
+        self.server_caps
+            .entry(key)
+            .or_insert_with(|| ServerCap::new(setting, name, max))
+            .clone()
+    }
+
     /// Gives a new pool its histograms and the PAUSE state of its database. Called once per pool.
     fn attach(&self, pool: &Pool) {
         if let Some(h) = &self.histograms {
@@ -153,6 +178,7 @@ pub(crate) fn pool_parts(
         port: db.port,
         dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
         user: server_user,
+        pass: pass_through(db, auth, password.is_none()),
         password,
         tls: config
             .tls
@@ -206,4 +232,18 @@ pub(crate) fn replica_parts(
         s.size = size;
     }
     (target, s)
+}
+
+/// What a pool without a password logs in with: the user's md5 secret when that is what sluice
+/// holds (SCRAM keys come later, from a client's proof: `Pool::learn_scram_keys`).
+fn pass_through(db: &DatabaseConfig, auth: &UserAuth, no_password: bool) -> PassThrough {
+    let md5 = match &auth.secret {
+        Some(sluice_proto::auth::PasswordSecret::Md5(m))
+            if no_password && db.server_user.is_none() =>
+        {
+            Some(m.clone())
+        }
+        _ => None,
+    };
+    PassThrough { md5, scram: None }
 }

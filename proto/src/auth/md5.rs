@@ -50,6 +50,18 @@ pub fn md5_secret(password: &str, user: &str) -> String {
     s
 }
 
+/// The answer to an md5 challenge with `salt` computed from a stored `md5<hex>` secret, without
+/// the password (md5 pass-through to a server storing the same secret); `None` if `stored` is
+/// not an md5 secret.
+pub fn response_from_secret(stored: &str, salt: [u8; 4]) -> Option<String> {
+    let inner = stored_hash(stored)?;
+    let outer = hex_md5(&[&inner, &salt]);
+    let mut s = String::with_capacity(3 + HEX_LEN);
+    s.push_str("md5");
+    s.extend(outer.iter().map(|&b| char::from(b)));
+    Some(s)
+}
+
 /// The 32 hex digits (lowercased) of a stored `md5<32 hex>` secret; `None` if it is not one.
 fn stored_hash(stored: &str) -> Option<[u8; HEX_LEN]> {
     let hex = stored.as_bytes().strip_prefix(b"md5")?;
@@ -83,6 +95,16 @@ mod tests {
     use postgres_protocol::authentication::md5_hash;
 
     const SALT: [u8; 4] = [0x93, 0x01, 0xff, 0x7a];
+
+    #[test]
+    fn response_from_the_secret_is_what_the_client_sends() {
+        let secret = md5_secret("pw", "alice");
+        assert_eq!(
+            response_from_secret(&secret, SALT).unwrap().into_bytes(),
+            client_response("alice", "pw", SALT)
+        );
+        assert!(response_from_secret("SCRAM-SHA-256$x", SALT).is_none());
+    }
 
     /// What a client (libpq, rust-postgres) sends for `password`.
     fn client_response(user: &str, password: &str, salt: [u8; 4]) -> Vec<u8> {

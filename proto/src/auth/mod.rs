@@ -6,8 +6,10 @@
 
 pub mod md5;
 pub mod scram;
+pub mod scram_client;
 
 pub use scram::{ScramError, ScramServer, ScramVerifier};
+pub use scram_client::{KeyClient, KeyClientError, ScramKeys};
 
 /// A configured password in one of pg_authid's forms.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,6 +67,23 @@ impl PasswordSecret {
             PasswordSecret::Plain(pw) => Some(ScramVerifier::from_password(pw)),
             PasswordSecret::Scram(v) => Some(v.clone()),
             PasswordSecret::Md5(_) => None,
+        }
+    }
+
+    /// Checks a password sent in clear text (the `password` method) against this secret: equal
+    /// text, the same md5 hash for `user`, or the same SCRAM StoredKey with the secret's salt and
+    /// iteration count.
+    pub fn verify_plain(&self, user: &str, password: &str) -> bool {
+        match self {
+            PasswordSecret::Plain(pw) => constant_time_eq(pw.as_bytes(), password.as_bytes()),
+            PasswordSecret::Md5(stored) => constant_time_eq(
+                stored.as_bytes(),
+                md5::md5_secret(password, user).as_bytes(),
+            ),
+            PasswordSecret::Scram(v) => {
+                let derived = ScramVerifier::from_password_with(password, &v.salt, v.iterations);
+                constant_time_eq(&derived.stored_key, &v.stored_key)
+            }
         }
     }
 

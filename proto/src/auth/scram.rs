@@ -204,6 +204,8 @@ pub struct ScramServer {
     /// Hash of the TLS server certificate for `tls-server-end-point` binding, when offered.
     channel_binding: Option<Vec<u8>>,
     state: State,
+    /// The client's ClientKey, recovered from its proof once the proof checked out.
+    client_key: Option<[u8; 32]>,
 }
 
 enum State {
@@ -230,6 +232,7 @@ impl ScramServer {
             verifier,
             channel_binding: None,
             state: State::Initial,
+            client_key: None,
         }
     }
 
@@ -242,6 +245,7 @@ impl ScramServer {
             verifier,
             channel_binding: Some(cert_hash),
             state: State::Initial,
+            client_key: None,
         }
     }
 
@@ -366,11 +370,19 @@ impl ScramServer {
         if !constant_time_eq(&sha256(&client_key), &self.verifier.stored_key) {
             return Err(ScramError::InvalidProof);
         }
+        self.client_key = Some(client_key);
 
         let server_signature = hmac(&self.verifier.server_key, auth_message);
         let mut server_final = b"v=".to_vec();
         server_final.extend_from_slice(BASE64.encode(server_signature).as_bytes());
         Ok(server_final)
+    }
+
+    /// After a successful [`client_final`](Self::client_final): the client's ClientKey
+    /// (ClientProof XOR ClientSignature), with which sluice can log in to a server holding the
+    /// same SCRAM secret (SCRAM pass-through, [`super::scram_client`]).
+    pub fn client_key(&self) -> Option<[u8; 32]> {
+        self.client_key
     }
 
     /// Checks the chosen mechanism against those offered; `true` for the channel-binding one.
@@ -540,7 +552,7 @@ fn decode_key(s: &str) -> Option<[u8; 32]> {
 }
 
 /// HMAC-SHA-256 of the concatenated `parts` under `key`.
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = keyed(key);
     for part in parts {
         mac.update(part);
@@ -554,7 +566,7 @@ fn keyed(key: &[u8]) -> HmacSha256 {
     HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length")
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 

@@ -29,84 +29,23 @@ pub struct Rule {
     pub origin: Origin,
 }
 
-/// Parses pg_hba.conf text: whitespace-separated fields, `"quoted"` fields, `#` comments,
-/// comma-separated lists of databases and users.
+/// Parses pg_hba.conf text (the library's parser, [`sluice::hba::parse`]), each line with its
+/// origin for the notes.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Rule>, String> {
-    let mut rules = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let origin = Origin {
-            file: file.to_owned(),
-            line: i + 1,
-        };
-        let fields = fields(raw).map_err(|e| format!("{origin}: {e}"))?;
-        if fields.is_empty() {
-            continue;
-        }
-        let kind = fields[0].to_ascii_lowercase();
-        let need = if kind == "local" { 4 } else { 5 };
-        if !matches!(kind.as_str(), "local" | "host" | "hostssl" | "hostnossl") {
-            return Err(format!("{origin}: unknown connection type {:?}", fields[0]));
-        }
-        if fields.len() < need {
-            return Err(format!("{origin}: expected at least {need} fields"));
-        }
-        let split = |f: &str| -> Vec<String> { super::ini::list(f) };
-        let (address, method_at) = if kind == "local" {
-            (None, 3)
-        } else if fields.len() > 5 && looks_like_mask(&fields[4]) {
-            (Some(format!("{} {}", fields[3], fields[4])), 5)
-        } else {
-            (Some(fields[3].clone()), 4)
-        };
-        rules.push(Rule {
-            kind,
-            databases: split(&fields[1]),
-            users: split(&fields[2]),
-            address,
-            method: fields[method_at].to_ascii_lowercase(),
-            origin,
-        });
-    }
-    Ok(rules)
-}
-
-fn looks_like_mask(f: &str) -> bool {
-    f.parse::<std::net::Ipv4Addr>().is_ok()
-        || (f.contains(':') && f.parse::<std::net::Ipv6Addr>().is_ok())
-}
-
-/// The fields of one line (comments removed; quotes removed, and kept within a field).
-fn fields(line: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_field = false;
-    let mut quoted = false;
-    for c in line.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                in_field = true;
-            }
-            '#' if !quoted => break,
-            c if c.is_whitespace() && !quoted => {
-                if in_field {
-                    out.push(std::mem::take(&mut cur));
-                    in_field = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                in_field = true;
-            }
-        }
-    }
-    if quoted {
-        return Err("unterminated \"".into());
-    }
-    if in_field {
-        out.push(cur);
-    }
-    Ok(out)
+    Ok(sluice::hba::parse(file, text)?
+        .into_iter()
+        .map(|l| Rule {
+            kind: l.kind,
+            databases: l.databases,
+            users: l.users,
+            address: l.address,
+            method: l.method,
+            origin: Origin {
+                file: file.to_owned(),
+                line: l.line,
+            },
+        })
+        .collect())
 }
 
 /// What the rules come to in sluice's terms.
