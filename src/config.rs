@@ -476,8 +476,8 @@ impl Config {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(describe_toml_error(&e)))?;
         overrides.apply(&mut table)?;
-        let mut config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.inner().message().trim_end().to_owned();
                 if path.is_empty() || path == "." {
