@@ -71,6 +71,12 @@ const CARRIED: &[&str] = &[
     "server_tls_ca_file",
     "server_tls_key_file",
     "server_tls_cert_file",
+    "auth_user",
+    "auth_query",
+    "max_db_connections",
+    "max_user_connections",
+    "max_db_client_connections",
+    "max_user_client_connections",
     "max_packet_size",
     "max_prepared_statements",
 ];
@@ -157,6 +163,7 @@ pub fn convert(inp: &Inputs<'_>) -> Output {
     let auth = auth(&mut c);
     let users = users(&mut c, &auth);
     console_users(&mut c, &users);
+    auth_lookup(&mut c, &users);
     databases::databases(&mut c, &users, &auth);
     left_out::left_out(&mut c);
     for e in inp.ini.entries.iter() {
@@ -303,6 +310,20 @@ fn simple_pooler_keys(c: &mut Conv<'_>) {
     duration(c, "server_check_delay", 30.0, true);
     tcp(c);
     tls(c);
+    // The connection caps: the same meanings in sluice (docs/security.md).
+    for key in [
+        "max_db_connections",
+        "max_user_connections",
+        "max_db_client_connections",
+        "max_user_client_connections",
+    ] {
+        if let Some(e) = c.get(key).cloned() {
+            match e.value.trim().parse::<i64>() {
+                Ok(n) if n >= 0 => c.doc.kv(key, n.into(), None),
+                _ => c.dropped(&e, "not a count", Some(key)),
+            }
+        }
+    }
     if let Some(e) = c.get("server_reset_query").cloned() {
         c.doc.kv("server_reset_query", e.value.clone().into(), None);
     }
@@ -561,12 +582,54 @@ fn auth(c: &mut Conv<'_>) -> Auth {
 }
 
 /// A user as written to `[users]`.
-struct UserOut {
+/// `[pgbouncer] auth_user` / `auth_query`: sluice has them with PgBouncer's meaning.
+fn auth_lookup(c: &mut Conv<'_>, users: &[UserOut]) {
+    if let Some(e) = c
+        .get("auth_user")
+        .cloned()
+        .filter(|e| !e.value.trim().is_empty())
+    {
+        match auth_user_usable(users, e.value.trim()) {
+            Ok(()) => c
+                .doc
+                .kv("auth_user", e.value.trim().to_owned().into(), None),
+            Err(why) => c.dropped(&e, why, Some("[users.NAME] password")),
+        }
+    }
+    if let Some(e) = c
+        .get("auth_query")
+        .cloned()
+        .filter(|e| !e.value.trim().is_empty())
+    {
+        c.doc
+            .kv("auth_query", e.value.trim().to_owned().into(), None);
+    }
+}
+
+/// sluice runs auth_query as `name` with its plain password from `[users]`; PgBouncer could log
+/// in with a hash from its auth file.
+fn auth_user_usable(users: &[UserOut], name: &str) -> Result<(), String> {
+    match users
+        .iter()
+        .find(|u| u.name == name)
+        .and_then(|u| u.secret.as_deref())
+    {
+        Some(s) if secret_kind(s) == "plain" => Ok(()),
+        Some(_) => Err(format!(
+            "the auth file has a hash for {name}: sluice runs auth_query with a plain password, so its users stay unknown until {name} has one in [users]"
+        )),
+        None => Err(format!(
+            "{name} is not in the auth file: sluice runs auth_query with its plain password from [users]"
+        )),
+    }
+}
+
+pub(super) struct UserOut {
     name: String,
     secret: Option<String>,
 }
 
-fn secret_kind(s: &str) -> &'static str {
+pub(super) fn secret_kind(s: &str) -> &'static str {
     if s.starts_with("SCRAM-SHA-256$") {
         "scram"
     } else if s.len() == 35 && s.starts_with("md5") && s[3..].bytes().all(|b| b.is_ascii_hexdigit())
@@ -688,16 +751,21 @@ fn user_settings(
                 }
                 Err(why) => c.dropped(&sub, why, Some("[users.NAME] pool_mode")),
             },
-            "pool_size" | "reserve_pool_size" | "max_user_connections" => c.dropped(
+            "pool_size" | "reserve_pool_size" => c.dropped(
                 &sub,
                 "sluice sizes pools per database, not per user",
                 Some("[databases.NAME] pool_size"),
             ),
-            "max_user_client_connections" => c.dropped(
-                &sub,
-                "sluice limits client connections in total only",
-                Some("max_client_conn"),
-            ),
+            "max_user_connections" | "max_user_client_connections" => {
+                match sub.value.trim().parse::<i64>() {
+                    Ok(n) if n >= 0 => lines.push((k.to_string(), n.into(), None)),
+                    _ => c.dropped(
+                        &sub,
+                        "not a count",
+                        Some("[users.NAME] max_user_connections"),
+                    ),
+                }
+            }
             "query_wait_timeout" => c.dropped(
                 &sub,
                 "sluice sets it for every user at once",

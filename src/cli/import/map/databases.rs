@@ -148,11 +148,18 @@ pub(super) fn databases(c: &mut Conv<'_>, users: &[UserOut], auth: &Auth) {
             let s = sub(k, v);
             match k.as_str() {
                 "host" | "port" | "dbname" | "pool_size" | "pool_mode" | "user" | "password" => {}
-                "auth_user" | "auth_query" | "auth_dbname" => c.dropped(&s, "sluice has no auth_query: every user it accepts is listed in [users] with a secret", Some("[users.NAME] password")),
+                "auth_user" => match super::auth_user_usable(users, v) {
+                    Ok(()) => lines.push((k.clone(), v.clone().into(), None)),
+                    Err(why) => c.dropped(&s, why, Some("[users.NAME] password")),
+                },
+                "auth_query" => lines.push((k.clone(), v.clone().into(), None)),
+                "auth_dbname" => c.dropped(&s, "sluice runs a database's auth_query in that database", Some("[databases.NAME] auth_user")),
                 "min_pool_size" => c.dropped(&s, "sluice opens server connections when clients need them, none in advance", None),
                 "reserve_pool" | "reserve_pool_size" => c.dropped(&s, "sluice has no reserve pool", Some("[databases.NAME] pool_size (that much larger)")),
-                "max_db_connections" => c.dropped(&s, "sluice limits server connections per (database, user) pool only", Some("[databases.NAME] pool_size")),
-                "max_db_client_connections" => c.dropped(&s, "sluice limits client connections in total only", Some("max_client_conn")),
+                "max_db_connections" | "max_db_client_connections" => match v.trim().parse::<i64>() {
+                    Ok(n) if n >= 0 => lines.push((k.clone(), n.into(), None)),
+                    _ => c.dropped(&s, "not a count", Some(&format!("[databases.NAME] {k}"))),
+                },
                 "connect_query" => c.dropped(&s, "sluice runs no query on new server connections", Some("ALTER DATABASE / ALTER ROLE ... SET for settings")),
                 "client_encoding" | "datestyle" | "timezone" | "application_name" => c.dropped(&s, "sluice does not set parameters for a database; clients keep their own", Some(&format!("ALTER DATABASE ... SET {k} on the server"))),
                 "server_lifetime" | "query_wait_timeout" => c.dropped(&s, "sluice sets it for every database at once", Some(k)),

@@ -87,22 +87,10 @@ const LEFT_OUT: &[(&str, &[&str], &str, Option<&str>)] = &[
         Some("listen"),
     ),
     (
-        "auth_user",
-        &[""],
-        "sluice has no auth_query: every user it accepts is listed in [users] with a secret",
-        Some("[users.NAME] password"),
-    ),
-    (
-        "auth_query",
-        &[],
-        "sluice has no auth_query: every user it accepts is listed in [users] with a secret",
-        Some("[users.NAME] password"),
-    ),
-    (
         "auth_dbname",
         &[""],
-        "sluice has no auth_query",
-        Some("[users.NAME] password"),
+        "sluice runs auth_query in the database the client asked for",
+        Some("[databases.NAME] auth_user"),
     ),
     (
         "auth_ident_file",
@@ -133,30 +121,6 @@ const LEFT_OUT: &[(&str, &[&str], &str, Option<&str>)] = &[
         &["0"],
         "sluice has no reserve pool",
         Some("default_pool_size"),
-    ),
-    (
-        "max_db_connections",
-        &["0"],
-        "sluice limits server connections per (database, user) pool only",
-        Some("[databases.NAME] pool_size"),
-    ),
-    (
-        "max_user_connections",
-        &["0"],
-        "sluice limits server connections per (database, user) pool only",
-        Some("[databases.NAME] pool_size"),
-    ),
-    (
-        "max_db_client_connections",
-        &["0"],
-        "sluice limits client connections in total only",
-        Some("max_client_conn"),
-    ),
-    (
-        "max_user_client_connections",
-        &["0"],
-        "sluice limits client connections in total only",
-        Some("max_client_conn"),
     ),
     (
         "server_round_robin",

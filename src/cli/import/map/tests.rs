@@ -198,7 +198,8 @@ fn users_and_their_secrets() {
     );
     assert_eq!(r.note("auth_file: scrammed").kind, NoteKind::Changed);
     assert_eq!(u["sess"].pool_mode, Some(sluice::config::PoolMode::Session));
-    assert!(r.has_note("[users] sess.max_user_connections"));
+    // Per-user caps are carried.
+    assert_eq!(u["sess"].max_user_connections, Some(5));
     // ghost has no secret: left out, and said so.
     assert!(!u.contains_key("ghost"));
     assert!(r.note("[users] ghost").why.contains("not in the auth file"));
