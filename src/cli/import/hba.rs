@@ -11,7 +11,7 @@
 //!   stricter method is kept (scram-sha-256 over md5 over trust), so no client gets in more
 //!   easily than before;
 //! * `local` rules (Unix sockets), `reject`, and methods sluice lacks (`cert`, `peer`, `ldap`,
-//!   ...) are reported and skipped; `hostssl` is read as `host` (sluice has no TLS);
+//!   ...) are reported and skipped; `hostssl` is read as `host` (these per-user methods apply to every connection);
 //!   `password` becomes `scram-sha-256`.
 
 use super::Note;
@@ -165,8 +165,8 @@ pub fn plan(rules: &[Rule]) -> Plan {
                 &setting,
                 "",
                 Some(at.clone()),
-                "sluice has no TLS yet; the rule is applied to plain connections".into(),
-                None,
+                "the rule becomes a per-user or per-database method for every connection, TLS or not; sluice's own auth_hba_file keeps hostssl".into(),
+                Some("auth_hba_file"),
             ));
         }
         let address = r.address.as_deref().unwrap_or("all");
@@ -335,7 +335,7 @@ host    @dbs.txt  all       all             md5
         for expect in [
             "Unix-socket rule",
             "127.0.0.1/32 is not carried over",
-            "no TLS yet",
+            "TLS or not",
             "clear-text passwords",
             "no reject rule",
             "particular users of particular databases",
