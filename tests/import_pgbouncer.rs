@@ -196,7 +196,7 @@ fn production_file_with_includes_hba_tls_and_secrets() {
     assert_eq!(p.stats_users, ["ops"]);
 
     for (setting, why) in [
-        ("[databases] legacy.auth_user", "auth_query"),
+        ("[databases] legacy.auth_user", "plain password"),
         (
             "[databases] legacy.pool_mode = statement",
             "no statement mode",
@@ -207,7 +207,6 @@ fn production_file_with_includes_hba_tls_and_secrets() {
         ("[pgbouncer] client_tls_protocols", "TLS 1.2 and 1.3"),
         ("[pgbouncer] reserve_pool_size = 5", "reserve pool"),
         ("common.ini:19: [pgbouncer] so_reuseport", "not a setting"),
-        ("[users] etl.max_user_connections", "per database"),
         (
             "auth_file: oldapp",
             "md5 hash cannot check a SCRAM-SHA-256 login",
@@ -221,6 +220,8 @@ fn production_file_with_includes_hba_tls_and_secrets() {
             "{setting} / {why} not in:\n{report}"
         );
     }
+    // Per-user caps are carried.
+    assert_eq!(config.users["etl"].max_user_connections, Some(4));
     // TLS is carried, modes and files.
     assert!(toml.contains("client_tls_mode = \"require\""), "{toml}");
     assert!(toml.contains("server_tls_mode = \"verify-full\""), "{toml}");

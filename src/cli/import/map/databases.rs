@@ -1,6 +1,6 @@
 //! `[databases]`: each database's connection string to a `[databases.NAME]` table.
 
-use super::{Auth, Conv, Note, STATEMENT_MODE, UserOut, ini, pool_mode, secret_kind};
+use super::{Auth, Conv, STATEMENT_MODE, UserOut, ini, pool_mode, secret_kind};
 use crate::cli::import::ini::Entry;
 
 pub(super) fn databases(c: &mut Conv<'_>, users: &[UserOut], auth: &Auth) {
@@ -11,7 +11,6 @@ pub(super) fn databases(c: &mut Conv<'_>, users: &[UserOut], auth: &Auth) {
         .into_iter()
         .cloned()
         .collect();
-    let mut forced_user_everywhere = true;
     for e in &entries {
         if e.key == "*" {
             c.dropped(
@@ -139,10 +138,9 @@ pub(super) fn databases(c: &mut Conv<'_>, users: &[UserOut], auth: &Auth) {
                 }
             }
             (None, Some(_)) => {
-                forced_user_everywhere = false;
                 c.dropped(&sub("password", "x"), "a server password without a user: sluice gives one only with server_user; it logs in as each client with the client's own password", Some("[databases.NAME] server_user + server_password"));
             }
-            (None, None) => forced_user_everywhere = false,
+            (None, None) => {}
         }
         for (k, v) in &pairs {
             let s = sub(k, v);
@@ -176,26 +174,6 @@ pub(super) fn databases(c: &mut Conv<'_>, users: &[UserOut], auth: &Auth) {
             c.doc.kv(&k, v, comment);
         }
     }
-    // Users whose secret is a hash: fine for checking clients, useless for logging in to
-    // PostgreSQL, unless every database logs in as a forced user.
-    if !forced_user_everywhere {
-        for u in users {
-            if let Some(s) = &u.secret
-                && secret_kind(s) != "plain"
-            {
-                let what = if secret_kind(s) == "md5" {
-                    "an md5 hash"
-                } else {
-                    "a SCRAM secret"
-                };
-                c.notes.push(Note::changed(
-                    &format!("auth_file: {}", u.name),
-                    "",
-                    None,
-                    format!("the secret is {what}: sluice checks clients against it but cannot log in to PostgreSQL with it as PgBouncer could (md5 login, SCRAM pass-through); that login works only if PostgreSQL trusts it"),
-                    Some("a plain password in [users.NAME], or server_user + server_password on the database"),
-                ));
-            }
-        }
-    }
+    // Users whose secret is a hash log in to PostgreSQL as through PgBouncer (md5 with the md5
+    // hash, SCRAM with the keys from the client's own proof, docs/security.md): nothing to say.
 }
