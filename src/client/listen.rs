@@ -102,6 +102,18 @@ fn may_subscribe(sql: &[u8]) -> bool {
 }
 
 impl Listening {
+    /// The statement (`S`) or portal named by a Describe or Close body, when it is one of this
+    /// session's LISTEN statements: its kind byte and name.
+    fn target<'b>(&self, body: &'b [u8]) -> Option<(u8, &'b [u8])> {
+        let (&kind, rest) = body.split_first()?;
+        let (name, _) = split_cstr(rest)?;
+        let ours = match kind {
+            b'S' => self.statements.contains_key(name),
+            _ => self.portals.contains_key(name),
+        };
+        ours.then_some((kind, name))
+    }
+
     fn new(sub: Subscriber) -> Self {
         Listening {
             sub,
@@ -209,22 +221,9 @@ impl Session {
                 Ok(Some(Step::Next))
             }
             FrontendTag::Describe => {
-                let Some(l) = self.listen.as_deref() else {
+                let Some((kind, _)) = self.listen.as_deref().and_then(|l| l.target(body)) else {
                     return Ok(None);
                 };
-                let Some((&kind, rest)) = body.split_first() else {
-                    return Ok(None);
-                };
-                let Some((name, _)) = split_cstr(rest) else {
-                    return Ok(None);
-                };
-                let ours = match kind {
-                    b'S' => l.statements.contains_key(name),
-                    _ => l.portals.contains_key(name),
-                };
-                if !ours {
-                    return Ok(None);
-                }
                 if let Some(step) = self.not_now(msg) {
                     return Ok(Some(step));
                 }
@@ -235,22 +234,9 @@ impl Session {
                 Ok(Some(Step::Next))
             }
             FrontendTag::Close => {
-                let Some(l) = self.listen.as_deref_mut() else {
+                let Some((kind, name)) = self.listen.as_deref().and_then(|l| l.target(body)) else {
                     return Ok(None);
                 };
-                let Some((&kind, rest)) = body.split_first() else {
-                    return Ok(None);
-                };
-                let Some((name, _)) = split_cstr(rest) else {
-                    return Ok(None);
-                };
-                let ours = match kind {
-                    b'S' => l.statements.contains_key(name),
-                    _ => l.portals.contains_key(name),
-                };
-                if !ours {
-                    return Ok(None);
-                }
                 if let Some(step) = self.not_now(msg) {
                     return Ok(Some(step));
                 }
