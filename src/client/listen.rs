@@ -93,11 +93,9 @@ fn may_subscribe(sql: &[u8]) -> bool {
     {
         return true;
     }
+    // A `;` before the last byte means several statements (slice `contains` on bytes is memchr).
     let trimmed = sql.trim_ascii_end();
-    let inner_semi = trimmed
-        .iter()
-        .take(trimmed.len().saturating_sub(1))
-        .any(|&b| b == b';');
+    let inner_semi = trimmed[..trimmed.len().saturating_sub(1)].contains(&b';');
     inner_semi && sql.windows(6).any(|w| w.eq_ignore_ascii_case(b"listen"))
 }
 
