@@ -1,6 +1,7 @@
 //! Diagnosis: which queries and clients eat the pool, seen from sluice alone.
 //!
 //! * `fingerprint.rs`: a statement's fingerprint (literals to `?`), pure;
+//! * `fingerprint_id.rs`: its identity alone in one pass over the bytes (the hot path);
 //! * `histogram.rs`: the small latency histogram of one query entry;
 //! * `live.rs`: the last minutes of each pool (waits, errors) for the live page;
 //! * `query_stats.rs`: the process-wide, bounded statistics per (database, user, fingerprint);
@@ -8,6 +9,7 @@
 //!   ReadyForQuery (no I/O, no clock).
 
 pub mod fingerprint;
+mod fingerprint_id;
 pub mod histogram;
 pub mod live;
 pub mod query_stats;
