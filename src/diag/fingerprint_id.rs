@@ -52,6 +52,12 @@ impl IdHasher {
         }
     }
 
+    /// A token the reader gave.
+    #[inline(always)]
+    fn tok(&mut self, t: &Tok, sql: &[u8]) {
+        self.token(t.kind, t.bytes(sql))
+    }
+
     pub(super) fn finish(&self) -> u64 {
         let h = (self.0 ^ (self.0 >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
         h ^ (h >> 32)
@@ -132,15 +138,16 @@ fn class(b: u8) -> u8 {
 #[derive(Debug, Clone, Copy)]
 struct Tok {
     kind: Kind,
-    start: usize,
-    end: usize,
+    // u32: a statement is at most 1 GB (PostgreSQL's limit; `id` checks).
+    start: u32,
+    end: u32,
     /// A number (or `$n`): a sign before it may be folded in.
     numeric: bool,
 }
 
 impl Tok {
     fn is_op(&self, sql: &[u8], op: &[u8]) -> bool {
-        self.kind == Kind::Op && &sql[self.start..self.end] == op
+        self.kind == Kind::Op && &sql[self.start as usize..self.end as usize] == op
     }
 
     fn bytes<'a>(&self, sql: &'a [u8]) -> &'a [u8] {
@@ -149,7 +156,7 @@ impl Tok {
             Kind::Unread => "…".as_bytes(),
             Kind::Sep => b";",
             Kind::Ellipsis => b"...",
-            _ => &sql[self.start..self.end],
+            _ => &sql[self.start as usize..self.end as usize],
         }
     }
 }
@@ -191,12 +198,16 @@ impl<'a> Reader<'a> {
     }
 
     /// The next token, a sign folded into the number after it where `lex` folds it.
+    #[inline(always)]
     fn next(&mut self) -> Option<Tok> {
         let t = match self.held.take() {
             Some(t) => t,
             None => self.raw()?,
         };
-        if t.kind == Kind::Op && t.end - t.start == 1 && matches!(self.sql[t.start], b'-' | b'+') {
+        if t.kind == Kind::Op
+            && t.end - t.start == 1
+            && matches!(self.sql[t.start as usize], b'-' | b'+')
+        {
             if let Some(n) = self.raw() {
                 if n.kind == Kind::Placeholder && n.numeric && !self.value_before() {
                     self.last = Some(n);
@@ -217,7 +228,7 @@ impl<'a> Reader<'a> {
         match p.kind {
             Kind::Word => !super::fingerprint::BEFORE_VALUE
                 .iter()
-                .any(|k| self.sql[p.start..p.end].eq_ignore_ascii_case(k.as_bytes())),
+                .any(|k| p.bytes(self.sql).eq_ignore_ascii_case(k.as_bytes())),
             Kind::Quoted | Kind::Placeholder | Kind::Ellipsis | Kind::Unread => true,
             Kind::Op => p.is_op(self.sql, b")") || p.is_op(self.sql, b"]"),
             Kind::Sep => false,
@@ -228,8 +239,8 @@ impl<'a> Reader<'a> {
         self.after_is = false;
         Some(Tok {
             kind,
-            start,
-            end,
+            start: start as u32,
+            end: end as u32,
             numeric,
         })
     }
@@ -241,6 +252,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next token as lexed, operators merged and split.
+    #[inline(always)]
     fn raw(&mut self) -> Option<Tok> {
         if self.signs.0 < self.signs.1 {
             let at = self.signs.0;
@@ -290,7 +302,10 @@ impl<'a> Reader<'a> {
         let c = class(b);
         if c & ID_START != 0 {
             let mut i = start + 1;
-            while i < sql.len() && class(sql[i]) & ID_CONT != 0 {
+            while let Some(&c) = sql.get(i) {
+                if class(c) & ID_CONT == 0 {
+                    break;
+                }
                 i += 1;
             }
             self.pos = i;
@@ -470,6 +485,63 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A key for the per-session cache of fingerprints: a hash of the text with every run of
+/// digits that does not continue a word (a number, or the digits of `$1`) replaced by one mark.
+/// Two texts with the same key differ at most in the values of such numbers, so they have the
+/// same fingerprint: a run like that can only be a number or a parameter (which become `?`),
+/// or lie inside a string, a dollar quote or a comment (gone from the fingerprint). Inside a
+/// quoted identifier it would matter (`"1"` and `"2"` are different columns), so a text with a
+/// `"` has no key (None). pgbench's `WHERE aid = 12345`, with a new number every time, keeps one
+/// key, so its statements skip [`id`].
+///
+/// Eight bytes at a time where they hold no digit and no `"`; after a run of digits the words
+/// start again at its end, so the key does not depend on the run's length.
+pub fn shape(sql: &[u8]) -> Option<u64> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// Bytes of `w` in `lo..=hi` (ASCII), as their high bits.
+    #[inline(always)]
+    fn in_range(w: u64, lo: u8, hi: u8) -> u64 {
+        let x = w & !HIGH;
+        (x + (0x80 - lo as u64) * ONES) & !(x + (0x7f - hi as u64) * ONES) & !w & HIGH
+    }
+    let mut h: u64 = 0x6a09_e667_f3bc_c908;
+    let mut i = 0;
+    while i < sql.len() {
+        if let Some(c) = sql.get(i..i + 8) {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            if in_range(w, b'0', b'9') | in_range(w, b'"', b'"') == 0 {
+                h = (h ^ w).wrapping_mul(K).rotate_left(29);
+                i += 8;
+                continue;
+            }
+        }
+        // Byte by byte for the next 8 bytes, or up to a run of digits.
+        let stop = (i + 8).min(sql.len());
+        while i < stop {
+            let b = sql[i];
+            if b == b'"' {
+                return None;
+            }
+            if b.is_ascii_digit() && (i == 0 || class(sql[i - 1]) & ID_CONT == 0) {
+                while i < sql.len() && sql[i].is_ascii_digit() {
+                    i += 1;
+                }
+                h = (h ^ 0x100)
+                    .wrapping_mul(0xff51_afd7_ed55_8ccd)
+                    .rotate_left(31);
+                // Words again from the end of the run, whatever its length.
+                break;
+            }
+            h = (h ^ b as u64)
+                .wrapping_mul(0xff51_afd7_ed55_8ccd)
+                .rotate_left(31);
+            i += 1;
+        }
+    }
+    Some(h ^ (h >> 29))
+}
+
 /// Where `needle` (a dollar-quote delimiter, at least `$$`) first occurs in `hay`.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, rest) = needle.split_first()?;
@@ -486,6 +558,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The identity of `sql`'s fingerprint: `Fingerprint::of(sql).id`, in one pass.
 pub fn id(sql: &[u8]) -> u64 {
+    if sql.len() > u32::MAX as usize {
+        return super::Fingerprint::of(sql).id;
+    }
     let mut r = Reader::new(sql);
     let mut h = IdHasher::new();
     // `;` between statements count; trailing ones do not.
@@ -499,11 +574,11 @@ pub fn id(sql: &[u8]) -> u64 {
             h.token(Kind::Sep, b";");
         }
         seps = 0;
-        h.token(t.kind, t.bytes(sql));
+        h.tok(&t, sql);
         if t.kind != Kind::Word {
             continue;
         }
-        let w = &sql[t.start..t.end];
+        let w = t.bytes(sql);
         if w.len() == 2 && w.eq_ignore_ascii_case(b"in") {
             list(&mut r, &mut h, b"(", b")");
         } else if w.len() == 5 && w.eq_ignore_ascii_case(b"array") {
@@ -568,7 +643,7 @@ fn literals(r: &mut Reader<'_>, close: &[u8], mut h: Option<&mut IdHasher>) -> O
     let sql = r.sql;
     let mut feed = |t: &Tok| {
         if let Some(h) = h.as_deref_mut() {
-            h.token(t.kind, t.bytes(sql));
+            h.tok(t, sql);
         }
     };
     let mut n = 0;
@@ -657,6 +732,25 @@ mod tests {
     }
 
     #[test]
+    fn shape_keeps_what_the_fingerprint_keeps() {
+        let k = |s: &str| shape(s.as_bytes());
+        assert_eq!(
+            k("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"),
+            k("SELECT abalance FROM pgbench_accounts WHERE aid = 7;")
+        );
+        assert_eq!(
+            k("SELECT $1, 'a1', /* 2 */ 3"),
+            k("SELECT $1, 'a1', /* 9 */ 44")
+        );
+        // `$1` is read like a word here (`a$1` is one): no mark, so `$1` and `$2` differ.
+        assert_ne!(k("SELECT $1"), k("SELECT $2"));
+        assert_ne!(k("SELECT c1 FROM t"), k("SELECT c2 FROM t"));
+        assert_ne!(k("SELECT a$1 FROM t"), k("SELECT a$2 FROM t"));
+        assert_ne!(k("SELECT 1e5"), k("SELECT 1e6"));
+        assert_eq!(k("SELECT \"1\" FROM t"), None);
+    }
+
+    #[test]
     fn lower8_lowers_ascii_letters_only() {
         for b in 0..=255u8 {
             let w = u64::from_le_bytes([b; 8]);
@@ -669,11 +763,11 @@ mod tests {
     /// kind, comments, separators, and text that stops the lexer.
     const PIECES: &[&str] = &[
         "SELECT", "select", "in", "IN", "array", "ARRAY", "values", "VALUES", "is", "NOT", "null",
-        "True", "false", "limit", "x", "int", "\"Q\"", "U&\"u\"", "(", ")", "[", "]", ",", ";",
-        ".", "::", ":", "-", "+", "=", "=-", "*-", "+-", "<>", "->>", "|", "?", "/", "*", "1",
-        "2.5", ".5", "1e3", "1.", "$1", "$", "$$d$$", "$t$x$t$", "'s'", "'a''b'", "E'\\''", "e'x'",
-        "U&'u'", "'bad\\'", "'open", "\"open", "$$open", "-- c\n", "/* c */", "/* open", "{", "\\",
-        "é",
+        "True", "false", "limit", "x", "int", "\"Q\"", "\"1\"", "\"c 2\"", "U&\"u\"", "(", ")",
+        "[", "]", ",", ";", ".", "::", ":", "-", "+", "=", "=-", "*-", "+-", "<>", "->>", "|", "?",
+        "/", "*", "1", "2.5", ".5", "1e3", "1.", "$1", "$", "$$d$$", "$t$x$t$", "'s'", "'a''b'",
+        "E'\\''", "e'x'", "U&'u'", "'bad\\'", "'open", "\"open", "$$open", "-- c\n", "/* c */",
+        "/* open", "{", "\\", "é",
     ];
 
     fn pieces() -> impl Strategy<Value = String> {
@@ -737,8 +831,41 @@ mod tests {
         }
     }
 
+    /// `sql` with every run of digits that `shape` ignores replaced by `digits`.
+    fn renumber(sql: &str, digits: &str) -> String {
+        let b = sql.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i].is_ascii_digit() && (i == 0 || class(b[i - 1]) & ID_CONT == 0) {
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                out.extend_from_slice(digits.as_bytes());
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).expect("ASCII digits replaced")
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(5000))]
+        /// The same shape means the same fingerprint: renumbering changes neither.
+        #[test]
+        fn one_shape_one_fingerprint(sql in prop_oneof![pieces(), lists()], digits in "[0-9]{1,6}") {
+            let other = renumber(&sql, &digits);
+            prop_assert_eq!(shape(sql.as_bytes()), shape(other.as_bytes()), "{:?} / {:?}", sql, other);
+            if shape(sql.as_bytes()).is_some() {
+                prop_assert_eq!(
+                    Fingerprint::of(sql.as_bytes()).id,
+                    Fingerprint::of(other.as_bytes()).id,
+                    "{:?} / {:?}", sql, other
+                );
+            }
+        }
+
         #[test]
         fn same_identity_on_arbitrary_bytes(sql in proptest::collection::vec(any::<u8>(), 0..200)) {
             prop_assert_eq!(id(&sql), Fingerprint::of(&sql).id);
