@@ -218,9 +218,8 @@ impl QueryTracker {
     pub fn sent(&mut self, tag: FrontendTag, msg: &Bytes) -> Option<Arc<Fingerprint>> {
         let (kind, fp, params) = match tag {
             FrontendTag::Query => {
-                let sql = split_cstr(&msg[Header::LEN..]).map_or(&[][..], |(s, _)| s);
                 let params = self.settings.log_parameters.then(|| msg.clone());
-                (Kind::Query, Some(self.fingerprint(sql)), params)
+                (Kind::Query, Some(self.fingerprint(query_text(msg))), params)
             }
             FrontendTag::Execute => {
                 let portal = split_cstr(&msg[Header::LEN..]).map_or(&[][..], |(s, _)| s);
@@ -364,6 +363,16 @@ impl Drop for QueryTracker {
         if let Some(p) = &self.pending {
             self.store.merge(&p.scope, &mut p.lock());
         }
+    }
+}
+
+/// A Query's text: up to its first NUL, found with `contains` (memchr) since it is normally
+/// the last byte, not byte by byte.
+fn query_text(msg: &[u8]) -> &[u8] {
+    let body = &msg[Header::LEN..];
+    match body.split_last() {
+        Some((0, text)) if !text.contains(&0) => text,
+        _ => split_cstr(body).map_or(&[][..], |(s, _)| s),
     }
 }
 
@@ -626,6 +635,14 @@ mod tests {
             describe_params(Kind::Execute, &bind),
             "$1 = 'hi', $2 = NULL"
         );
+    }
+
+    #[test]
+    fn query_text_stops_at_the_first_nul() {
+        assert_eq!(query_text(&query("SELECT 1")), b"SELECT 1");
+        assert_eq!(query_text(&msg(b'Q', b"SELECT 1\0junk\0")), b"SELECT 1");
+        assert_eq!(query_text(&msg(b'Q', b"SELECT 1")), b"");
+        assert_eq!(query_text(&msg(b'Q', b"")), b"");
     }
 
     #[test]
