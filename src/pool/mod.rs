@@ -4,6 +4,7 @@
 //! connected; it never exceeds `size`. The files, one concept each:
 //! * `checkout.rs`: [`Pool::checkout`] and the hand-off of returned connections and freed slots
 //!   to the oldest waiter;
+//! * `wait_watch.rs`: `query_wait_timeout` for queued waiters, one watch task per pool;
 //! * `guard.rs`: [`ServerGuard`] (a lent connection; dropped, it goes back, or is closed if
 //!   `dirty`) and the slot guard, which make a waiter that gives up safe;
 //! * `connect.rs`: opening a connection;
