@@ -18,7 +18,7 @@
 #
 # --sluice (repeatable) benchmarks several sluice binaries in the same run, each as its own target
 # alternating with the others; NAME alone is this tree's release build. Ratios against the first.
-# Everything it starts (PostgreSQL, PgBouncer, sluice, load generators) is stopped on exit and its
+# Everything it starts (PostgreSQL, the poolers, load generators) is stopped on exit and its
 # temporary directory removed (unless --keep).
 set -euo pipefail
 
@@ -47,7 +47,7 @@ SCALE=10
 POOL_SIZE=20
 PASSWORD="bench-$(date +%s)-pw"
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 # --quick sets the defaults below; options given with it still win, wherever they stand.
 for arg in "$@"; do
     if [ "$arg" = --quick ]; then
