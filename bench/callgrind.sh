@@ -2,7 +2,8 @@
 # Instructions sluice executes per transaction, counted by valgrind's callgrind. See bench/README.md.
 #
 #   bench/callgrind.sh [--modes "simple extended prepared"] [--clients "1 64"] [--tx "1280 3840"]
-#                      [--repeat K] [--no-build] [--keep] [--out DIR] [--config-extra [NAME:]LINE]...
+#                      [--repeat K] [--threads "1 2"] [--no-build] [--keep] [--out DIR]
+#                      [--config-extra [NAME:]LINE]...
 #                      [--sluice] NAME[=PATH]...
 #
 # For each binary, mode and client count: `pgbench -S -M MODE -c CLIENTS -t N` through a freshly
@@ -12,6 +13,8 @@
 # (repeatable) names the binaries; NAME alone, or no --sluice, is this tree's release build.
 # --config-extra (repeatable) adds LINE to the [pooler] section of binary NAME's config (of every
 # binary without NAME:), e.g. `off=target/release/sluice --config-extra 'off:query_stats = false'`.
+# --threads runs each binary once per `workers = N` as target NAME-wN (valgrind runs one thread at
+# a time, so the count is every thread's instructions: what a second worker adds, not its speed).
 # Everything it starts is stopped on exit and its temporary directory removed (unless --keep).
 set -euo pipefail
 
@@ -25,13 +28,14 @@ MODES="simple extended prepared"
 CLIENTS="1 64"
 TX="1280 3840"
 REPEAT=1
+THREADS=""
 BUILD=1
 KEEP=0
 OUT=""
 SCALE=1
 POOL_SIZE=20
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 EXTRA=() # "NAME:LINE" or ":LINE" (every binary)
 declare -A SL_EXTRA=()
 while [ $# -gt 0 ]; do
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
         --clients) CLIENTS=$2; shift ;;
         --tx) TX=$2; shift ;;
         --repeat) REPEAT=$2; shift ;;
+        --threads) THREADS=$2; shift ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
         --out) OUT=$2; shift ;;
@@ -59,6 +64,7 @@ read -r TX_LOW TX_HIGH <<<"$TX"
 bench_tools
 command -v valgrind >/dev/null || apt_install valgrind
 sluice_binaries
+sluice_threads "$THREADS"
 raise_nofile
 
 bench_workdir sluice-callgrind
@@ -106,7 +112,7 @@ SLUICE_JSON=$(printf '"%s", ' "${SLUICE_NAMES[@]}"); SLUICE_JSON="[${SLUICE_JSON
 cat >"$META" <<EOF
 {"date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
  "postgres": "$PG_VERSION (pgbench scale $SCALE, trust)",
- "sluice": "$SLUICE_META (transaction mode, pool size $POOL_SIZE, trust, default workers)",
+ "sluice": "$SLUICE_META (transaction mode, pool size $POOL_SIZE, trust, workers $([ -n "$THREADS" ] && echo "$THREADS" | tr ' ' / || echo "default"))",
  "sluices": $SLUICE_JSON,
  "settings": "$(valgrind --version) --tool=callgrind; pgbench -S -j 2 (-j 1 for 1 client) -t N through a fresh sluice, $TX_LOW and $TX_HIGH transactions in all; (Ir difference) / $((TX_HIGH - TX_LOW)); $REPEAT repetition(s), median"}
 EOF
