@@ -28,7 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sluice_proto::backend::BackendTag;
 use sluice_proto::frontend::FrontendTag;
-use sluice_proto::{Header, split_cstr};
+use sluice_proto::{Header, split_cstr, split_sql};
 
 use super::fingerprint::{self, Fingerprint};
 use super::fingerprint_id;
@@ -366,14 +366,9 @@ impl Drop for QueryTracker {
     }
 }
 
-/// A Query's text: up to its first NUL, found with `contains` (memchr) since it is normally
-/// the last byte, not byte by byte.
+/// A Query's text: up to its first NUL (found with memchr, `sluice_proto::split_sql`).
 fn query_text(msg: &[u8]) -> &[u8] {
-    let body = &msg[Header::LEN..];
-    match body.split_last() {
-        Some((0, text)) if !text.contains(&0) => text,
-        _ => split_cstr(body).map_or(&[][..], |(s, _)| s),
-    }
+    split_sql(&msg[Header::LEN..]).map_or(&[][..], |(s, _)| s)
 }
 
 fn text_hash(b: &[u8]) -> u64 {
