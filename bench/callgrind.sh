@@ -3,6 +3,7 @@
 #
 #   bench/callgrind.sh [--modes "simple extended prepared"] [--clients "1 64"] [--tx "1280 3840"]
 #                      [--repeat K] [--threads "1 2"] [--no-build] [--keep] [--out DIR]
+#                      [--config-extra [NAME:]LINE]...
 #                      [--sluice] NAME[=PATH]...
 #
 # For each binary, mode and client count: `pgbench -S -M MODE -c CLIENTS -t N` through a freshly
@@ -10,6 +11,8 @@
 # (--tx; at 64 clients -t 20 and -t 60), and (Ir of the second - Ir of the first) / (HIGH - LOW):
 # start-up, the clients' logins and shutdown are in both runs and cancel out. --sluice NAME=PATH
 # (repeatable) names the binaries; NAME alone, or no --sluice, is this tree's release build.
+# --config-extra (repeatable) adds LINE to the [pooler] section of binary NAME's config (of every
+# binary without NAME:), e.g. `off=target/release/sluice --config-extra 'off:query_stats = false'`.
 # --threads runs each binary once per `workers = N` as target NAME-wN (valgrind runs one thread at
 # a time, so the count is every thread's instructions: what a second worker adds, not its speed).
 # Everything it starts is stopped on exit and its temporary directory removed (unless --keep).
@@ -32,7 +35,9 @@ OUT=""
 SCALE=1
 POOL_SIZE=20
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+EXTRA=() # "NAME:LINE" or ":LINE" (every binary)
+declare -A SL_EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --modes) MODES=$2; shift ;;
@@ -43,6 +48,9 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
         --out) OUT=$2; shift ;;
+        --config-extra)
+            if [[ "$2" =~ ^([A-Za-z0-9][A-Za-z0-9_.-]*):(.*)$ ]]; then EXTRA+=("$2"); else EXTRA+=(":$2"); fi
+            shift ;;
         --sluice) sluice_spec "$2"; shift ;;
         -h|--help) usage 0 ;;
         -*) echo "unknown argument: $1" >&2; usage 64 ;;
@@ -81,10 +89,25 @@ host = "127.0.0.1"
 port = $PGPORT
 EOF
 )
-for name in "${SLUICE_NAMES[@]}"; do sluice_prepare "$name"; done
+for name in "${SLUICE_NAMES[@]}"; do
+    sluice_prepare "$name"
+    # The [pooler] section is the first lines of the file, up to the first blank one.
+    lines=()
+    for e in "${EXTRA[@]}"; do
+        if [ "${e%%:*}" = "" ] || [ "${e%%:*}" = "$name" ]; then lines+=("${e#*:}"); fi
+    done
+    if [ ${#lines[@]} -gt 0 ]; then
+        toml=${SL_DIR[$name]}/sluice.toml
+        { sed '/^$/,$d' "$toml"; printf '%s\n' "${lines[@]}"; sed -n '/^$/,$p' "$toml"; } >"$toml.new"
+        mv "$toml.new" "$toml"
+        SL_EXTRA[$name]=$(IFS=';'; echo "${lines[*]//\"/\\\"}")
+    fi
+done
 
 SLUICE_META=""
-for name in "${SLUICE_NAMES[@]}"; do SLUICE_META+="${SLUICE_META:+; }$name = ${SL_DESC[$name]}"; done
+for name in "${SLUICE_NAMES[@]}"; do
+    SLUICE_META+="${SLUICE_META:+; }$name = ${SL_DESC[$name]}${SL_EXTRA[$name]:+ with ${SL_EXTRA[$name]}}"
+done
 SLUICE_JSON=$(printf '"%s", ' "${SLUICE_NAMES[@]}"); SLUICE_JSON="[${SLUICE_JSON%, }]"
 cat >"$META" <<EOF
 {"date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
