@@ -308,7 +308,7 @@ cat >"$META" <<EOF
  "sluice": "$SLUICE_META (transaction mode, pool size $POOL_SIZE, SCRAM)",
  "sluices": $SLUICE_JSON,
  "peers": $PEERS_JSON,
- "settings": "$([ "$QUICK" = 1 ] && echo "--quick: ")pgbench -S -j 2 (-j 1 for 1 client), about $DURATION s measured per run after the connection phase, $ROUNDS round(s) alternating direct/PgBouncer/$(IFS=/; echo "${ROTATED[*]}"), medians; SELECT 1 ping-pong $PING_SECS s; logins: pgbench -S -C -c $CONNECT_CLIENTS"}
+ "settings": "$([ "$QUICK" = 1 ] && echo "--quick: ")pgbench -S -j 2 (-j 1 for 1 client), about $DURATION s measured per run after the connection phase, $ROUNDS round(s) alternating direct/PgBouncer/$(IFS=/; echo "${ROTATED[*]}"), medians$([ "$PING_SECS" -gt 0 ] && echo "; SELECT 1 ping-pong $PING_SECS s")$([ "$CONNECT_CLIENTS" -gt 0 ] && echo "; logins: pgbench -S -C -c $CONNECT_CLIENTS")"}
 EOF
 
 # ---------------------------------------------------------------------------------------------
