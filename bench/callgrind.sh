@@ -94,7 +94,8 @@ for name in "${SLUICE_NAMES[@]}"; do
     # The [pooler] section is the first lines of the file, up to the first blank one.
     lines=()
     for e in "${EXTRA[@]}"; do
-        if [ "${e%%:*}" = "" ] || [ "${e%%:*}" = "$name" ]; then lines+=("${e#*:}"); fi
+        # (NAME: also reaches its --threads targets NAME-wN.)
+        if [ "${e%%:*}" = "" ] || [ "${e%%:*}" = "${SL_BASE[$name]:-$name}" ]; then lines+=("${e#*:}"); fi
     done
     if [ ${#lines[@]} -gt 0 ]; then
         toml=${SL_DIR[$name]}/sluice.toml

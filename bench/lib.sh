@@ -91,7 +91,7 @@ SLUICE_WRAP=() # a command prefix for every sluice started (callgrind.sh: valgri
 
 # Thread counts (--threads "1 2"): every sluice binary runs once per count N, as its own target
 # NAME-wN with `workers = N`; a single count keeps the names and only sets `workers`.
-declare -A SL_WORKERS=()
+declare -A SL_WORKERS=() SL_BASE=() # SL_BASE: the --sluice NAME a NAME-wN target came from
 sluice_threads() { # "N ..." (after sluice_binaries)
     local counts name n t names=()
     read -r -a counts <<<"$1"
@@ -103,6 +103,7 @@ sluice_threads() { # "N ..." (after sluice_binaries)
             SL_BIN[$t]=${SL_BIN[$name]}
             SL_DESC[$t]="${SL_DESC[$name]}, workers $n"
             SL_WORKERS[$t]=$n
+            SL_BASE[$t]=$name
             names+=("$t")
         done
     done
