@@ -4,12 +4,14 @@
 #   bench/compare.sh [--quick] [--rounds N] [--duration SECS] [--clients "1 16 64"]
 #                    [--modes "simple extended prepared"] [--idle "1000 10000"] [--no-build]
 #                    [--ping SECS] [--keep] [--out DIR] [--sluice NAME[=PATH]]...
-#                    [--tls] [--tls-clients "64 256"]
+#                    [--tls] [--tls-clients "64 256"] [--connect] [--connect-clients N]
 #
 # --tls adds TLS runs (bench/README.md, "TLS"): both poolers get a certificate (client TLS
 # allowed, the plain runs stay plain with sslmode=disable), then pgbench -S with sslmode=require
 # (simple and prepared, --tls-clients), pgbench -C connects per second plain and over TLS, and
 # the idle-client memory again over TLS. PostgreSQL itself stays plain (direct is not run).
+# --connect runs the plain pgbench -C cells (connects per second, --connect-clients, default 64)
+# without the TLS runs; `--modes "" --idle "" --ping 0 --connect` runs nothing else.
 #
 # --sluice (repeatable) benchmarks several sluice binaries in the same run, each as its own target
 # alternating with the others; NAME alone is this tree's release build. Ratios against the first.
@@ -35,12 +37,13 @@ KEEP=0
 OUT=""
 TLS=0
 TLS_CLIENTS="64 256"
+CONNECT=0
 CONNECT_CLIENTS=64
 SCALE=10
 POOL_SIZE=20
 PASSWORD="bench-$(date +%s)-pw"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 # --quick sets the defaults below; options given with it still win, wherever they stand.
 for arg in "$@"; do
     if [ "$arg" = --quick ]; then
@@ -63,6 +66,8 @@ while [ $# -gt 0 ]; do
         --sluice) sluice_spec "$2"; shift ;;
         --tls) TLS=1 ;;
         --tls-clients) TLS_CLIENTS=$2; shift ;;
+        --connect) CONNECT=1 ;;
+        --connect-clients) CONNECT_CLIENTS=$2; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 64 ;;
     esac
@@ -270,14 +275,17 @@ for mode in $MODES; do
     done
 done
 
-if [ "$TLS" = 1 ]; then
-    # PostgreSQL is plain: the TLS figures are the poolers' alone (direct is not run).
-    for mode in connect tls-connect; do
-        log "pgbench -S -C ($mode) -c $CONNECT_CLIENTS: $ROUNDS round(s)"
-        for round in $(seq 1 "$ROUNDS"); do
-            for target in pgbouncer $(sluices_in_round "$round"); do run_one "$mode" "$CONNECT_CLIENTS" "$target" "$round" "$DURATION"; done
-        done
+CONNECT_MODES=""
+[ "$CONNECT" = 1 ] && CONNECT_MODES="connect"
+[ "$TLS" = 1 ] && CONNECT_MODES="connect tls-connect"
+# Logins: PostgreSQL is plain, and direct is not run (the figures are the poolers' alone).
+for mode in $CONNECT_MODES; do
+    log "pgbench -S -C ($mode) -c $CONNECT_CLIENTS: $ROUNDS round(s)"
+    for round in $(seq 1 "$ROUNDS"); do
+        for target in pgbouncer $(sluices_in_round "$round"); do run_one "$mode" "$CONNECT_CLIENTS" "$target" "$round" "$DURATION"; done
     done
+done
+if [ "$TLS" = 1 ]; then
     for mode in tls-simple tls-prepared; do
         for clients in $TLS_CLIENTS; do
             log "pgbench -S -M ${mode#tls-} -c $clients, sslmode=require: $ROUNDS round(s)"
