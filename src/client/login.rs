@@ -323,7 +323,13 @@ pub(super) async fn login(
             let from_defaults = requested
                 .iter()
                 .all(|(k, _)| conn.params.get(k) == defaults.get(k));
-            if let Some(sql) = conn.params.sync_sql(&target) {
+            let sql = conn.params.sync_sql(&target);
+            // Nothing to send: the server already reports exactly the values asked for, so they
+            // are PostgreSQL's own spelling of them and a fresh login would report them too.
+            // Worth remembering as well (once every server connection has served this
+            // application, none starts from the defaults any more).
+            let known = from_defaults || sql.is_none();
+            if let Some(sql) = sql {
                 conn.dirty = true;
                 match crate::server::run_simple(conn, &sql, pool.settings.max_message_size).await {
                     Ok(Ok(())) => {
@@ -352,7 +358,7 @@ pub(super) async fn login(
                 }
             }
             wanted.set_all(&became);
-            if from_defaults {
+            if known {
                 pool.startup_memo.remember(&requested, became);
             }
         }
