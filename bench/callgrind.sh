@@ -3,7 +3,7 @@
 #
 #   bench/callgrind.sh [--modes "simple extended prepared"] [--clients "1 64"] [--tx "1280 3840"]
 #                      [--repeat K] [--threads "1 2"] [--no-build] [--keep] [--out DIR]
-#                      [--config-extra [NAME:]LINE]...
+#                      [--config-extra [NAME:]LINE]... [--connect]
 #                      [--sluice] NAME[=PATH]...
 #
 # For each binary, mode and client count: `pgbench -S -M MODE -c CLIENTS -t N` through a freshly
@@ -15,6 +15,9 @@
 # binary without NAME:), e.g. `off=target/release/sluice --config-extra 'off:query_stats = false'`.
 # --threads runs each binary once per `workers = N` as target NAME-wN (valgrind runs one thread at
 # a time, so the count is every thread's instructions: what a second worker adds, not its speed).
+# --connect: instructions per login instead: `pgbench -S -C` (a new connection per transaction)
+# with SCRAM-SHA-256 clients, so each transaction is a login, a SELECT and a disconnect (mode
+# `connect`; default --clients 1, --tx "200 600": one login at a time repeats best).
 # Everything it starts is stopped on exit and its temporary directory removed (unless --keep).
 set -euo pipefail
 
@@ -34,8 +37,10 @@ KEEP=0
 OUT=""
 SCALE=1
 POOL_SIZE=20
+CONNECT=0
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+ORIG_ARGS=("$@")
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 EXTRA=() # "NAME:LINE" or ":LINE" (every binary)
 declare -A SL_EXTRA=()
 while [ $# -gt 0 ]; do
@@ -46,6 +51,7 @@ while [ $# -gt 0 ]; do
         --repeat) REPEAT=$2; shift ;;
         --threads) THREADS=$2; shift ;;
         --no-build) BUILD=0 ;;
+        --connect) CONNECT=1 ;;
         --keep) KEEP=1 ;;
         --out) OUT=$2; shift ;;
         --config-extra)
@@ -58,6 +64,13 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+if [ "$CONNECT" = 1 ]; then
+    # Logins, unless told otherwise: fewer of them (each is a SCRAM exchange under valgrind).
+    for arg in "${ORIG_ARGS[@]}"; do case "$arg" in --clients) CLIENTS_SET=1 ;; --tx) TX_SET=1 ;; esac; done
+    MODES=connect
+    [ -n "${CLIENTS_SET:-}" ] || CLIENTS=1
+    [ -n "${TX_SET:-}" ] || TX="200 600"
+fi
 read -r TX_LOW TX_HIGH <<<"$TX"
 [ -n "${TX_HIGH:-}" ] && [ "$TX_HIGH" -gt "$TX_LOW" ] || die "--tx needs two totals, the second larger: \"1280 3840\""
 
@@ -75,14 +88,24 @@ RESULTS=$OUT/callgrind.jsonl META=$OUT/meta.json
 pg_start trust
 pg_bench_db "$SCALE"
 
+# --connect: clients log in with SCRAM-SHA-256 (PostgreSQL itself stays trust).
+if [ "$CONNECT" = 1 ]; then
+    export PGPASSWORD="bench-callgrind-pw"
+    CLIENT_AUTH='auth_type = "scram-sha-256"'
+    USER_PASSWORD="password = \"$PGPASSWORD\""
+else
+    CLIENT_AUTH='auth_type = "trust"'
+    USER_PASSWORD=""
+fi
 SLUICE_TOML=$(cat <<EOF
 pool_mode = "transaction"
 default_pool_size = $POOL_SIZE
 max_client_conn = 20000
 query_wait_timeout = "60s"
-auth_type = "trust"
+$CLIENT_AUTH
 
 [users.bench]
+$USER_PASSWORD
 
 [databases.bench]
 host = "127.0.0.1"
@@ -113,21 +136,25 @@ SLUICE_JSON=$(printf '"%s", ' "${SLUICE_NAMES[@]}"); SLUICE_JSON="[${SLUICE_JSON
 cat >"$META" <<EOF
 {"date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
  "postgres": "$PG_VERSION (pgbench scale $SCALE, trust)",
- "sluice": "$SLUICE_META (transaction mode, pool size $POOL_SIZE, trust, workers $([ -n "$THREADS" ] && echo "$THREADS" | tr ' ' / || echo "default"))",
+ "sluice": "$SLUICE_META (transaction mode, pool size $POOL_SIZE, $([ "$CONNECT" = 1 ] && echo "SCRAM clients" || echo trust), workers $([ -n "$THREADS" ] && echo "$THREADS" | tr ' ' / || echo "default"))",
  "sluices": $SLUICE_JSON,
- "settings": "$(valgrind --version) --tool=callgrind; pgbench -S -j 2 (-j 1 for 1 client) -t N through a fresh sluice, $TX_LOW and $TX_HIGH transactions in all; (Ir difference) / $((TX_HIGH - TX_LOW)); $REPEAT repetition(s), median"}
+ "settings": "$(valgrind --version) --tool=callgrind; pgbench -S$([ "$CONNECT" = 1 ] && echo " -C") -j 2 (-j 1 for 1 client) -t N through a fresh sluice, $TX_LOW and $TX_HIGH transactions in all; (Ir difference) / $((TX_HIGH - TX_LOW)); $REPEAT repetition(s), median"}
 EOF
 
 # One run: a fresh sluice NAME under callgrind, pgbench through it, sluice stopped (callgrind writes
 # its counts at exit), one JSON record with the total.
 cg_run() { # name mode clients tx_per_client rep
-    local name=$1 mode=$2 clients=$3 per=$4 rep=$5 jobs=2 out ir
+    local name=$1 mode=$2 clients=$3 per=$4 rep=$5 jobs=2 out ir args
     [ "$clients" -lt 2 ] && jobs=1
+    case $mode in
+    connect) args=(-C -M simple) ;;
+    *) args=(-M "$mode") ;;
+    esac
     out=$WORK/cg/$name.$mode.c$clients.t$per.r$rep.out
     SLUICE_WRAP=(valgrind --tool=callgrind "--callgrind-out-file=$out")
     start_sluice "$name"
     wait_ready "$name" "${SL_PORT[$name]}" "${SL_PID[$name]}" "${SL_DIR[$name]}"
-    if ! "$PGBENCH" -h 127.0.0.1 -p "${SL_PORT[$name]}" -n -S -M "$mode" -c "$clients" -j "$jobs" -t "$per" bench \
+    if ! "$PGBENCH" -h 127.0.0.1 -p "${SL_PORT[$name]}" -n -S "${args[@]}" -c "$clients" -j "$jobs" -t "$per" bench \
         >"$WORK/pgbench.log" 2>&1 || ! grep -q "number of failed transactions: 0" "$WORK/pgbench.log"; then
         tail -5 "$WORK/pgbench.log" >&2
         die "pgbench through '$name' failed ($mode, $clients clients); sluice's log: ${SL_DIR[$name]}/sluice.log (--keep keeps it)"

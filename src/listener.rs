@@ -34,13 +34,20 @@ pub async fn accept(
     let limit = Arc::new(Semaphore::new(shared.config().pooler.max_client_conn));
     let mut clients = JoinSet::new();
     tokio::pin!(shutdown);
+    // Made once: a new one each turn would enter and leave the Notify's waiter list each time.
+    let requested = shared.console.shutdown_requested();
+    tokio::pin!(requested);
     // Why a select!: the loop waits for the next client while also watching the two stop
     // signals and reaping finished client tasks (so the set does not grow with every client
-    // that came and went).
+    // that came and went). Biased, in this order: the stop signals first, then reaping (ready
+    // only while finished tasks wait, so it cannot hold accepting up), then the next client;
+    // no random draw per turn.
     let stop = loop {
         tokio::select! {
+            biased;
             stop = &mut shutdown => break stop,
-            _ = shared.console.shutdown_requested() => break Stop::Drain,
+            _ = &mut requested => break Stop::Drain,
+            Some(_) = clients.join_next(), if !clients.is_empty() => {}
             accepted = listener.accept() => {
                 match accepted {
                     Ok((stream, peer)) => admit(shared, &limit, &mut clients, stream, peer),
@@ -51,7 +58,6 @@ pub async fn accept(
                     }
                 }
             }
-            Some(_) = clients.join_next(), if !clients.is_empty() => {}
         }
     };
     let queued = close(shared, &limit, &mut clients, listener);

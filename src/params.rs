@@ -109,6 +109,34 @@ impl StartupMemo {
     }
 }
 
+/// How a login with a given startup list ended, once one did: the client's parameter list (the
+/// one its pool's interner shares) and its ParameterStatus messages, written once and copied into
+/// every later greeting for that list. Only for lists no server is asked about (the pool's
+/// defaults, or a list the [`StartupMemo`] knows): the pool's defaults are fixed at its first
+/// login and a memo entry is never replaced, so the same list then always ends the same way. Up
+/// to `INTERNED` (32) lists.
+#[derive(Default)]
+pub struct GreetingMemo(std::sync::Mutex<Vec<(StartupList, Params, bytes::Bytes)>>);
+
+impl GreetingMemo {
+    /// The parameter list and ParameterStatus messages of a login that sent `requested`.
+    pub fn get(&self, requested: &[(String, String)]) -> Option<(Params, bytes::Bytes)> {
+        let lists = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        lists
+            .iter()
+            .find(|(r, _, _)| r == requested)
+            .map(|(_, wanted, greeting)| (wanted.clone(), greeting.clone()))
+    }
+
+    /// Remembers how a login that sent `requested` ended.
+    pub fn remember(&self, requested: &[(String, String)], wanted: Params, greeting: bytes::Bytes) {
+        let mut lists = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if lists.len() < INTERNED && !lists.iter().any(|(r, _, _)| r == requested) {
+            lists.push((requested.to_vec(), wanted, greeting));
+        }
+    }
+}
+
 impl Params {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries
@@ -357,6 +385,41 @@ mod tests {
             assert_eq!(p.get("application_name"), Some(format!("app{i}").as_str()));
         }
         assert_eq!(interner.0.lock().unwrap().len(), INTERNED);
+    }
+
+    #[test]
+    fn greeting_memo_gives_back_the_same_list_only_and_stays_bounded() {
+        let memo = GreetingMemo::default();
+        let list = |app: &str| vec![("application_name".to_owned(), app.to_owned())];
+        let mut wanted = Params::default();
+        wanted.set("application_name", "a");
+        memo.remember(
+            &list("a"),
+            wanted.clone(),
+            bytes::Bytes::from_static(b"S-a"),
+        );
+        let (got, greeting) = memo.get(&list("a")).expect("remembered");
+        assert!(
+            got.same_list(&wanted),
+            "the very list remembered, not a copy"
+        );
+        assert_eq!(&greeting[..], b"S-a");
+        assert!(memo.get(&list("b")).is_none());
+        // The first outcome stays.
+        memo.remember(
+            &list("a"),
+            Params::default(),
+            bytes::Bytes::from_static(b"other"),
+        );
+        assert_eq!(&memo.get(&list("a")).unwrap().1[..], b"S-a");
+        for i in 0..2 * INTERNED {
+            memo.remember(
+                &list(&i.to_string()),
+                Params::default(),
+                bytes::Bytes::new(),
+            );
+        }
+        assert_eq!(memo.0.lock().unwrap().len(), INTERNED);
     }
 
     #[test]

@@ -165,3 +165,53 @@ async fn login_parameters_are_normalised_as_postgresql_would_while_the_pool_is_t
         Some("ISO, MDY")
     );
 }
+
+/// A startup list is learnt also from a server connection that is not at the pool's defaults
+/// any more, when it already reports exactly the values asked for (once every connection has
+/// served an application, none is): later logins with that list need no server connection,
+/// in transaction mode too, and still see what PostgreSQL itself reports.
+#[tokio::test]
+async fn a_startup_list_the_server_already_reports_is_learnt_from_a_used_connection() {
+    let pg = PgCluster::start();
+    let list = [("application_name", "second")];
+    let direct = RawConn::connect(pg.addr(), APP_USER, APP_DB, Some(APP_PASSWORD), &list)
+        .await
+        .unwrap();
+    let pooler = Sluice::start(config_for(&pg, 1, PoolMode::Transaction));
+    let login = |extra: &'static [(&'static str, &'static str)]| {
+        RawConn::connect(pooler.addr(), APP_USER, APP_DB, Some(APP_PASSWORD), extra)
+    };
+    // The pool's one connection leaves the defaults: application_name "first", then "second"
+    // (set by sluice for that login), then a login that finds "second" already there.
+    drop(login(&[("application_name", "first")]).await.unwrap());
+    drop(login(&[("application_name", "second")]).await.unwrap());
+    drop(login(&[("application_name", "second")]).await.unwrap());
+    // The one connection is taken by an open transaction.
+    let holder = pooler.connect_app().await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let late = within(
+        LOGIN,
+        "a login with the learnt list while the pool is taken",
+        login(&[("application_name", "second")]),
+    )
+    .await
+    .unwrap();
+    for p in [
+        "application_name",
+        "DateStyle",
+        "client_encoding",
+        "TimeZone",
+        "IntervalStyle",
+    ] {
+        assert_eq!(
+            late.params.get(p),
+            direct.params.get(p),
+            "ParameterStatus {p}"
+        );
+    }
+    assert_eq!(
+        late.params.get("application_name").map(String::as_str),
+        Some("second")
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+}

@@ -59,13 +59,15 @@ pub(super) async fn read_message(
 /// Startup packet, authentication, pool choice, and the greeting. `Ok(None)`: the connection ended
 /// without a session (a cancel request, or the client left).
 /// A client of the admin console's virtual database gets `Ok(None)` with `admin` set.
-/// `tls`: the connection is TLS (client/tls.rs negotiated it), with what it tells.
+/// `tls`: the connection is TLS (client/tls.rs negotiated it), with what it tells. `peer`: the
+/// client's address as accept() gave it (no getpeername per login).
 pub(super) async fn login(
     shared: &Arc<Shared>,
     stream: &mut Stream,
     buf: &mut BytesMut,
     admin: &mut Option<crate::admin::AdminLogin>,
     tls: Option<&ClientTls>,
+    peer: std::net::SocketAddr,
 ) -> Result<Option<LoggedIn>, Fatal> {
     let mut out = BytesMut::with_capacity(512);
     let (minor, startup) = loop {
@@ -145,10 +147,7 @@ pub(super) async fn login(
     let config = shared.config();
     if tls.is_none() && config.pooler.client_tls_mode.requires_tls() {
         // PostgreSQL's answer when only hostssl lines would match.
-        let host = stream
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
+        let host = peer.ip();
         return Err(Fatal(
             backend::ErrorResponse::fatal(
                 sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
@@ -160,10 +159,7 @@ pub(super) async fn login(
     let db_config = config.databases.get(&database);
     // What the access rules and the `cert` method see of the connection (client/tls.rs).
     let peer = Peer {
-        addr: stream
-            .peer_addr()
-            .map(|a| a.ip())
-            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        addr: peer.ip(),
         tls: tls.is_some(),
         cert_cn: tls.and_then(|t| t.cert_cn.as_deref()),
     };
@@ -276,91 +272,114 @@ pub(super) async fn login(
         }
     }
 
-    let incidents = &shared.limits.incidents;
-    // A server login that fails here ends the client's login: FATAL, with its SQLSTATE.
-    let checkout_err = |e: CheckoutError| {
-        // PostgreSQL refused a looked-up user's secret: ask it again at the next login.
-        if looked_up
-            && let CheckoutError::Connect(crate::server::ConnectError::Refused { code, .. }) = &e
-            && code == sqlstate::INVALID_PASSWORD
-        {
-            shared.forget_user(&database, &user);
-        }
-        Fatal::ending(checkout_error(&e, &pool, incidents))
-    };
-    // The pool's first login learns the server's parameters: every greeting is made of them.
-    let mut server = None;
-    if pool.startup_params().is_none() {
-        server = Some(pool.checkout(wait).await.map_err(checkout_err)?);
-    }
-    let defaults = pool.startup_params().expect("a login has been made");
-    let mut wanted = pool.client_defaults().expect("a login has been made");
-    // Values PostgreSQL would normalise (DateStyle=ISO reports "ISO, MDY") or reject are sent to a
-    // server once, so the client sees exactly what PostgreSQL would have said; a list sent before
-    // is known (StartupMemo).
-    let needs_server = requested
-        .iter()
-        .any(|(k, v)| defaults.get(k) != Some(v.as_str()));
-    if needs_server && !pool.startup_memo.apply(&requested, &mut wanted) {
-        let mut guard = match server.take() {
-            Some(g) => g,
-            None => pool.checkout(wait).await.map_err(checkout_err)?,
+    // A list this pool's clients logged in with before: its outcome and ParameterStatus
+    // messages as they were then (params::GreetingMemo), without a lookup per parameter.
+    let (wanted, greeting) = if let Some(known) = pool.greetings.get(&requested) {
+        known
+    } else {
+        let incidents = &shared.limits.incidents;
+        // A server login that fails here ends the client's login: FATAL, with its SQLSTATE.
+        let checkout_err = |e: CheckoutError| {
+            // PostgreSQL refused a looked-up user's secret: ask it again at the next login.
+            if looked_up
+                && let CheckoutError::Connect(crate::server::ConnectError::Refused { code, .. }) =
+                    &e
+                && code == sqlstate::INVALID_PASSWORD
+            {
+                shared.forget_user(&database, &user);
+            }
+            Fatal::ending(checkout_error(&e, &pool, incidents))
         };
-        let mut target = Params::default();
-        for (k, v) in &requested {
-            if defaults.get(k).is_some() {
-                target.set(k, v);
-            } else {
-                target.set_extra(k, v);
-            }
+        // The pool's first login learns the server's parameters: every greeting is made of them.
+        let mut server = None;
+        if pool.startup_params().is_none() {
+            server = Some(pool.checkout(wait).await.map_err(checkout_err)?);
         }
-        let conn = guard.conn_mut();
-        // Where a fresh PostgreSQL login would start from: what comes out is worth remembering.
-        let from_defaults = requested
+        let defaults = pool.startup_params().expect("a login has been made");
+        let mut wanted = pool.client_defaults().expect("a login has been made");
+        // Values PostgreSQL would normalise (DateStyle=ISO reports "ISO, MDY") or reject are sent to a
+        // server once, so the client sees exactly what PostgreSQL would have said; a list sent before
+        // is known (StartupMemo).
+        let needs_server = requested
             .iter()
-            .all(|(k, _)| conn.params.get(k) == defaults.get(k));
-        if let Some(sql) = conn.params.sync_sql(&target) {
-            conn.dirty = true;
-            match crate::server::run_simple(conn, &sql, pool.settings.max_message_size).await {
-                Ok(Ok(())) => {
-                    conn.dirty = false;
-                    conn.params.note_synced(&target);
-                }
-                Ok(Err((code, message))) => {
-                    conn.dirty = false;
-                    // Put the connection back as it was for the next client.
-                    return Err(Fatal::new(&code, message));
-                }
-                Err(e) => {
-                    return Err(Fatal::new(
-                        sqlstate::CONNECTION_FAILURE,
-                        format!("server connection lost: {e}"),
-                    ));
+            .any(|(k, v)| defaults.get(k) != Some(v.as_str()));
+        // Without a server asked, the same list always ends the same way: its greeting is kept.
+        let settled = !needs_server || pool.startup_memo.apply(&requested, &mut wanted);
+        if !settled {
+            let mut guard = match server.take() {
+                Some(g) => g,
+                None => pool.checkout(wait).await.map_err(checkout_err)?,
+            };
+            let mut target = Params::default();
+            for (k, v) in &requested {
+                if defaults.get(k).is_some() {
+                    target.set(k, v);
+                } else {
+                    target.set_extra(k, v);
                 }
             }
-        }
-        let mut became = Params::default();
-        for (k, _) in &requested {
-            match conn.params.get(k) {
-                Some(v) if defaults.get(k).is_some() => became.set(k, v),
-                Some(v) => became.set_extra(k, v),
-                None => {}
+            let conn = guard.conn_mut();
+            // Where a fresh PostgreSQL login would start from: what comes out is worth remembering.
+            let from_defaults = requested
+                .iter()
+                .all(|(k, _)| conn.params.get(k) == defaults.get(k));
+            let sql = conn.params.sync_sql(&target);
+            // Nothing to send: the server already reports exactly the values asked for, so they
+            // are PostgreSQL's own spelling of them and a fresh login would report them too.
+            // Worth remembering as well (once every server connection has served this
+            // application, none starts from the defaults any more).
+            let known = from_defaults || sql.is_none();
+            if let Some(sql) = sql {
+                conn.dirty = true;
+                match crate::server::run_simple(conn, &sql, pool.settings.max_message_size).await {
+                    Ok(Ok(())) => {
+                        conn.dirty = false;
+                        conn.params.note_synced(&target);
+                    }
+                    Ok(Err((code, message))) => {
+                        conn.dirty = false;
+                        // Put the connection back as it was for the next client.
+                        return Err(Fatal::new(&code, message));
+                    }
+                    Err(e) => {
+                        return Err(Fatal::new(
+                            sqlstate::CONNECTION_FAILURE,
+                            format!("server connection lost: {e}"),
+                        ));
+                    }
+                }
+            }
+            let mut became = Params::default();
+            for (k, _) in &requested {
+                match conn.params.get(k) {
+                    Some(v) if defaults.get(k).is_some() => became.set(k, v),
+                    Some(v) => became.set_extra(k, v),
+                    None => {}
+                }
+            }
+            wanted.set_all(&became);
+            if known {
+                pool.startup_memo.remember(&requested, became);
             }
         }
-        wanted.set_all(&became);
-        if from_defaults {
-            pool.startup_memo.remember(&requested, became);
-        }
-    }
-    // In either mode the client gets a server connection with its first query, not here: a
-    // session-mode login does not wait for one (the pool's connections may all be taken by
-    // sessions for as long as they last).
-    drop(server);
+        // In either mode the client gets a server connection with its first query, not here: a
+        // session-mode login does not wait for one (the pool's connections may all be taken by
+        // sessions for as long as they last).
+        drop(server);
 
-    for (k, v) in defaults.iter() {
-        backend::parameter_status(k, wanted.get(k).unwrap_or(v), &mut out);
-    }
-    let wanted = pool.shared_params(wanted);
+        let mut greeting = BytesMut::with_capacity(512);
+        for (k, v) in defaults.iter() {
+            backend::parameter_status(k, wanted.get(k).unwrap_or(v), &mut greeting);
+        }
+        let greeting = greeting.freeze();
+        let wanted = pool.shared_params(wanted);
+        if settled {
+            pool.greetings
+                .remember(&requested, wanted.clone(), greeting.clone());
+        }
+        (wanted, greeting)
+    };
+    out.extend_from_slice(&greeting);
     let cancel = shared.cancels.register();
     backend::backend_key_data(cancel.pid, cancel.secret, &mut out);
     backend::ready_for_query(b'I', &mut out);

@@ -157,6 +157,7 @@ async fn start(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Option<
         &mut inbuf,
         &mut admin,
         client_tls.as_ref(),
+        peer,
     ));
     let login = tokio::time::timeout(limit.saturating_sub(started.elapsed()), login).await;
     match login {

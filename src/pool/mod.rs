@@ -43,7 +43,7 @@ use std::time::Instant;
 
 use crate::clock::now_us;
 use crate::metrics::{CloseReason, PoolCounters, PoolGauges, PoolLabels, PoolSample, PoolState};
-use crate::params::{Params, ParamsInterner, StartupMemo};
+use crate::params::{GreetingMemo, Params, ParamsInterner, StartupMemo};
 use crate::prepared::PoolStatements;
 use crate::pubsub::{Hub, HubSettings};
 use crate::router::Router;
@@ -90,6 +90,9 @@ pub struct Pool {
     /// What startup parameter lists became on a server (login needs no server for a list it
     /// knows).
     pub startup_memo: StartupMemo,
+    /// The outcome and ParameterStatus messages of each startup list logins settled without a
+    /// server (client/login.rs writes them once per list).
+    pub greetings: GreetingMemo,
     /// Prepared statements (transaction mode), shared by a database's primary and replica pools
     /// so that a statement has one server-side name wherever it runs.
     pub statements: Arc<PoolStatements>,
@@ -145,6 +148,7 @@ impl Pool {
             client_release: OnceLock::new(),
             interned: ParamsInterner::default(),
             startup_memo: StartupMemo::default(),
+            greetings: GreetingMemo::default(),
             statements,
             router,
             replicas,

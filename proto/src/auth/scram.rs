@@ -19,6 +19,7 @@
 //! built with [`ScramServer::with_channel_binding`] and the hash of the TLS server certificate.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -50,7 +51,8 @@ type HmacSha256 = Hmac<Sha256>;
 /// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` in pg_authid).
 ///
 /// `Debug` shows the iteration count and salt (both are sent to any client) but not the keys.
-#[derive(Clone, PartialEq, Eq)]
+/// Equality compares those four fields.
+#[derive(Clone)]
 pub struct ScramVerifier {
     /// PBKDF2 iteration count (at least 1).
     pub iterations: u32,
@@ -60,6 +62,40 @@ pub struct ScramVerifier {
     pub stored_key: [u8; 32],
     /// HMAC(SaltedPassword, "Server Key"): signs the server-final-message.
     pub server_key: [u8; 32],
+    /// HMAC states already keyed with the two keys, made with the verifier: each login's two
+    /// HMACs then skip their key blocks (four of a login's thirteen SHA-256 compressions).
+    macs: Arc<KeyedMacs>,
+}
+
+impl PartialEq for ScramVerifier {
+    fn eq(&self, other: &Self) -> bool {
+        self.iterations == other.iterations
+            && self.salt == other.salt
+            && self.stored_key == other.stored_key
+            && self.server_key == other.server_key
+    }
+}
+
+impl Eq for ScramVerifier {}
+
+/// HMAC-SHA-256 keyed with a verifier's StoredKey and ServerKey, with the keys they were made
+/// with (the verifier's fields are public: a state is used only while its key still matches).
+struct KeyedMacs {
+    stored_key: [u8; 32],
+    stored: HmacSha256,
+    server_key: [u8; 32],
+    server: HmacSha256,
+}
+
+impl KeyedMacs {
+    fn new(stored_key: [u8; 32], server_key: [u8; 32]) -> Arc<KeyedMacs> {
+        Arc::new(KeyedMacs {
+            stored_key,
+            stored: keyed(&stored_key),
+            server_key,
+            server: keyed(&server_key),
+        })
+    }
 }
 
 impl ScramVerifier {
@@ -76,12 +112,12 @@ impl ScramVerifier {
         }
         let iterations: u32 = iterations.parse().ok().filter(|&i| i > 0)?;
         let salt = BASE64.decode(salt).ok().filter(|s| !s.is_empty())?;
-        Some(ScramVerifier {
+        Some(ScramVerifier::with_keys(
             iterations,
             salt,
-            stored_key: decode_key(stored_key)?,
-            server_key: decode_key(server_key)?,
-        })
+            decode_key(stored_key)?,
+            decode_key(server_key)?,
+        ))
     }
 
     /// Derives a verifier from a plain-text password with a fresh random 16-byte salt and 4096
@@ -110,11 +146,45 @@ impl ScramVerifier {
         };
         let salted = salted_password(password, salt, iterations);
         let client_key = hmac(&salted, &[b"Client Key"]);
+        ScramVerifier::with_keys(
+            iterations,
+            salt.to_vec(),
+            sha256(&client_key),
+            hmac(&salted, &[b"Server Key"]),
+        )
+    }
+
+    /// A verifier of these parts.
+    pub fn with_keys(
+        iterations: u32,
+        salt: Vec<u8>,
+        stored_key: [u8; 32],
+        server_key: [u8; 32],
+    ) -> ScramVerifier {
         ScramVerifier {
             iterations,
-            salt: salt.to_vec(),
-            stored_key: sha256(&client_key),
-            server_key: hmac(&salted, &[b"Server Key"]),
+            salt,
+            stored_key,
+            server_key,
+            macs: KeyedMacs::new(stored_key, server_key),
+        }
+    }
+
+    /// HMAC of the concatenated `parts` under StoredKey (the client's signature).
+    fn mac_stored(&self, parts: &[&[u8]]) -> [u8; 32] {
+        if self.macs.stored_key == self.stored_key {
+            finish(self.macs.stored.clone(), parts)
+        } else {
+            hmac(&self.stored_key, parts)
+        }
+    }
+
+    /// HMAC of the concatenated `parts` under ServerKey (the server's signature).
+    fn mac_server(&self, parts: &[&[u8]]) -> [u8; 32] {
+        if self.macs.server_key == self.server_key {
+            finish(self.macs.server.clone(), parts)
+        } else {
+            hmac(&self.server_key, parts)
         }
     }
 
@@ -139,12 +209,12 @@ impl ScramVerifier {
                 ],
             )
         };
-        ScramVerifier {
-            iterations: DEFAULT_ITERATIONS,
-            salt: derive(b"salt")[..SALT_LEN].to_vec(),
-            stored_key: derive(b"stored key"),
-            server_key: derive(b"server key"),
-        }
+        ScramVerifier::with_keys(
+            DEFAULT_ITERATIONS,
+            derive(b"salt")[..SALT_LEN].to_vec(),
+            derive(b"stored key"),
+            derive(b"server key"),
+        )
     }
 
     /// Formats the verifier as `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`
@@ -362,7 +432,7 @@ impl ScramServer {
         }
 
         let auth_message: &[&[u8]] = &[&auth_message_prefix, last.without_proof];
-        let client_signature = hmac(&self.verifier.stored_key, auth_message);
+        let client_signature = self.verifier.mac_stored(auth_message);
         let mut client_key = proof;
         for (k, s) in client_key.iter_mut().zip(client_signature) {
             *k ^= s;
@@ -372,7 +442,7 @@ impl ScramServer {
         }
         self.client_key = Some(client_key);
 
-        let server_signature = hmac(&self.verifier.server_key, auth_message);
+        let server_signature = self.verifier.mac_server(auth_message);
         let mut server_final = b"v=".to_vec();
         server_final.extend_from_slice(BASE64.encode(server_signature).as_bytes());
         Ok(server_final)
@@ -553,7 +623,11 @@ fn decode_key(s: &str) -> Option<[u8; 32]> {
 
 /// HMAC-SHA-256 of the concatenated `parts` under `key`.
 pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = keyed(key);
+    finish(keyed(key), parts)
+}
+
+/// `mac` (already keyed) over the concatenated `parts`.
+fn finish(mut mac: HmacSha256, parts: &[&[u8]]) -> [u8; 32] {
     for part in parts {
         mac.update(part);
     }
@@ -623,6 +697,42 @@ mod tests {
             .finish(&server_final)
             .expect("client accepts the server signature");
         Ok(())
+    }
+
+    /// The keyed HMAC states made with a verifier are used only while its (public) keys are the
+    /// ones they were made with: keys changed afterwards are the ones checked.
+    #[test]
+    fn keys_changed_after_construction_are_the_ones_checked() {
+        let salt = b"0123456789abcdef";
+        let mut v = ScramVerifier::from_password_with("old", salt, 16);
+        let new = ScramVerifier::from_password_with("new", salt, 16);
+        assert!(
+            exchange(
+                &mut ScramServer::new(v.clone()),
+                "old",
+                ChannelBinding::unsupported()
+            )
+            .is_ok()
+        );
+        v.stored_key = new.stored_key;
+        v.server_key = new.server_key;
+        assert_eq!(v, new);
+        assert!(
+            exchange(
+                &mut ScramServer::new(v.clone()),
+                "new",
+                ChannelBinding::unsupported()
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            exchange(
+                &mut ScramServer::new(v),
+                "old",
+                ChannelBinding::unsupported()
+            ),
+            Err(ScramError::InvalidProof)
+        );
     }
 
     /// A server after a valid client-first, with the client-final a real client would send.
