@@ -89,14 +89,10 @@ fn held_whole(tag: Option<BackendTag>, internal: bool) -> bool {
 
 impl Session {
     pub(super) async fn relay(&mut self) -> Result<(), Fatal> {
-        // One stop future (KILL, or the pooler draining, also when the drain began before this
-        // session registered) for the whole loop, not one per round.
-        let info = self.stats.client.info.clone();
-        let stop = info.killed();
-        tokio::pin!(stop);
-        // Polling `stop` costs a lock; once it has been polled (it then holds this task's waker,
-        // which stays the same), a round only needs to look at the stop bits, which are set
-        // before the notification. `armed`: polled since (re)made; `handled`: bits acted on.
+        // KILL, or the pooler draining (also when the drain began before this session
+        // registered): the client list wakes this task. Registering the waker costs a lock; once
+        // registered (the task's waker stays the same), a round only needs to look at the stop
+        // bits, which are set before the wake-up. `armed`: registered; `handled`: bits acted on.
         let mut armed = false;
         let mut handled = 0u8;
         loop {
@@ -170,10 +166,11 @@ impl Session {
                 // The session is captured whole, by one reference: a closure capturing each field
                 // it uses would keep one reference per field in every idle client's future.
                 let this = &mut *this;
+                let info = &this.stats.client.info;
                 if !armed || info.stop_requested() & !handled != 0 {
                     armed = true;
-                    if stop.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(if info.stop_requested() & STOP_KILL != 0 {
+                    if let Poll::Ready(bits) = info.poll_stop(cx, handled) {
+                        return Poll::Ready(if bits & STOP_KILL != 0 {
                             Event::Kill
                         } else {
                             Event::Drain
@@ -249,8 +246,6 @@ impl Session {
                 Event::Drain => {
                     self.draining = true;
                     handled |= STOP_DRAIN;
-                    stop.set(info.killed());
-                    armed = false;
                 }
                 Event::Kill => {
                     return Err(Fatal::new(
