@@ -141,7 +141,7 @@ impl Session {
                 application_name: wanted.get("application_name"),
                 tls: client.tls_description(),
             },
-            shared.query_tracker(&pool.key.database, &pool.key.user),
+            shared.query_tracker(&pool),
         );
         let timer = pool
             .settings

@@ -42,14 +42,15 @@ pub struct ClientList {
 /// One client session.
 pub struct ClientInfo {
     pub id: u64,
-    pub database: String,
-    pub user: String,
+    /// Shared with the pool's other sessions (every byte here is multiplied by the clients).
+    pub database: Arc<str>,
+    pub user: Arc<str>,
     /// None for an admin console session.
     pub pool: Option<Arc<Pool>>,
     pub addr: SocketAddr,
     pub local: Option<SocketAddr>,
     pub connect_time: u64,
-    pub application_name: String,
+    pub application_name: Box<str>,
     /// The process id sluice gave the client in BackendKeyData.
     pub remote_pid: i32,
     /// TLS version and cipher suite; `None` for plain TCP.
@@ -140,8 +141,8 @@ impl Drop for ConnectionCount {
 
 /// What a client registers with.
 pub struct NewClient<'a> {
-    pub database: &'a str,
-    pub user: &'a str,
+    pub database: Arc<str>,
+    pub user: Arc<str>,
     pub pool: Option<Arc<Pool>>,
     pub addr: SocketAddr,
     pub local: Option<SocketAddr>,
@@ -171,13 +172,13 @@ impl ClientList {
         }
         let info = Arc::new(ClientInfo {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
-            database: c.database.to_owned(),
-            user: c.user.to_owned(),
+            database: c.database,
+            user: c.user,
             pool: c.pool,
             addr: c.addr,
             local: c.local,
             connect_time: now,
-            application_name: c.application_name.to_owned(),
+            application_name: c.application_name.into(),
             remote_pid: c.remote_pid,
             tls: c.tls.map(String::into_boxed_str),
             wait_since: AtomicU64::new(0),
@@ -227,7 +228,7 @@ impl ClientList {
     pub fn kill(&self, database: Option<&str>) -> usize {
         let mut n = 0;
         for c in self.map.iter() {
-            if c.pool.is_some() && database.is_none_or(|d| d == c.database) {
+            if c.pool.is_some() && database.is_none_or(|d| d == &*c.database) {
                 c.request_stop(STOP_KILL);
                 n += 1;
             }
@@ -252,8 +253,8 @@ mod tests {
 
     fn new_client(list: &Arc<ClientList>) -> ClientEntry {
         list.register(NewClient {
-            database: "app",
-            user: "app",
+            database: "app".into(),
+            user: "app".into(),
             pool: None,
             addr: "127.0.0.1:1".parse().unwrap(),
             local: None,

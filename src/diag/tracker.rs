@@ -53,6 +53,23 @@ struct Item {
     params: Option<Bytes>,
 }
 
+/// What a session's tracker is made from, taken at login (the settings in force then). A session
+/// keeps only this until its first statement: a client that logs in and waits costs these few
+/// bytes instead of a whole [`QueryTracker`] (every byte of an idle client is multiplied by
+/// `max_client_conn`; bench/README.md, "Idle client memory").
+pub struct TrackerSeed {
+    pub store: Arc<QueryStats>,
+    /// Shared by the sessions of a pool.
+    pub scope: Arc<Scope>,
+    pub settings: TrackerSettings,
+}
+
+impl TrackerSeed {
+    pub fn tracker(&self) -> QueryTracker {
+        QueryTracker::new(self.store.clone(), self.scope.clone(), self.settings)
+    }
+}
+
 /// A statement over `log_min_duration`, for the session to log.
 #[derive(Debug)]
 pub struct Slow {
@@ -74,7 +91,7 @@ pub struct TrackerSettings {
 
 pub struct QueryTracker {
     store: Arc<QueryStats>,
-    scope: Scope,
+    scope: Arc<Scope>,
     settings: TrackerSettings,
     by_text: [Option<(u64, Arc<Fingerprint>)>; CACHE],
     by_id: [Option<Arc<Fingerprint>>; CACHE],
@@ -96,7 +113,7 @@ pub struct QueryTracker {
 type Bound = (Arc<Fingerprint>, Option<Bytes>);
 
 impl QueryTracker {
-    pub fn new(store: Arc<QueryStats>, scope: Scope, settings: TrackerSettings) -> QueryTracker {
+    pub fn new(store: Arc<QueryStats>, scope: Arc<Scope>, settings: TrackerSettings) -> QueryTracker {
         QueryTracker {
             store,
             scope,
@@ -448,7 +465,7 @@ mod tests {
     fn tracker(store: &Arc<QueryStats>) -> QueryTracker {
         QueryTracker::new(
             store.clone(),
-            Scope::new("db", "u"),
+            Arc::new(Scope::new("db", "u")),
             TrackerSettings {
                 log_min_duration_us: 1000,
                 log_parameters: false,
@@ -584,7 +601,7 @@ mod tests {
         let store = Arc::new(QueryStats::new(100));
         let mut t = QueryTracker::new(
             store,
-            Scope::new("db", "u"),
+            Arc::new(Scope::new("db", "u")),
             TrackerSettings {
                 log_min_duration_us: 1,
                 log_parameters: true,
