@@ -214,6 +214,7 @@ def run_attempt(args):
     rec["logged_tx"] = len(tx)
     if tx:
         # Time from the start to the first completed transaction: the connection phase, as seen here.
+        rec["connect_phase_s"] = round(max(0.0, tx[0][0] - started), 3)
         remember_connect(args.state, key, max(0.0, tx[0][0] - started))
     else:
         remember_connect(args.state, key, elapsed)
@@ -456,7 +457,9 @@ def cmd_hold(args):
 # report
 
 
-TARGETS = ["direct", "pgbouncer"]  # then the sluice binaries: meta["sluices"], default ["sluice"]
+# Then the peers (PgDoorman: meta["peers"]), then the sluice binaries (meta["sluices"], default
+# ["sluice"]); with compare.sh --threads each thread count is a target of its own (NAME-wN).
+TARGETS = ["direct", "pgbouncer"]
 # tls-*: compare.sh --tls (sslmode=require); *connect: pgbench -C, one connection per transaction.
 MODE_ORDER = ["ping", "simple", "extended", "prepared", "connect", "tls-simple", "tls-prepared", "tls-connect"]
 
@@ -497,8 +500,11 @@ def summarize(records):
     for key, rs in groups.items():
         good = [r for r in rs if r["ok"]]
         s = {"runs": len(rs), "ok": len(good), "errors": [r.get("error", "") for r in rs if not r["ok"]]}
-        for k in ("tps", "lat_avg_ms", "lat_p50_ms", "lat_p99_ms", "cpu_ms_per_1k_tx", "user_cpu_ms_per_1k_tx"):
+        for k in ("tps", "lat_avg_ms", "lat_p50_ms", "lat_p99_ms", "cpu_ms_per_1k_tx", "user_cpu_ms_per_1k_tx",
+                  "connect_ms", "connect_phase_s"):
             s[k] = med([r.get(k) for r in good])
+        s["connect_phase_max_s"] = max((r["connect_phase_s"] for r in rs if r.get("connect_phase_s") is not None),
+                                       default=None)
         tps = [r["tps"] for r in good if r.get("tps")]
         s["spread"] = (max(tps) - min(tps)) / s["tps"] * 100 if len(tps) > 1 and s["tps"] else None
         out[key] = s
@@ -512,9 +518,9 @@ def cmd_report(args):
     lines = []
     p = lines.append
     if meta:
-        p(f"sluice vs PgBouncer vs direct PostgreSQL — {meta.get('date', '')}")
+        p(f"sluice vs PgBouncer vs PgDoorman vs direct PostgreSQL — {meta.get('date', '')}")
         p("")
-        for k in ("machine", "postgres", "pgbouncer", "sluice", "settings"):
+        for k in ("machine", "postgres", "pgbouncer", "pgdoorman", "sluice", "settings"):
             if k in meta:
                 p(f"- {k}: {meta[k]}")
         p("")
@@ -522,14 +528,17 @@ def cmd_report(args):
     modes = sorted({k[0] for k in summary}, key=lambda m: MODE_ORDER.index(m) if m in MODE_ORDER else 99)
     # Several sluice binaries (compare.sh --sluice): each gets its rows, and the ones after the
     # first also their ratios to the first ("vs FIRST"), e.g. a branch against main.
+    peers = list(meta.get("peers") or [])
+    peers += sorted({k[2] for k in summary if k[2].startswith("pgdoorman")} - set(peers))
     sluices = list(meta.get("sluices") or ["sluice"])
-    sluices += sorted({k[2] for k in summary} - set(TARGETS) - set(sluices))
+    sluices += sorted({k[2] for k in summary} - set(TARGETS) - set(peers) - set(sluices))
+    # Several sluice targets (binaries, or thread counts with --threads): the later ones get "vs FIRST".
     base = sluices[0] if len(sluices) > 1 else None
-    targets = TARGETS + sluices
+    targets = TARGETS + peers + sluices
     extra = 4 if base else 0
     head = ("| mode | clients | target | tps | lat avg ms | lat p50 ms | lat p99 ms | pooler CPU ms/1k tx "
-            "| of which user | tps spread % | sluice/pgbouncer tps | sluice/direct tps | sluice/pgbouncer p99 "
-            "| sluice/pgbouncer CPU | sluice/pgbouncer user CPU |")
+            "| of which user | tps spread % | vs pgbouncer tps | vs direct tps | vs pgbouncer p99 "
+            "| vs pgbouncer CPU | vs pgbouncer user CPU |")
     if base:
         head += f" vs {base} tps | vs {base} p99 | vs {base} CPU | vs {base} user CPU |"
     p(head)
@@ -555,7 +564,7 @@ def cmd_report(args):
                 cells = [mode, str(clients), target, tps, fmt(s["lat_avg_ms"], 3), fmt(s["lat_p50_ms"], 3),
                          fmt(s["lat_p99_ms"], 3), fmt(s["cpu_ms_per_1k_tx"], 1),
                          fmt(s["user_cpu_ms_per_1k_tx"], 1), fmt(s["spread"], 1)]
-                if target in sluices:
+                if target in sluices or target in peers:
                     b = summary.get((mode, clients, "pgbouncer")) or {}
                     d = summary.get((mode, clients, "direct")) or {}
                     cells += [ratio(s["tps"], b.get("tps")), ratio(s["tps"], d.get("tps")),
@@ -580,6 +589,7 @@ def cmd_report(args):
           "-M prepared cannot work through it in transaction mode, so it is not run.")
     for n in notes:
         p(f"² {n}")
+    p_summaries(p, summary, peers, sluices)
     if mem:
         p("")
         p("Idle client connections (fully authenticated, holding no server connection):")
@@ -608,6 +618,67 @@ def cmd_report(args):
             if m.get("first_errors"):
                 p(f"- {m['target']} {m['clients']}: {m['first_errors'][0]}")
     print("\n".join(lines))
+
+
+def p_summaries(p, summary, peers, sluices):
+    """The issue-style overview under the main table: tps and CPU per transaction against PgBouncer
+    per client count (cells simple / extended / prepared), logins, and the connection phase of
+    the largest client counts."""
+    modes = [m for m in ("simple", "extended", "prepared") if any(k[0] == m for k in summary)]
+    clients = sorted({k[1] for k in summary if k[0] in modes})
+    if not modes or not clients:
+        return
+    poolers = [t for t in peers + sluices if any(k[2] == t for k in summary)]
+
+    def cell(target, c, value):
+        return " / ".join(value(summary.get((m, c, target)) or {}, summary.get((m, c, "pgbouncer")) or {})
+                          for m in modes)
+
+    cols = "".join(f" {c:,} |" for c in clients)
+    p("")
+    p(f"tps against PgBouncer ({' / '.join(modes)}; above 1 is faster):")
+    p("")
+    p("| target |" + cols)
+    p("|---|" + "---:|" * len(clients))
+    for t in poolers + ["direct"]:
+        p(f"| {t} |" + "".join(f" {cell(t, c, lambda s, b: ratio(s.get('tps'), b.get('tps')))} |" for c in clients))
+    p("")
+    p(f"Pooler CPU per transaction, µs ({' / '.join(modes)}; all threads, user + system):")
+    p("")
+    p("| target |" + cols)
+    p("|---|" + "---:|" * len(clients))
+    for t in ["pgbouncer"] + poolers:
+        p(f"| {t} |" + "".join(f" {cell(t, c, lambda s, b: fmt(s.get('cpu_ms_per_1k_tx'), 1))} |" for c in clients))
+    logins = sorted({k[1] for k in summary if k[0] == "connect"})
+    if logins:
+        p("")
+        p("Logins (`pgbench -C`, SCRAM, a new connection per transaction): logins per second, and "
+          "against PgBouncer:")
+        p("")
+        p("| target |" + "".join(f" {c} clients | vs pgbouncer |" for c in logins))
+        p("|---|" + "---:|---:|" * len(logins))
+        for t in ["direct", "pgbouncer"] + poolers:
+            row = ""
+            for c in logins:
+                s_, b = summary.get(("connect", c, t)) or {}, summary.get(("connect", c, "pgbouncer")) or {}
+                row += f" {fmt(s_.get('tps'), 0)} | {ratio(s_.get('tps'), b.get('tps')) if t != 'pgbouncer' else ''} |"
+            p(f"| {t} |" + row)
+    big = [c for c in clients if c >= 256] or clients[-1:]
+    p("")
+    p("Connection phase (pgbench's `initial connection time`, all clients logging in with SCRAM at "
+      "once, -j 2; median over modes and rounds, and the slowest run's time to its first "
+      "transaction):")
+    p("")
+    p("| target |" + "".join(f" {c:,} clients s | slowest s |" for c in big))
+    p("|---|" + "---:|---:|" * len(big))
+    for t in ["direct", "pgbouncer"] + poolers:
+        row = ""
+        for c in big:
+            ms = med([(summary.get((m, c, t)) or {}).get("connect_ms") for m in modes])
+            worst = [(summary.get((m, c, t)) or {}).get("connect_phase_max_s") for m in modes]
+            worst = [w for w in worst if w is not None]
+            row += f" {fmt(ms / 1000 if ms is not None else None, 2)} | {fmt(max(worst) if worst else None, 2)} |"
+        p(f"| {t} |" + row)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,13 +2,19 @@
 # Instructions sluice executes per transaction, counted by valgrind's callgrind. See bench/README.md.
 #
 #   bench/callgrind.sh [--modes "simple extended prepared"] [--clients "1 64"] [--tx "1280 3840"]
-#                      [--repeat K] [--no-build] [--keep] [--out DIR] [--sluice] NAME[=PATH]...
+#                      [--repeat K] [--threads "1 2"] [--no-build] [--keep] [--out DIR]
+#                      [--config-extra [NAME:]LINE]...
+#                      [--sluice] NAME[=PATH]...
 #
 # For each binary, mode and client count: `pgbench -S -M MODE -c CLIENTS -t N` through a freshly
 # started sluice under callgrind (trust auth), once with LOW and once with HIGH transactions in all
 # (--tx; at 64 clients -t 20 and -t 60), and (Ir of the second - Ir of the first) / (HIGH - LOW):
 # start-up, the clients' logins and shutdown are in both runs and cancel out. --sluice NAME=PATH
 # (repeatable) names the binaries; NAME alone, or no --sluice, is this tree's release build.
+# --config-extra (repeatable) adds LINE to the [pooler] section of binary NAME's config (of every
+# binary without NAME:), e.g. `off=target/release/sluice --config-extra 'off:query_stats = false'`.
+# --threads runs each binary once per `workers = N` as target NAME-wN (valgrind runs one thread at
+# a time, so the count is every thread's instructions: what a second worker adds, not its speed).
 # Everything it starts is stopped on exit and its temporary directory removed (unless --keep).
 set -euo pipefail
 
@@ -22,22 +28,29 @@ MODES="simple extended prepared"
 CLIENTS="1 64"
 TX="1280 3840"
 REPEAT=1
+THREADS=""
 BUILD=1
 KEEP=0
 OUT=""
 SCALE=1
 POOL_SIZE=20
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+EXTRA=() # "NAME:LINE" or ":LINE" (every binary)
+declare -A SL_EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --modes) MODES=$2; shift ;;
         --clients) CLIENTS=$2; shift ;;
         --tx) TX=$2; shift ;;
         --repeat) REPEAT=$2; shift ;;
+        --threads) THREADS=$2; shift ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
         --out) OUT=$2; shift ;;
+        --config-extra)
+            if [[ "$2" =~ ^([A-Za-z0-9][A-Za-z0-9_.-]*):(.*)$ ]]; then EXTRA+=("$2"); else EXTRA+=(":$2"); fi
+            shift ;;
         --sluice) sluice_spec "$2"; shift ;;
         -h|--help) usage 0 ;;
         -*) echo "unknown argument: $1" >&2; usage 64 ;;
@@ -51,6 +64,7 @@ read -r TX_LOW TX_HIGH <<<"$TX"
 bench_tools
 command -v valgrind >/dev/null || apt_install valgrind
 sluice_binaries
+sluice_threads "$THREADS"
 raise_nofile
 
 bench_workdir sluice-callgrind
@@ -75,15 +89,30 @@ host = "127.0.0.1"
 port = $PGPORT
 EOF
 )
-for name in "${SLUICE_NAMES[@]}"; do sluice_prepare "$name"; done
+for name in "${SLUICE_NAMES[@]}"; do
+    sluice_prepare "$name"
+    # The [pooler] section is the first lines of the file, up to the first blank one.
+    lines=()
+    for e in "${EXTRA[@]}"; do
+        if [ "${e%%:*}" = "" ] || [ "${e%%:*}" = "$name" ]; then lines+=("${e#*:}"); fi
+    done
+    if [ ${#lines[@]} -gt 0 ]; then
+        toml=${SL_DIR[$name]}/sluice.toml
+        { sed '/^$/,$d' "$toml"; printf '%s\n' "${lines[@]}"; sed -n '/^$/,$p' "$toml"; } >"$toml.new"
+        mv "$toml.new" "$toml"
+        SL_EXTRA[$name]=$(IFS=';'; echo "${lines[*]//\"/\\\"}")
+    fi
+done
 
 SLUICE_META=""
-for name in "${SLUICE_NAMES[@]}"; do SLUICE_META+="${SLUICE_META:+; }$name = ${SL_DESC[$name]}"; done
+for name in "${SLUICE_NAMES[@]}"; do
+    SLUICE_META+="${SLUICE_META:+; }$name = ${SL_DESC[$name]}${SL_EXTRA[$name]:+ with ${SL_EXTRA[$name]}}"
+done
 SLUICE_JSON=$(printf '"%s", ' "${SLUICE_NAMES[@]}"); SLUICE_JSON="[${SLUICE_JSON%, }]"
 cat >"$META" <<EOF
 {"date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
  "postgres": "$PG_VERSION (pgbench scale $SCALE, trust)",
- "sluice": "$SLUICE_META (transaction mode, pool size $POOL_SIZE, trust, default workers)",
+ "sluice": "$SLUICE_META (transaction mode, pool size $POOL_SIZE, trust, workers $([ -n "$THREADS" ] && echo "$THREADS" | tr ' ' / || echo "default"))",
  "sluices": $SLUICE_JSON,
  "settings": "$(valgrind --version) --tool=callgrind; pgbench -S -j 2 (-j 1 for 1 client) -t N through a fresh sluice, $TX_LOW and $TX_HIGH transactions in all; (Ir difference) / $((TX_HIGH - TX_LOW)); $REPEAT repetition(s), median"}
 EOF

@@ -58,6 +58,19 @@ find_pgbouncer() {
 }
 version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
 
+# PgDoorman (a multi-threaded Rust pooler) built by ../shared/peers/build.sh pg_doorman, or
+# $PGDOORMAN_BIN. Not installed when missing (it is a 7-minute Rust build from a tarball kept
+# outside this repository): PGDOORMAN is left empty and the caller runs without it. Sets
+# PGDOORMAN and PGDOORMAN_VERSION.
+find_pgdoorman() {
+    PGDOORMAN=${PGDOORMAN_BIN:-}
+    if [ -z "$PGDOORMAN" ] && [ -x "$PEERS/pg_doorman/pg_doorman" ]; then PGDOORMAN=$PEERS/pg_doorman/pg_doorman; fi
+    PGDOORMAN_VERSION=""
+    [ -n "$PGDOORMAN" ] || return 0
+    [ -x "$PGDOORMAN" ] || die "no PgDoorman binary at $PGDOORMAN"
+    PGDOORMAN_VERSION=$("$PGDOORMAN" --version 2>/dev/null | grep -o '[0-9][0-9.]*' | head -1)
+}
+
 # Many clients need many descriptors: pgbench, the poolers and the idle-connection holder inherit this.
 raise_nofile() {
     local hard
@@ -76,10 +89,30 @@ SLUICE_NAMES=()
 declare -A SL_BIN=() SL_DESC=() SL_PORT=() SL_PID=() SL_DIR=()
 SLUICE_WRAP=() # a command prefix for every sluice started (callgrind.sh: valgrind)
 
+# Thread counts (--threads "1 2"): every sluice binary runs once per count N, as its own target
+# NAME-wN with `workers = N`; a single count keeps the names and only sets `workers`.
+declare -A SL_WORKERS=()
+sluice_threads() { # "N ..." (after sluice_binaries)
+    local counts name n t names=()
+    read -r -a counts <<<"$1"
+    [ ${#counts[@]} -gt 0 ] || return 0
+    for n in "${counts[@]}"; do [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "--threads: '$n' is not a thread count"; done
+    for name in "${SLUICE_NAMES[@]}"; do
+        for n in "${counts[@]}"; do
+            if [ ${#counts[@]} = 1 ]; then t=$name; else t=$name-w$n; fi
+            SL_BIN[$t]=${SL_BIN[$name]}
+            SL_DESC[$t]="${SL_DESC[$name]}, workers $n"
+            SL_WORKERS[$t]=$n
+            names+=("$t")
+        done
+    done
+    SLUICE_NAMES=("${names[@]}")
+}
+
 sluice_spec() { # NAME[=PATH]
     local name=${1%%=*} s
     [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "--sluice $1: the name must be letters, digits, '_', '.', '-'"
-    case "$name" in direct|pgbouncer|pg) die "--sluice $1: '$name' is taken by another target" ;; esac
+    case "$name" in direct|pgbouncer|pgdoorman*|pg) die "--sluice $1: '$name' is taken by another target" ;; esac
     for s in "${SLUICE_SPECS[@]}"; do [ "${s%%=*}" != "$name" ] || die "--sluice $name given twice"; done
     SLUICE_SPECS+=("$1")
 }
@@ -139,6 +172,7 @@ bench_workdir() { # prefix
 }
 
 PG_PID="" BOUNCER_PID="" HOLD_PID="" KEEP=${KEEP:-0}
+declare -A PD_PID=() # PgDoorman processes by target name (compare.sh)
 stop_pid() { # pid signal [seconds before SIGKILL, default 10]
     local pid=$1 sig=$2 i
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
@@ -151,6 +185,7 @@ bench_cleanup() {
     set +e
     stop_pid "$HOLD_PID" TERM
     for name in "${SLUICE_NAMES[@]}"; do stop_pid "${SL_PID[$name]:-}" TERM; done
+    for name in "${!PD_PID[@]}"; do stop_pid "${PD_PID[$name]}" TERM; done
     stop_pid "$BOUNCER_PID" TERM
     stop_pid "$PG_PID" INT
     wait 2>/dev/null
@@ -243,7 +278,11 @@ sluice_prepare() { # name
     mkdir -p "$dir"
     SL_DIR[$name]=$dir
     SL_PORT[$name]=$(freeport)
-    { printf '[pooler]\nlisten = "127.0.0.1:%s"\n' "${SL_PORT[$name]}"; printf '%s\n' "$SLUICE_TOML"; } >"$dir/sluice.toml"
+    {
+        printf '[pooler]\nlisten = "127.0.0.1:%s"\n' "${SL_PORT[$name]}"
+        [ -z "${SL_WORKERS[$name]:-}" ] || printf 'workers = %s\n' "${SL_WORKERS[$name]}"
+        printf '%s\n' "$SLUICE_TOML"
+    } >"$dir/sluice.toml"
 }
 start_sluice() { # name
     local name=$1 dir=${SL_DIR[$1]}

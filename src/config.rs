@@ -122,7 +122,7 @@ pub struct PoolerConfig {
     /// ends the client's connection (docs/listen-notify.md).
     pub listen_queue_size: usize,
     /// Threads serving clients: 1 (the default) = one event loop on the main thread; 0 = one per
-    /// CPU core.
+    /// CPU core; never more than the cores the process may use ([`crate::threads`]).
     pub workers: usize,
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,

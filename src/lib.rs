@@ -63,22 +63,43 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// The tokio runtime `config` asks for (`pooler.workers`). One worker is a current-thread
-/// runtime, like PgBouncer's single event loop: tasks never move between threads and a wake-up
-/// never has to reach another core, which is the cheapest per transaction (bench/README.md).
-/// More workers are a multi-thread runtime (0: one per CPU core).
+/// The tokio runtime `config` asks for (`pooler.workers`, capped by [`threads`]). One thread is
+/// a current-thread runtime, like PgBouncer's single event loop: tasks never move between
+/// threads and a wake-up never has to reach another core, which is the cheapest per transaction
+/// (docs/workers.md). More are a multi-thread runtime.
 pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
     let workers = config.pooler.workers;
-    let mut builder = if workers == 1 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = threads(workers, cores);
+    if workers > n {
+        tracing::info!(
+            workers,
+            cores,
+            "workers capped at the CPU cores this process may use"
+        );
+    }
+    let mut builder = if n == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        if workers > 0 {
-            b.worker_threads(workers);
-        }
+        b.worker_threads(n);
         b
     };
     builder.enable_all().build()
+}
+
+/// The threads `workers` comes to with `cores` CPU cores available (the process's CPU affinity
+/// and a container's CPU quota count, as `std::thread::available_parallelism` sees them): 0 is
+/// one per core, and more than `cores` is capped at `cores`. A second thread on one core only
+/// adds the wake-ups and hand-overs between the two (docs/workers.md), so on one core it is
+/// never started.
+pub fn threads(workers: usize, cores: usize) -> usize {
+    let cores = cores.max(1);
+    if workers == 0 {
+        cores
+    } else {
+        workers.min(cores)
+    }
 }
 
 /// Serves clients on `listener` until `shutdown` completes (or an admin runs SHUTDOWN), then
@@ -120,4 +141,23 @@ pub async fn run_until(
     let (clients, stop) = listener::accept(&shared, listener, stop).await;
     shutdown::drain(&shared, clients, &drain_tx, stop).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threads;
+
+    #[test]
+    fn workers_come_to_at_most_one_thread_per_core() {
+        assert_eq!(threads(1, 8), 1);
+        assert_eq!(threads(4, 8), 4);
+        assert_eq!(threads(0, 8), 8, "0 is one per core");
+        assert_eq!(
+            threads(2, 1),
+            1,
+            "a second worker on one core is not started"
+        );
+        assert_eq!(threads(16, 4), 4);
+        assert_eq!(threads(0, 0), 1, "no count of cores is one");
+    }
 }

@@ -146,10 +146,90 @@ impl Drop for Statement {
     }
 }
 
-/// The name a statement has on server connections.
-pub fn server_name(id: u64) -> String {
-    format!("sluice_{id}")
+/// The name a statement has on server connections, `sluice_<id>`.
+pub fn server_name(id: u64) -> ServerSideName {
+    ServerSideName::new(id)
 }
+
+/// `sluice_<id>` on the stack: every Bind of a named statement writes one, and formatting it
+/// into a `String` cost more than the rest of the Bind's rewrite.
+#[derive(Clone, Copy)]
+pub struct ServerSideName {
+    buf: [u8; ServerSideName::CAP],
+    len: u8,
+}
+
+impl ServerSideName {
+    const PREFIX: &'static [u8] = b"sluice_";
+    /// The prefix and the 20 digits of `u64::MAX`.
+    const CAP: usize = 7 + 20;
+
+    fn new(mut id: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        loop {
+            digits[19 - n] = b'0' + (id % 10) as u8;
+            n += 1;
+            id /= 10;
+            if id == 0 {
+                break;
+            }
+        }
+        let mut buf = [0u8; Self::CAP];
+        buf[..Self::PREFIX.len()].copy_from_slice(Self::PREFIX);
+        buf[Self::PREFIX.len()..Self::PREFIX.len() + n].copy_from_slice(&digits[20 - n..]);
+        ServerSideName {
+            buf,
+            len: (Self::PREFIX.len() + n) as u8,
+        }
+    }
+
+    /// The name's bytes, without the UTF-8 check `Deref` to `str` makes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+impl std::ops::Deref for ServerSideName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("ASCII")
+    }
+}
+
+impl std::fmt::Display for ServerSideName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl std::fmt::Debug for ServerSideName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// Hashes the statement ids a server connection keys its statements by. They are sluice's own
+/// counters, never chosen by a client, so a multiply spreads them well enough and costs a
+/// fraction of the default SipHash on every Bind.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// Parse tail → statement. The key shares the statement's bytes.
 #[derive(Debug)]
@@ -292,7 +372,7 @@ fn sql_key(query: &[u8], types: Option<&[u8]>) -> (Vec<u8>, Option<usize>) {
 #[derive(Debug, Default)]
 pub struct ServerStatements {
     /// id → last use (a per-connection counter).
-    used: HashMap<u64, u64>,
+    used: IdMap<u64>,
     clock: u64,
 }
 
@@ -391,6 +471,26 @@ fn strip_keyword<'a>(s: &'a str, kw: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_side_names_are_sluice_and_the_id() {
+        for id in [0, 1, 9, 10, 99, 12_345, 1 << 40, u64::MAX] {
+            let name = server_name(id);
+            assert_eq!(&*name, format!("sluice_{id}"));
+            assert_eq!(name.as_bytes(), format!("sluice_{id}").as_bytes());
+            assert_eq!(name.to_string(), format!("sluice_{id}"));
+        }
+    }
+
+    #[test]
+    fn server_statements_find_many_ids() {
+        let mut s = ServerStatements::default();
+        for id in 0..1000 {
+            assert_eq!(s.insert(id * 7, 2000), None);
+        }
+        assert!((0..1000).all(|id| s.touch(id * 7)));
+        assert!(!s.touch(3));
+    }
 
     fn registry(cap: usize) -> (PoolStatements, Arc<ByteBudget>) {
         let budget = Arc::new(ByteBudget::new(cap));

@@ -91,6 +91,15 @@ pub fn split_cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&b[..end], &b[end + 1..]))
 }
 
+/// [`split_cstr`] for a SQL text (a Query's body): found with memchr, which pays for itself on
+/// texts of more than a few bytes (callgrind: a plain scan of pgbench's 57-byte SELECT cost
+/// about 250 instructions).
+#[inline]
+pub fn split_sql(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = memchr::memchr(0, b)?;
+    Some((&b[..end], &b[end + 1..]))
+}
+
 /// Scans `buf` from the start and returns how many bytes form whole messages, ending right after
 /// the first message whose tag is `stop` (for a server batch: `b'Z'`, ReadyForQuery), or after the
 /// last whole message when there is none. Lets a relay forward a whole batch in one write, as

@@ -27,7 +27,7 @@ pub mod sqlstate;
 pub mod startup;
 
 pub use error::ProtocolError;
-pub use framing::{Header, RawMessage, split_cstr, split_message};
+pub use framing::{Header, RawMessage, split_cstr, split_message, split_sql};
 
 /// Default cap on a tagged message whose body the pooler must hold whole (1 GiB is PostgreSQL's own
 /// ceiling; sluice defaults lower, see the `max_message_size` config key).

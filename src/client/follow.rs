@@ -5,7 +5,7 @@
 
 use sluice_proto::backend::BackendTag;
 use sluice_proto::frontend::FrontendTag;
-use sluice_proto::{frontend, split_cstr};
+use sluice_proto::{frontend, split_cstr, split_sql};
 
 use super::exchange::Pending;
 use super::session::Session;
@@ -59,32 +59,26 @@ impl Session {
     /// A request that goes to the server: what it will do to the session's settings.
     pub(super) fn follow_request(&mut self, tag: FrontendTag, body: &[u8]) {
         let untracked = match tag {
-            // A Query past max_message_size streams (relay.rs): sluice sees only its start, so
-            // what it does to the settings is unknown.
-            FrontendTag::Query if split_cstr(body).is_none() => true,
-            FrontendTag::Query => {
-                // A Query too large to hold streams: only its head is here, and what the rest
-                // does to the settings cannot be known.
-                let (sql, streamed) = match split_cstr(body) {
-                    Some((sql, _)) => (sql, false),
-                    None => (body, true),
-                };
-                let busy = self.settings.as_ref().is_some_and(|s| s.has_pending_work());
-                let mut effects = if streamed {
-                    vec![(0, Effect::Untracked)]
-                } else if setting::might_matter(sql, busy) {
-                    setting::read_query(sql).unwrap_or_else(|| vec![(0, Effect::Untracked)])
-                } else {
-                    Vec::new()
-                };
-                let before = effects.len();
-                effects.retain(|(_, e)| *e != Effect::Untracked);
-                let untracked = effects.len() != before;
-                if !effects.is_empty() || self.settings.is_some() {
-                    self.settings_mut().sent_query(effects);
+            // A Query past max_message_size streams (relay.rs): sluice sees only its head,
+            // without the closing NUL, and what the rest does to the settings is unknown.
+            FrontendTag::Query => match split_sql(body) {
+                None => true,
+                Some((sql, _)) => {
+                    let busy = self.settings.as_ref().is_some_and(|s| s.has_pending_work());
+                    let mut effects = if setting::might_matter(sql, busy) {
+                        setting::read_query(sql).unwrap_or_else(|| vec![(0, Effect::Untracked)])
+                    } else {
+                        Vec::new()
+                    };
+                    let before = effects.len();
+                    effects.retain(|(_, e)| *e != Effect::Untracked);
+                    let untracked = effects.len() != before;
+                    if !effects.is_empty() || self.settings.is_some() {
+                        self.settings_mut().sent_query(effects);
+                    }
+                    untracked
                 }
-                untracked
-            }
+            },
             FrontendTag::Bind => {
                 if let Some(s) = self.settings.as_deref_mut() {
                     if let Some((portal, rest)) = split_cstr(body) {

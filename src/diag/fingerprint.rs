@@ -19,11 +19,13 @@
 //! Text the lexer cannot read with certainty (an unterminated string, a backslash before a quote
 //! in a plain string) ends the fingerprint there with `…`: the rest is not shown.
 //!
-//! [`id`] computes only the 64-bit identity (no allocation after the first call on a thread);
-//! [`Fingerprint::of`] also the text, capped at [`MAX_TEXT`] bytes.
+//! [`Fingerprint::of`] computes the tokens, the text (capped at [`MAX_TEXT`] bytes) and the 64-bit
+//! identity; [`id`] only the identity, in one pass over the bytes without the tokens
+//! (`fingerprint_id.rs`, same rules, same hash: they always agree).
 
 use std::cell::RefCell;
 
+use super::fingerprint_id::IdHasher;
 use crate::router::classify::{Token, Tokens};
 
 /// The longest fingerprint text kept (the identity covers the whole statement).
@@ -58,9 +60,10 @@ impl Fingerprint {
     }
 }
 
-/// The identity of `sql`'s fingerprint, without its text.
+/// The identity of `sql`'s fingerprint, without its text: `Fingerprint::of(sql).id`, computed in
+/// one pass over the bytes (`fingerprint_id.rs`).
 pub fn id(sql: &[u8]) -> u64 {
-    with_tokens(sql, |toks| emit(sql, toks, None))
+    super::fingerprint_id::id(sql)
 }
 
 const TX_CONTROL: &[&str] = &[
@@ -75,7 +78,7 @@ const TX_CONTROL: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     /// An unquoted word (compared case-insensitively).
     Word,
     /// A quoted identifier, quotes included.
@@ -184,7 +187,7 @@ fn is_op_char(b: u8) -> bool {
 }
 
 /// Keywords after which a `-` or `+` is a sign, not a subtraction.
-const BEFORE_VALUE: &[&str] = &[
+pub(super) const BEFORE_VALUE: &[&str] = &[
     "select",
     "where",
     "and",
@@ -449,9 +452,9 @@ const SPACE_BEFORE_PAREN: &[&str] = &[
     "distinct",
 ];
 
-/// Hashes the tokens (FNV-1a over their normalised bytes) and, with `text`, writes them.
+/// Hashes the tokens (the same [`IdHasher`] as [`id`]) and, with `text`, writes them.
 fn emit(sql: &[u8], toks: &[Norm], mut text: Option<&mut String>) -> u64 {
-    let mut h = Fnv::new();
+    let mut h = IdHasher::new();
     // Trailing separators say nothing.
     let end = toks
         .iter()
@@ -468,12 +471,7 @@ fn emit(sql: &[u8], toks: &[Norm], mut text: Option<&mut String>) -> u64 {
             Kind::Unread => "…".as_bytes(),
             Kind::Sep => b";",
         };
-        h.byte(t.kind as u8);
-        if t.kind == Kind::Word {
-            h.bytes_lower(bytes);
-        } else {
-            h.bytes(bytes);
-        }
+        h.token(t.kind, bytes);
         if let Some(text) = text.as_deref_mut() {
             if text.len() < MAX_TEXT {
                 if let Some(p) = prev {
@@ -494,7 +492,7 @@ fn emit(sql: &[u8], toks: &[Norm], mut text: Option<&mut String>) -> u64 {
         }
         prev = Some(t);
     }
-    h.0
+    h.finish()
 }
 
 fn space_between(sql: &[u8], p: &Norm, t: &Norm, bytes: &[u8]) -> bool {
@@ -527,32 +525,6 @@ fn space_between(sql: &[u8], p: &Norm, t: &Norm, bytes: &[u8]) -> bool {
         return false;
     }
     true
-}
-
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    #[inline]
-    fn byte(&mut self, b: u8) {
-        self.0 ^= b as u64;
-        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-    }
-
-    fn bytes(&mut self, b: &[u8]) {
-        for &c in b {
-            self.byte(c);
-        }
-    }
-
-    fn bytes_lower(&mut self, b: &[u8]) {
-        for &c in b {
-            self.byte(c.to_ascii_lowercase());
-        }
-    }
 }
 
 #[cfg(test)]

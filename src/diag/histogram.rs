@@ -49,10 +49,20 @@ fn bounds(i: usize) -> (u64, u64) {
     (lo, lo + step)
 }
 
+/// The bucket of `us`, for a caller that keeps samples before recording them (one byte each).
+pub fn bucket_of(us: u64) -> u8 {
+    bucket(us) as u8
+}
+
 impl Histogram {
     pub fn record(&mut self, us: u64) {
-        let b = &mut self.counts[bucket(us)];
-        *b = b.saturating_add(1);
+        self.record_bucket(bucket(us) as u8);
+    }
+
+    /// Records a sample by its bucket ([`bucket_of`]).
+    pub fn record_bucket(&mut self, b: u8) {
+        let c = &mut self.counts[(b as usize).min(BUCKETS - 1)];
+        *c = c.saturating_add(1);
         self.n += 1;
     }
 

@@ -1,23 +1,27 @@
 //! Query statistics per (database, user, fingerprint): what SHOW QUERIES and `/debug/queries`
 //! show.
 //!
-//! One process-wide [`QueryStats`], sharded by key over 16 mutexes: recording a statement is
-//! one uncontended lock, one hash lookup and a few adds (sessions record at each ReadyForQuery,
-//! see `tracker.rs`). Not in Prometheus: a label per query would be unbounded.
+//! One process-wide [`QueryStats`], sharded by key over 16 mutexes. Sessions do not lock it per
+//! statement: each counts into its own few [`Pending`] entries (`pending.rs`) and merges them in
+//! batches; every reader (SHOW QUERIES, `/debug/queries`, RESET QUERIES) merges all sessions'
+//! pending counts first, so it sees every statement that has finished. Not in Prometheus: a
+//! label per query would be unbounded.
 //!
 //! # Bound
 //! At most `query_stats_max_entries` entries. When a new entry would pass the bound, the
 //! lightest tenth by total execution time is dropped first (one pass over all shards, so the
 //! cost is paid once per max/10 new fingerprints) and counted in `evicted`. Heavy statements
 //! stay; a fingerprint seen once in a flood of unique ones may come and go, and its counts
-//! restart when it comes back.
+//! restart when it comes back. The pending counts of a session (at most
+//! [`super::pending::ENTRIES`] fingerprints) are outside the bound until they are merged.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::fingerprint::Fingerprint;
 use super::histogram::Histogram;
+use super::pending::{Deltas, Pending};
 
 const SHARDS: usize = 16;
 
@@ -114,6 +118,15 @@ pub struct QueryStats {
     evicted: AtomicU64,
     /// When counting started (µs since the epoch): start-up or the last RESET QUERIES.
     since: AtomicU64,
+    /// Every session's pending counts (see `pending.rs`).
+    sessions: Mutex<Sessions>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    list: Vec<Weak<Pending>>,
+    /// Ended sessions are swept from `list` when it reaches this length.
+    sweep_at: usize,
 }
 
 impl QueryStats {
@@ -124,6 +137,44 @@ impl QueryStats {
             len: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
             since: AtomicU64::new(crate::clock::now_us()),
+            sessions: Mutex::default(),
+        }
+    }
+
+    /// A session's pending counts, known to the readers from now on.
+    pub fn register(&self, scope: Scope) -> Arc<Pending> {
+        let p = Arc::new(Pending::new(scope));
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if s.list.len() >= s.sweep_at {
+            s.list.retain(|w| w.strong_count() > 0);
+            s.sweep_at = (s.list.len() * 2).max(64);
+        }
+        s.list.push(Arc::downgrade(&p));
+        p
+    }
+
+    /// Merges a session's pending counts (and empties them).
+    pub fn merge(&self, scope: &Scope, deltas: &mut Deltas<'_>) {
+        for d in deltas.take() {
+            self.update(scope, &d.fingerprint, |e| d.merge_into(e));
+        }
+    }
+
+    /// Registrations kept (live sessions and ended ones not yet swept).
+    #[cfg(test)]
+    pub(super) fn registrations(&self) -> usize {
+        self.sessions.lock().unwrap().list.len()
+    }
+
+    /// Every live session's pending counts.
+    pub(super) fn sessions(&self) -> Vec<Arc<Pending>> {
+        let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        s.list.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    fn merge_all(&self) {
+        for p in self.sessions() {
+            self.merge(&p.scope, &mut p.lock());
         }
     }
 
@@ -218,8 +269,9 @@ impl QueryStats {
         self.evicted.fetch_add(dropped as u64, Ordering::Relaxed);
     }
 
-    /// Every entry, heaviest (total time) first.
+    /// Every entry, heaviest (total time) first (every session's pending counts merged).
     pub fn snapshot(&self) -> Vec<Entry> {
+        self.merge_all();
         let mut all: Vec<Entry> = Vec::new();
         for s in self.shards.iter() {
             let s = s.lock().unwrap_or_else(|p| p.into_inner());
@@ -238,6 +290,9 @@ impl QueryStats {
 
     /// RESET QUERIES: forget everything.
     pub fn reset(&self) {
+        for p in self.sessions() {
+            p.lock().clear();
+        }
         for s in self.shards.iter() {
             let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
             self.len.fetch_sub(s.map.len(), Ordering::Relaxed);

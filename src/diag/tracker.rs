@@ -16,9 +16,11 @@
 //!
 //! # Fingerprints
 //! Computed once per prepared statement (at the client's Parse, kept by name) and, for simple
-//! queries, looked up by a hash of the text in a small per-session cache before anything is
-//! lexed; a text not in it is lexed for its identity alone, and the text of the fingerprint is
-//! only built when the session meets a new identity.
+//! queries, looked up in a small per-session cache before anything is lexed, by the text's shape
+//! (`fingerprint_id::shape`: the text with its numbers left out, so pgbench's new number in
+//! every statement still hits) or, for a text with a quoted identifier, by its whole text. A
+//! text not in it gets its identity alone (`fingerprint_id::id`, one pass, no allocation), and
+//! the text of the fingerprint is only built when the session meets a new identity.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,6 +31,8 @@ use sluice_proto::frontend::FrontendTag;
 use sluice_proto::{Header, split_cstr};
 
 use super::fingerprint::{self, Fingerprint};
+use super::fingerprint_id;
+use super::pending::Pending;
 use super::query_stats::{QueryStats, Sample, Scope};
 
 /// Slots of each per-session cache (text hash, and fingerprint identity).
@@ -108,6 +112,8 @@ pub struct QueryTracker {
     tx_owner: Option<Arc<Fingerprint>>,
     /// The identity [`QueryTracker::sent`] last returned.
     published: u64,
+    /// Counts not yet merged into `store` (registered with it at the first statement).
+    pending: Option<Arc<Pending>>,
 }
 
 type Bound = (Arc<Fingerprint>, Option<Bytes>);
@@ -129,12 +135,14 @@ impl QueryTracker {
             wait_us: 0,
             tx_owner: None,
             published: 0,
+            pending: None,
         }
     }
 
     /// The fingerprint of `sql`, through the caches.
     pub fn fingerprint(&mut self, sql: &[u8]) -> Arc<Fingerprint> {
-        let h = text_hash(sql);
+        // By shape (numbers do not count) where the text has one, else by the whole text.
+        let h = fingerprint_id::shape(sql).unwrap_or_else(|| text_hash(sql) ^ 0x5bd1_e995);
         let slot = h as usize % CACHE;
         if let Some((k, fp)) = &self.by_text[slot] {
             if *k == h {
@@ -227,9 +235,8 @@ impl QueryTracker {
     pub fn sent(&mut self, tag: FrontendTag, msg: &Bytes) -> Option<Arc<Fingerprint>> {
         let (kind, fp, params) = match tag {
             FrontendTag::Query => {
-                let sql = split_cstr(&msg[Header::LEN..]).map_or(&[][..], |(s, _)| s);
                 let params = self.settings.log_parameters.then(|| msg.clone());
-                (Kind::Query, Some(self.fingerprint(sql)), params)
+                (Kind::Query, Some(self.fingerprint(query_text(msg))), params)
             }
             FrontendTag::Execute => {
                 let portal = split_cstr(&msg[Header::LEN..]).map_or(&[][..], |(s, _)| s);
@@ -315,21 +322,25 @@ impl QueryTracker {
             .filter(|i| i.kind != Kind::Boundary && !i.skipped && i.fp.is_some())
             .count() as u64;
         let each = elapsed_us.checked_div(calls).unwrap_or(0);
+        let pending = self
+            .pending
+            .get_or_insert_with(|| self.store.register(Scope::clone(&self.scope)));
+        let mut deltas = pending.lock();
         for item in self.items.drain(..end) {
             let Some(fp) = item.fp.filter(|_| !item.skipped) else {
                 continue;
             };
             let wait_us = std::mem::take(&mut self.wait_us);
-            self.store.record(
-                &self.scope,
-                &fp,
-                &Sample {
-                    elapsed_us: each,
-                    rows: item.rows,
-                    error: item.error,
-                    wait_us,
-                },
-            );
+            let sample = Sample {
+                elapsed_us: each,
+                rows: item.rows,
+                error: item.error,
+                wait_us,
+            };
+            if !deltas.record(&fp, &sample) {
+                self.store.merge(&pending.scope, &mut deltas);
+                deltas.record(&fp, &sample);
+            }
             let min = self.settings.log_min_duration_us;
             if min > 0 && each >= min {
                 slow.push(Slow {
@@ -347,7 +358,10 @@ impl QueryTracker {
         self.cursor = self.cursor.saturating_sub(end);
         if let Some(us) = xact_us {
             if let Some(owner) = self.tx_owner.take() {
-                self.store.held(&self.scope, &owner, us);
+                if !deltas.held(&owner, us) {
+                    self.store.merge(&pending.scope, &mut deltas);
+                    deltas.held(&owner, us);
+                }
             }
         }
     }
@@ -357,6 +371,25 @@ impl QueryTracker {
         self.items.clear();
         self.cursor = 0;
         self.tx_owner = None;
+    }
+}
+
+impl Drop for QueryTracker {
+    /// The session ended: its pending counts go to the store.
+    fn drop(&mut self) {
+        if let Some(p) = &self.pending {
+            self.store.merge(&p.scope, &mut p.lock());
+        }
+    }
+}
+
+/// A Query's text: up to its first NUL, found with `contains` (memchr) since it is normally
+/// the last byte, not byte by byte.
+fn query_text(msg: &[u8]) -> &[u8] {
+    let body = &msg[Header::LEN..];
+    match body.split_last() {
+        Some((0, text)) if !text.contains(&0) => text,
+        _ => split_cstr(body).map_or(&[][..], |(s, _)| s),
     }
 }
 
@@ -619,6 +652,14 @@ mod tests {
             describe_params(Kind::Execute, &bind),
             "$1 = 'hi', $2 = NULL"
         );
+    }
+
+    #[test]
+    fn query_text_stops_at_the_first_nul() {
+        assert_eq!(query_text(&query("SELECT 1")), b"SELECT 1");
+        assert_eq!(query_text(&msg(b'Q', b"SELECT 1\0junk\0")), b"SELECT 1");
+        assert_eq!(query_text(&msg(b'Q', b"SELECT 1")), b"");
+        assert_eq!(query_text(&msg(b'Q', b"")), b"");
     }
 
     #[test]

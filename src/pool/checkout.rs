@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::guard::{ServerGuard, Slot};
 use super::outage::Ticket;
+use super::wait_watch::Waiter;
 use super::{Pool, ServerCap};
 use crate::metrics::CloseReason;
 use crate::server::{ConnectError, ServerConn};
@@ -29,7 +30,8 @@ pub enum CheckoutError {
 pub(super) enum Take {
     Conn(Box<ServerConn>),
     Slot(Slot),
-    Wait(oneshot::Receiver<Handoff>),
+    /// Queued: the receiver and when it started waiting.
+    Wait(oneshot::Receiver<Handoff>, Instant),
     /// Under `size`, but a cap across pools is reached (`caps.rs`).
     Cap(Arc<ServerCap>),
 }
@@ -37,6 +39,8 @@ pub(super) enum Take {
 pub(super) enum Handoff {
     Conn(ServerGuard),
     Slot(Slot),
+    /// `query_wait_timeout` passed (`wait_watch.rs`).
+    TimedOut,
 }
 
 impl Pool {
@@ -49,7 +53,7 @@ impl Pool {
             if st.waiters.is_empty() || self.acquire_caps().is_err() {
                 break;
             }
-            let Some((tx, _)) = st.waiters.pop_front() else {
+            let Some(Waiter { tx, .. }) = st.waiters.pop_front() else {
                 break;
             };
             st.open += 1;
@@ -80,7 +84,7 @@ impl Pool {
         // no clock read (arming and cancelling a timeout costs more than the rest of a checkout).
         let mut first = None;
         if !self.pause.is_set() {
-            match self.try_take()? {
+            match self.try_take(wait)? {
                 Take::Conn(mut conn) => {
                     if !self.must_check(&conn) && conn.is_alive() {
                         self.counters.waited(Duration::ZERO);
@@ -88,50 +92,88 @@ impl Pool {
                     }
                     first = Some(Take::Conn(conn));
                 }
+                // Queued, the usual wait under load: the pool's watch times it out
+                // (`wait_watch.rs`), no timer of its own.
+                Take::Wait(rx, since) => {
+                    return Box::pin(self.wait_in_queue(rx, since, wait)).await;
+                }
                 take => first = Some(take),
             }
         }
         // Boxed: the timer and the wait make a big future, and only waiting checkouts need it.
-        Box::pin(self.checkout_wait(wait, first)).await
+        Box::pin(self.checkout_wait(Instant::now(), wait, wait, first)).await
     }
 
-    /// A checkout that may have to wait, within `wait`.
+    /// A checkout queued by the fast path: what the queue hands it. A connection that turns out
+    /// dead, or a slot to connect with, goes on within what is left of `wait`, with a timer.
+    async fn wait_in_queue(
+        self: &Arc<Self>,
+        rx: oneshot::Receiver<Handoff>,
+        since: Instant,
+        wait: Duration,
+    ) -> Result<ServerGuard, CheckoutError> {
+        let first = match rx.await {
+            Ok(Handoff::Conn(mut guard)) => {
+                if guard.conn_mut().is_alive() {
+                    self.counters.waited(since.elapsed());
+                    return Ok(guard);
+                }
+                drop_dead(guard);
+                None
+            }
+            Ok(Handoff::Slot(slot)) => Some(Take::Slot(slot)),
+            Ok(Handoff::TimedOut) => {
+                self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.counters.waited(since.elapsed());
+                return Err(CheckoutError::Timeout(wait));
+            }
+            // The pool dropped our sender without an answer: cannot happen while the pool
+            // lives, but trying again is always safe.
+            Err(_) => None,
+        };
+        let left = wait.saturating_sub(since.elapsed());
+        self.checkout_wait(since, wait, left, first).await
+    }
+
+    /// A checkout that may have to wait, within `left` (of `wait`, begun at `started`).
     async fn checkout_wait(
         self: &Arc<Self>,
+        started: Instant,
         wait: Duration,
+        left: Duration,
         first: Option<Take>,
     ) -> Result<ServerGuard, CheckoutError> {
-        let started = Instant::now();
         let checkout = async {
             if first.is_none() {
                 self.pause.wait().await;
             }
-            self.checkout_inner(first).await
+            self.checkout_inner(first, wait).await
         };
-        match tokio::time::timeout(wait, checkout).await {
-            Ok(r) => {
-                if r.is_ok() {
-                    self.counters.waited(started.elapsed());
-                }
-                r
-            }
-            Err(_) => {
+        let r = match tokio::time::timeout(left, checkout).await {
+            Ok(r) => r,
+            Err(_) => Err(CheckoutError::Timeout(wait)),
+        };
+        match &r {
+            Ok(_) => self.counters.waited(started.elapsed()),
+            Err(CheckoutError::Timeout(_)) => {
                 self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
                 self.counters.waited(started.elapsed());
-                Err(CheckoutError::Timeout(wait))
             }
+            Err(_) => {}
         }
+        r
     }
 
     /// `first`: what the fast path already took, if anything.
     async fn checkout_inner(
         self: &Arc<Self>,
         mut first: Option<Take>,
+        wait: Duration,
     ) -> Result<ServerGuard, CheckoutError> {
         loop {
             let take = match first.take() {
                 Some(t) => t,
-                None => self.try_take()?,
+                None => self.try_take(wait)?,
             };
             let slot = match take {
                 Take::Conn(mut conn) => {
@@ -161,21 +203,16 @@ impl Pool {
                     slot
                 }
                 Take::Slot(slot) => slot,
-                Take::Wait(rx) => match rx.await {
+                Take::Wait(rx, _) => match rx.await {
                     Ok(Handoff::Conn(mut guard)) => {
                         if guard.conn_mut().is_alive() {
                             return Ok(guard);
                         }
-                        // Closed by the server while handed over: nothing to cancel.
-                        let conn = guard.conn_mut();
-                        conn.dirty = true;
-                        if let Some(e) = &conn.entry {
-                            e.info.lost.store(true, Ordering::Relaxed);
-                        }
-                        drop(guard);
+                        drop_dead(guard);
                         continue;
                     }
                     Ok(Handoff::Slot(slot)) => slot,
+                    Ok(Handoff::TimedOut) => return Err(CheckoutError::Timeout(wait)),
                     // The pool dropped our sender without an answer: cannot happen while the pool
                     // lives, but retrying is always safe.
                     Err(_) => continue,
@@ -204,8 +241,9 @@ impl Pool {
         conn.check_due || self.settings.check_delay.is_zero()
     }
 
-    /// The synchronous part of a checkout, under the lock.
-    fn try_take(self: &Arc<Self>) -> Result<Take, CheckoutError> {
+    /// The synchronous part of a checkout, under the lock. A waiter queued here gives up after
+    /// `wait`.
+    fn try_take(self: &Arc<Self>, wait: Duration) -> Result<Take, CheckoutError> {
         let mut st = self.state();
         if let Some(conn) = st.idle.pop() {
             return Ok(Take::Conn(conn));
@@ -223,8 +261,17 @@ impl Pool {
             return Ok(Take::Slot(Slot::new(self.clone(), Some(ticket))));
         }
         let (tx, rx) = oneshot::channel();
-        st.waiters.push_back((tx, Instant::now()));
-        Ok(Take::Wait(rx))
+        let since = Instant::now();
+        let deadline = since.checked_add(wait).unwrap_or(since + ONE_YEAR);
+        self.queue_waiter(
+            &mut st,
+            Waiter {
+                tx,
+                since,
+                deadline,
+            },
+        );
+        Ok(Take::Wait(rx, since))
     }
 
     /// A clean connection comes back: to the oldest waiter, else to the idle list.
@@ -249,11 +296,11 @@ impl Pool {
             drop(st);
             return self.discard(conn, CloseReason::Admin);
         }
-        while let Some((tx, _)) = st.waiters.pop_front() {
+        while let Some(Waiter { tx, .. }) = st.waiters.pop_front() {
             match tx.send(Handoff::Conn(ServerGuard::new(self.clone(), conn))) {
                 Ok(()) => return,
                 Err(Handoff::Conn(mut back)) => conn = back.take(),
-                Err(Handoff::Slot(_)) => unreachable!("we sent a connection"),
+                Err(_) => unreachable!("we sent a connection"),
             }
         }
         if let Some(e) = &conn.entry {
@@ -282,15 +329,28 @@ impl Pool {
             self.release_caps();
             return;
         }
-        while let Some((tx, _)) = st.waiters.pop_front() {
+        while let Some(Waiter { tx, .. }) = st.waiters.pop_front() {
             match tx.send(Handoff::Slot(Slot::new(self.clone(), None))) {
                 Ok(()) => return,
                 Err(Handoff::Slot(mut back)) => back.pool = None,
-                Err(Handoff::Conn(_)) => unreachable!("we sent a slot"),
+                Err(_) => unreachable!("we sent a slot"),
             }
         }
         st.open -= 1;
         drop(st);
         self.release_caps();
     }
+}
+
+/// A deadline for a `query_wait_timeout` too large to add to the clock.
+const ONE_YEAR: Duration = Duration::from_secs(365 * 86_400);
+
+/// A connection handed over that the server closed meanwhile: closed, nothing to cancel.
+fn drop_dead(mut guard: ServerGuard) {
+    let conn = guard.conn_mut();
+    conn.dirty = true;
+    if let Some(e) = &conn.entry {
+        e.info.lost.store(true, Ordering::Relaxed);
+    }
+    drop(guard);
 }

@@ -4,6 +4,7 @@
 //! connected; it never exceeds `size`. The files, one concept each:
 //! * `checkout.rs`: [`Pool::checkout`] and the hand-off of returned connections and freed slots
 //!   to the oldest waiter;
+//! * `wait_watch.rs`: `query_wait_timeout` for queued waiters, one watch task per pool;
 //! * `guard.rs`: [`ServerGuard`] (a lent connection; dropped, it goes back, or is closed if
 //!   `dirty`) and the slot guard, which make a waiter that gives up safe;
 //! * `connect.rs`: opening a connection;
@@ -26,6 +27,7 @@ mod key;
 mod outage;
 mod pause;
 mod settings;
+mod wait_watch;
 
 pub use caps::ServerCap;
 pub use checkout::CheckoutError;
@@ -39,8 +41,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
 use crate::clock::now_us;
 use crate::metrics::{CloseReason, PoolCounters, PoolGauges, PoolLabels, PoolSample, PoolState};
 use crate::params::{Params, ParamsInterner, StartupMemo};
@@ -49,8 +49,8 @@ use crate::pubsub::{Hub, HubSettings};
 use crate::router::Router;
 use crate::server::list::ServerList;
 use crate::server::{ServerConn, ServerTarget};
-use checkout::Handoff;
 use outage::Outage;
+use wait_watch::Waiter;
 
 struct State {
     /// Boxed, as everywhere in the pool: a connection changes hands on every checkout and return,
@@ -58,8 +58,10 @@ struct State {
     #[allow(clippy::vec_box)]
     idle: Vec<Box<ServerConn>>,
     open: usize,
-    /// With when each started waiting.
-    waiters: VecDeque<(oneshot::Sender<Handoff>, Instant)>,
+    /// Checkouts waiting, oldest first (`wait_watch.rs`).
+    waiters: VecDeque<Waiter>,
+    /// The earliest deadline the waiters' watch sleeps until; None while no watch runs.
+    watch_until: Option<Instant>,
     /// Whether the server is taken to be down, and who may connect meanwhile.
     outage: Outage,
 }
@@ -113,6 +115,8 @@ pub struct Pool {
     /// Its database and user as shared strings, for what each session would otherwise copy (its
     /// client list entry, the scope its query statistics count under); made at the first session.
     scope: OnceLock<Arc<crate::diag::Scope>>,
+    /// Wakes the waiters' watch early (`wait_watch.rs`).
+    watch_wake: tokio::sync::Notify,
 }
 
 impl Pool {
@@ -135,6 +139,7 @@ impl Pool {
                 idle: Vec::new(),
                 open: 0,
                 waiters: VecDeque::new(),
+                watch_until: None,
                 outage: Outage::default(),
             }),
             startup_params: Mutex::new(None),
@@ -154,6 +159,7 @@ impl Pool {
             sessions: AtomicUsize::new(0),
             pubsub: OnceLock::new(),
             scope: OnceLock::new(),
+            watch_wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -410,7 +416,7 @@ impl Pool {
         (
             st.idle.len(),
             st.open,
-            st.waiters.iter().filter(|(w, _)| !w.is_closed()).count(),
+            st.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
         )
     }
 
@@ -422,8 +428,8 @@ impl Pool {
     /// (idle, open, waiting, when the longest waiting checkout started), under one lock.
     pub fn wait_state(&self) -> (usize, usize, usize, Option<Instant>) {
         let st = self.state();
-        let mut live = st.waiters.iter().filter(|(w, _)| !w.is_closed());
-        let oldest = live.next().map(|(_, since)| *since);
+        let mut live = st.waiters.iter().filter(|w| !w.tx.is_closed());
+        let oldest = live.next().map(|w| w.since);
         let waiting = live.count() + usize::from(oldest.is_some());
         (st.idle.len(), st.open, waiting, oldest)
     }

@@ -540,7 +540,7 @@ fn send(
         prefix: chars(prefix.as_bytes()),
         name_at: chars(&sql[..name_at.start]),
         client_len: chars(&sql[name_at]),
-        server,
+        server: server.to_string(),
         client: String::from_utf8_lossy(client).into_owned(),
     };
     ex.sent(Pending::Sql(Box::new(rw)));

@@ -261,3 +261,77 @@ fn the_prefilter_only_lets_through_what_may_matter() {
     assert!(might_matter(b"ROLLBACK TO s", true));
     assert!(might_matter(b"savepoint s", true));
 }
+
+/// The prefilter as first written, one byte at a time: the eight-byte scan must agree with it.
+fn might_matter_bytewise(sql: &[u8], in_transaction_work: bool) -> bool {
+    let at = |i: usize, word: &[u8]| {
+        sql.get(i..i + word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    };
+    (0..sql.len()).any(|i| match sql[i] | 0x20 {
+        b's' => at(i, b"set") || (in_transaction_work && at(i, b"savepoint")),
+        b'd' => at(i, b"discard"),
+        b'r' => in_transaction_work && (at(i, b"release") || at(i, b"rollback")),
+        _ => false,
+    })
+}
+
+#[test]
+fn the_prefilter_scans_eight_bytes_at_a_time_like_one_at_a_time() {
+    let words: &[&[u8]] = &[
+        b"set",
+        b"SeT",
+        b"se",
+        b"savepoint",
+        b"SAVEPOIN",
+        b"discard",
+        b"DISCAR",
+        b"release",
+        b"rollback",
+        b"ROLLBAC",
+        b"select",
+        b"s",
+        b"d",
+        b"r",
+        b"x",
+        b" ",
+        b";",
+        b"\xd3\xf3",
+        b"\xc4",
+        b"S\0T",
+        b"\x73\x45\x54",
+    ];
+    // Every word at every offset 0..16 (so across the eight-byte chunks and in the tail), and
+    // a few pseudo-random concatenations.
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    for w in words {
+        for pad in 0..17 {
+            let mut v = vec![b'a'; pad];
+            v.extend_from_slice(w);
+            cases.push(v.clone());
+            v.extend_from_slice(b"aaaaaaa");
+            cases.push(v);
+        }
+    }
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..2000 {
+        let mut v = Vec::new();
+        for _ in 0..(seed % 7) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            v.extend_from_slice(words[(seed % words.len() as u64) as usize]);
+        }
+        cases.push(v);
+    }
+    for case in &cases {
+        for tx in [false, true] {
+            assert_eq!(
+                might_matter(case, tx),
+                might_matter_bytewise(case, tx),
+                "{:?} (transaction work: {tx})",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
+}

@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# What /metrics costs: pgbench -S through two sluice processes, one with metrics_listen (scraped
-# every second while measured) and one without, runs alternating, and the ratio of their tps.
+# What a feature costs: pgbench -S through two sluice processes, one with the feature on and one
+# with it off, runs alternating, and the ratio of their tps and of the pooler's CPU time per
+# transaction. --key says which feature:
+#   query_stats  query_stats = true (the default) against false (docs/diagnosis.md); ends with
+#                SHOW QUERIES of the pooler that counted. pgbench -S sends a new literal in every
+#                statement: the worst case for the fingerprint cache by text.
+#   metrics      metrics_listen set, and /metrics scraped every second while measured, against no
+#                metrics listener; ends with how many scrapes were answered.
 #
 #   PGHOST=127.0.0.1 PGPORT=5432 PGUSER=app PGPASSWORD=... PGDATABASE=app \
-#     bench/metrics-cost.sh [--rounds N] [--duration SECS] [--clients N] [--sluice PATH]
+#     bench/feature-cost.sh --key query_stats|metrics [--rounds N] [--duration SECS]
+#                           [--clients N] [--sluice PATH]
 #
 # The database must already hold pgbench's tables (pgbench -i -s 10). sluice is taken from
 # target/release/sluice (or $CARGO_TARGET_DIR/release/sluice) unless --sluice says otherwise;
 # build it with `cargo build --release` first. Each pooler gets a short warm-up run first (so
-# opening its server connections falls in no measured round). Prints each round's tps and the
-# pooler's CPU time per transaction (utime + stime of the sluice process over the run, from
-# /proc, divided by the transactions pgbench completed: less sensitive to a busy machine than
-# tps), the medians and their ratios on/off, and how many scrapes succeeded. Both poolers are
-# stopped on exit.
+# opening its server connections falls in no measured round); rounds alternate which goes first.
+# Prints each round's tps and the pooler's CPU time per transaction (utime + stime of the sluice
+# process over the run, from /proc, divided by the transactions pgbench completed: less
+# sensitive to a busy machine than tps), and the medians and their ratios on/off. Both poolers
+# are stopped on exit.
 set -euo pipefail
 
+KEY=""
 ROUNDS=3
 DURATION=10
 CLIENTS=64
@@ -24,15 +32,20 @@ SLUICE="${CARGO_TARGET_DIR:-$ROOT/target}/release/sluice"
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 while [ $# -gt 0 ]; do
     case "$1" in
+        --key) KEY=$2; shift ;;
         --rounds) ROUNDS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --clients) CLIENTS=$2; shift ;;
         --sluice) SLUICE=$2; shift ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 64 ;;
     esac
     shift
 done
+case "$KEY" in
+    query_stats|metrics) ;;
+    *) echo "--key must be query_stats or metrics (see --help)" >&2; exit 64 ;;
+esac
 : "${PGHOST:?}" "${PGPORT:?}" "${PGUSER:?}" "${PGPASSWORD:?}" "${PGDATABASE:?}"
 [ -x "$SLUICE" ] || { echo "no sluice binary at $SLUICE (cargo build --release)" >&2; exit 1; }
 
@@ -45,15 +58,19 @@ cleanup() {
     rm -rf "$DIR"
 }
 trap cleanup EXIT
-die() { echo "metrics-cost: $*" >&2; exit 1; }
+die() { echo "feature-cost ($KEY): $*" >&2; exit 1; }
 
-start() { # name port [metrics_port]
-    local name=$1 port=$2 mport=${3:-}
+start() { # name port on|off [metrics_port]
+    local name=$1 port=$2 state=$3 mport=${4:-}
     {
         echo "[pooler]"
         echo "listen = \"127.0.0.1:$port\""
         echo "default_pool_size = $POOL_SIZE"
         echo "max_client_conn = 10000"
+        echo "admin_users = [\"$PGUSER\"]"
+        if [ "$KEY" = query_stats ]; then
+            if [ "$state" = on ]; then echo "query_stats = true"; else echo "query_stats = false"; fi
+        fi
         [ -n "$mport" ] && echo "metrics_listen = \"127.0.0.1:$mport\""
         echo "[users.$PGUSER]"
         echo "password = \"$PGPASSWORD\""
@@ -66,21 +83,29 @@ start() { # name port [metrics_port]
     eval "${name^^}_PID=$!"
 }
 
-wait_port() { # name port: until the pooler accepts TCP connections (or died, or 10 s passed)
+wait_port() { # name port: until it accepts TCP connections (or 10 s passed)
     for _ in $(seq 1 100); do
         if python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$2" \
             2>/dev/null; then return 0; fi
         sleep 0.1
     done
-    die "sluice ($1) is not listening on $2; its log: $(cat "$DIR/$1.log")"
+    die "sluice ($1) is not listening on $2; its log: $(cat "$DIR/${1%-metrics}.log")"
 }
 
-ON_PORT=$(free_port); OFF_PORT=$(free_port); METRICS_PORT=$(free_port)
-start on "$ON_PORT" "$METRICS_PORT"
-start off "$OFF_PORT"
-wait_port on "$ON_PORT"; wait_port off "$OFF_PORT"; wait_port on-metrics "$METRICS_PORT"
-page=$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics") && [[ $page == *"# TYPE sluice_"* ]] \
-    || die "the metrics endpoint on $METRICS_PORT does not serve sluice metrics"
+ON_PORT=$(free_port); OFF_PORT=$(free_port); METRICS_PORT=""
+if [ "$KEY" = metrics ]; then
+    METRICS_PORT=$(free_port)
+    start on "$ON_PORT" on "$METRICS_PORT"
+else
+    start on "$ON_PORT" on
+fi
+start off "$OFF_PORT" off
+wait_port on "$ON_PORT"; wait_port off "$OFF_PORT"
+if [ "$KEY" = metrics ]; then
+    wait_port on-metrics "$METRICS_PORT"
+    page=$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics") && [[ $page == *"# TYPE sluice_"* ]] \
+        || die "the metrics endpoint on $METRICS_PORT does not serve sluice metrics"
+fi
 
 TICK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime of pid $1
@@ -101,13 +126,15 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 
 # Warm-up: both pools open their server connections outside the measured rounds.
 bench "$ON_PORT" "$ON_PID" 2 >/dev/null; bench "$OFF_PORT" "$OFF_PID" 2 >/dev/null
 
-# Scrape the metrics-on pooler once a second for the whole run, as an eager Prometheus would.
-: > "$DIR/scrapes"
-( while true; do
-    if curl -fs -o /dev/null "http://127.0.0.1:$METRICS_PORT/metrics"; then echo ok; else echo failed; fi >> "$DIR/scrapes"
-    sleep 1
-done ) &
-PIDS+=($!)
+if [ "$KEY" = metrics ]; then
+    # Scrape the metrics-on pooler once a second for the whole run, as an eager Prometheus would.
+    : > "$DIR/scrapes"
+    ( while true; do
+        if curl -fs -o /dev/null "http://127.0.0.1:$METRICS_PORT/metrics"; then echo ok; else echo failed; fi >> "$DIR/scrapes"
+        sleep 1
+    done ) &
+    PIDS+=($!)
+fi
 
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.3f'; }
 ONS=(); OFFS=(); ON_CPU=(); OFF_CPU=()
@@ -121,7 +148,7 @@ for r in $(seq 1 "$ROUNDS"); do
         read -r on on_cpu < <(bench "$ON_PORT" "$ON_PID" "$DURATION")
     fi
     [ -n "${on:-}" ] && [ -n "${off:-}" ] || die "round $r: no result (see above)"
-    echo "round $r: metrics on $on tps, off $off tps, on/off $(ratio "$on" "$off");" \
+    echo "round $r: $KEY on $on tps, off $off tps, on/off $(ratio "$on" "$off");" \
         "pooler CPU per transaction on $on_cpu us, off $off_cpu us"
     ONS+=("$on"); OFFS+=("$off"); ON_CPU+=("$on_cpu"); OFF_CPU+=("$off_cpu")
     unset on off
@@ -131,4 +158,9 @@ printf 'median tps: on %.0f, off %.0f, on/off = %.3f\n' "$on_med" "$off_med" "$(
 on_med=$(median "${ON_CPU[@]}"); off_med=$(median "${OFF_CPU[@]}")
 printf 'median pooler CPU per transaction: on %.1f us, off %.1f us, on/off = %.3f\n' \
     "$on_med" "$off_med" "$(ratio "$on_med" "$off_med")"
-echo "scrapes: $(grep -c '^ok' "$DIR/scrapes" || true) answered, $(grep -c '^failed' "$DIR/scrapes" || true) failed"
+if [ "$KEY" = metrics ]; then
+    echo "scrapes: $(grep -c '^ok' "$DIR/scrapes" || true) answered, $(grep -c '^failed' "$DIR/scrapes" || true) failed"
+else
+    echo "SHOW QUERIES of the pooler with query_stats on:"
+    PGHOST=127.0.0.1 PGPORT=$ON_PORT PGDATABASE=sluice "$PG_BIN/psql" -X -c 'SHOW QUERIES'
+fi
