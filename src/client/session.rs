@@ -91,8 +91,10 @@ pub(super) struct Session {
     /// The server died while the client was idle in a transaction: the next request fails.
     /// (Boxed Strings, here and below, 8 bytes each: every client keeps these two fields in its
     /// task for its whole life, and they are rarely set.)
+    #[allow(clippy::box_collection)] // the box is what keeps the field at 8 bytes
     pub(super) lost: Option<Box<String>>,
     /// An ErrorResponse the server sent while nothing was asked (it is about to close).
+    #[allow(clippy::box_collection)]
     held_error: Option<Box<String>>,
     /// Cap on a message held whole.
     pub(super) max: usize,
@@ -733,7 +735,7 @@ impl Session {
             }
             Verdict::Unasked => {
                 let message = backend_view::error_code_and_message(body).1;
-                self.held_error = Some(Box::new(message.into()));
+                self.held_error = Some(Box::new(message));
             }
         }
         if self.listen.is_some() {

@@ -19,9 +19,9 @@ pub use activity::Activity;
 pub use session::{Arrival, SessionStats};
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
@@ -156,7 +156,9 @@ impl ClientList {
     /// Counts a new client connection, if fewer than `max` (`max_client_conn`) are open.
     pub fn connection(self: &Arc<Self>, max: usize) -> Option<ConnectionCount> {
         self.connections
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()?;
         Some(ConnectionCount(self.clone()))
     }

@@ -119,7 +119,11 @@ pub struct QueryTracker {
 type Bound = (Arc<Fingerprint>, Option<Bytes>);
 
 impl QueryTracker {
-    pub fn new(store: Arc<QueryStats>, scope: Arc<Scope>, settings: TrackerSettings) -> QueryTracker {
+    pub fn new(
+        store: Arc<QueryStats>,
+        scope: Arc<Scope>,
+        settings: TrackerSettings,
+    ) -> QueryTracker {
         QueryTracker {
             store,
             scope,

@@ -484,9 +484,8 @@ impl Pool {
     /// one of the pool's `size`.
     /// Its database and user, shared by its sessions (and the scope of their query statistics).
     pub fn scope(&self) -> &Arc<crate::diag::Scope> {
-        self.scope.get_or_init(|| {
-            Arc::new(crate::diag::Scope::new(&self.key.database, &self.key.user))
-        })
+        self.scope
+            .get_or_init(|| Arc::new(crate::diag::Scope::new(&self.key.database, &self.key.user)))
     }
 
     pub fn pubsub(self: &Arc<Self>) -> &Arc<Hub> {
