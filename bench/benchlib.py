@@ -7,7 +7,8 @@ Subcommands
   run   [options] -- PGBENCH... run one pgbench, sample a pooler's CPU while it runs, read the
                                 per-transaction logs, append one JSON record to --out
   hold  [options]               open N authenticated client connections (SCRAM/md5/cleartext/trust),
-                                write --ready-file once all are up, hold them until SIGTERM/SIGINT
+                                (--query SQL: run it once on each after login), write --ready-file
+                                once all are up, hold them until SIGTERM/SIGINT
   rss PID                       print VmRSS of PID in KiB
   report [options]              print the result tables (Markdown) from the JSONL files
   cgtotal FILE                  print the instructions (Ir) a callgrind output file counted
@@ -387,6 +388,22 @@ async def connect(host, port, user, password, database, tls=False):
         await writer.drain()
 
 
+async def simple_query(conn, sql):
+    """Runs `sql` as one simple Query and reads up to ReadyForQuery (an error raises)."""
+    reader, writer = conn
+    writer.write(message(b"Q", sql.encode() + b"\0"))
+    await writer.drain()
+    error = None
+    while True:
+        tag, body = await read_message(reader)
+        if tag == b"E":
+            error = error_text(body)
+        if tag == b"Z":
+            break
+    if error:
+        raise PgError(error)
+
+
 async def hold(args):
     conns, failures = [], []
     sem = asyncio.Semaphore(args.concurrency)
@@ -400,12 +417,13 @@ async def hold(args):
             if stop.is_set():
                 return
             try:
-                conns.append(
-                    await asyncio.wait_for(
-                        connect(args.host, args.port, args.user, args.password, args.dbname, args.tls),
-                        args.connect_timeout,
-                    )
+                conn = await asyncio.wait_for(
+                    connect(args.host, args.port, args.user, args.password, args.dbname, args.tls),
+                    args.connect_timeout,
                 )
+                if args.query:
+                    await asyncio.wait_for(simple_query(conn, args.query), args.connect_timeout)
+                conns.append(conn)
             except Exception as e:  # noqa: BLE001 - counted and reported
                 failures.append(repr(e))
 
@@ -761,6 +779,8 @@ def main():
     h.add_argument("--connect-timeout", type=float, default=60)
     h.add_argument("--ready-file", required=True)
     h.add_argument("--tls", action="store_true", help="SSLRequest and TLS before the startup packet")
+    h.add_argument("--query", default="",
+                   help="run this simple query on each connection after login, before holding it idle")
 
     s = sub.add_parser("rss")
     s.add_argument("pid", type=int)

@@ -15,7 +15,6 @@ use bytes::BytesMut;
 use sluice_proto::backend::ErrorResponse;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::client;
@@ -31,7 +30,7 @@ pub async fn accept(
     listener: TcpListener,
     shutdown: impl Future<Output = Stop> + Send,
 ) -> (JoinSet<()>, Stop) {
-    let limit = Arc::new(Semaphore::new(shared.config().pooler.max_client_conn));
+    let limit = shared.config().pooler.max_client_conn;
     let mut clients = JoinSet::new();
     tokio::pin!(shutdown);
     // Made once: a new one each turn would enter and leave the Notify's waiter list each time.
@@ -50,7 +49,7 @@ pub async fn accept(
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
             accepted = listener.accept() => {
                 match accepted {
-                    Ok((stream, peer)) => admit(shared, &limit, &mut clients, stream, peer),
+                    Ok((stream, peer)) => admit(shared, limit, &mut clients, stream, peer),
                     Err(e) => {
                         // Out of file descriptors and the like: wait a moment rather than spin.
                         tracing::warn!(error = %e, "accept failed");
@@ -60,7 +59,7 @@ pub async fn accept(
             }
         }
     };
-    let queued = close(shared, &limit, &mut clients, listener);
+    let queued = close(shared, limit, &mut clients, listener);
     tracing::info!(queued, "stopped accepting clients");
     (clients, stop)
 }
@@ -73,7 +72,7 @@ pub async fn accept(
 /// Returns how many were taken this way.
 fn close(
     shared: &Arc<Shared>,
-    limit: &Arc<Semaphore>,
+    limit: usize,
     clients: &mut JoinSet<()>,
     listener: TcpListener,
 ) -> usize {
@@ -99,20 +98,19 @@ fn close(
 /// Serves an accepted connection, or tells it that `max_client_conn` is reached.
 fn admit(
     shared: &Arc<Shared>,
-    limit: &Arc<Semaphore>,
+    limit: usize,
     clients: &mut JoinSet<()>,
     mut stream: TcpStream,
     peer: SocketAddr,
 ) {
-    match limit.clone().try_acquire_owned() {
-        Ok(permit) => {
-            let shared = shared.clone();
-            clients.spawn(async move {
-                client::serve(shared, stream, peer).await;
-                drop(permit);
-            });
+    // The client's place is its count in the client list, given back when its task ends. The
+    // task is the client's future itself: a wrapping block would keep room for what it moved
+    // into it, in every client's task for as long as the client stays.
+    match shared.clients.connection(limit) {
+        Some(counted) => {
+            clients.spawn(client::serve(shared.clone(), stream, peer, counted));
         }
-        Err(_) => {
+        None => {
             shared
                 .limits
                 .incidents

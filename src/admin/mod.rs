@@ -99,8 +99,8 @@ pub async fn serve(
 ) {
     let cancel = shared.cancels.register();
     let entry = shared.clients.register(NewClient {
-        database: &login.database,
-        user: &login.user,
+        database: login.database.as_str().into(),
+        user: login.user.as_str().into(),
         pool: None,
         addr: peer,
         local: stream.local_addr().ok(),

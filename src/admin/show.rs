@@ -455,7 +455,7 @@ fn show_servers(shared: &Shared) -> Table {
                     Some(
                         clients
                             .get(&client)
-                            .map(|c| c.application_name.clone())
+                            .map(|c| c.application_name.to_string())
                             .unwrap_or_default(),
                     ),
                     n(s.id),

@@ -89,14 +89,10 @@ fn held_whole(tag: Option<BackendTag>, internal: bool) -> bool {
 
 impl Session {
     pub(super) async fn relay(&mut self) -> Result<(), Fatal> {
-        // One stop future (KILL, or the pooler draining, also when the drain began before this
-        // session registered) for the whole loop, not one per round.
-        let info = self.stats.client.info.clone();
-        let stop = info.killed();
-        tokio::pin!(stop);
-        // Polling `stop` costs a lock; once it has been polled (it then holds this task's waker,
-        // which stays the same), a round only needs to look at the stop bits, which are set
-        // before the notification. `armed`: polled since (re)made; `handled`: bits acted on.
+        // KILL, or the pooler draining (also when the drain began before this session
+        // registered): the client list wakes this task. Registering the waker costs a lock; once
+        // registered (the task's waker stays the same), a round only needs to look at the stop
+        // bits, which are set before the wake-up. `armed`: registered; `handled`: bits acted on.
         let mut armed = false;
         let mut handled = 0u8;
         loop {
@@ -164,16 +160,20 @@ impl Session {
                 || (self.to_server.len() < HIGH_WATER
                     && !(blocked && self.cli_in.len() >= HIGH_WATER));
             let this = &mut *self;
-            let event = std::future::poll_fn(|cx| {
+            let armed_now = &mut armed;
+            // `move`: the closure holds copies of the flags above rather than a reference to each
+            // (which would also keep them alive across the awaits below: room in every task).
+            let event = std::future::poll_fn(move |cx| {
                 use std::task::Poll;
                 use tokio::io::AsyncWrite;
                 // The session is captured whole, by one reference: a closure capturing each field
                 // it uses would keep one reference per field in every idle client's future.
                 let this = &mut *this;
-                if !armed || info.stop_requested() & !handled != 0 {
-                    armed = true;
-                    if stop.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(if info.stop_requested() & STOP_KILL != 0 {
+                let info = &this.stats.client.info;
+                if !*armed_now || info.stop_requested() & !handled != 0 {
+                    *armed_now = true;
+                    if let Poll::Ready(bits) = info.poll_stop(cx, handled) {
+                        return Poll::Ready(if bits & STOP_KILL != 0 {
                             Event::Kill
                         } else {
                             Event::Drain
@@ -245,12 +245,14 @@ impl Session {
             })
             .await;
             let from_client = matches!(event, Event::ClientRead(_) | Event::ClientReadable(_));
+            // What the event asks of the session that takes an await is done after the match, so
+            // that the event itself is not kept across those awaits (room in every task).
+            let mut read_now = false;
+            let mut process_client = false;
             match event {
                 Event::Drain => {
                     self.draining = true;
                     handled |= STOP_DRAIN;
-                    stop.set(info.killed());
-                    armed = false;
                 }
                 Event::Kill => {
                     return Err(Fatal::new(
@@ -265,19 +267,7 @@ impl Session {
                     // buffer, not four (a storm of 5,000 waiting clients, issue 16).
                     crate::buffers::take(&mut self.cli_in);
                     self.cli_in.reserve(READ_CHUNK);
-                    // Not try_read_buf: read_buf takes a short read as "socket drained", so the
-                    // next round does not make a read syscall only to get EAGAIN.
-                    match now_or_never(self.client.read_buf(&mut self.cli_in)).await {
-                        Some(Ok(0)) => return Ok(()),
-                        Some(Ok(n)) => {
-                            self.received(n);
-                            if self.process_client().await? {
-                                return Ok(());
-                            }
-                        }
-                        None => {}
-                        Some(Err(e)) => return Err(e.into()),
-                    }
+                    read_now = true;
                 }
                 Event::Timer => self.on_timer()?,
                 Event::Notified => {
@@ -309,11 +299,29 @@ impl Session {
                         return Ok(());
                     }
                     self.received(n);
-                    let close = self.process_client().await?;
-                    shrink(&mut self.cli_in);
-                    if close {
-                        return Ok(());
+                    process_client = true;
+                }
+            }
+            if read_now {
+                // Not try_read_buf: read_buf takes a short read as "socket drained", so the
+                // next round does not make a read syscall only to get EAGAIN.
+                match now_or_never(self.client.read_buf(&mut self.cli_in)).await {
+                    Some(Ok(0)) => return Ok(()),
+                    Some(Ok(n)) => {
+                        self.received(n);
+                        if self.process_client().await? {
+                            return Ok(());
+                        }
                     }
+                    None => {}
+                    Some(Err(e)) => return Err(e.into()),
+                }
+            }
+            if process_client {
+                let close = self.process_client().await?;
+                shrink(&mut self.cli_in);
+                if close {
+                    return Ok(());
                 }
             }
             self.give_room_if_small();

@@ -89,10 +89,13 @@ pub(super) struct Session {
     pub(super) srv_skip: usize,
     pub(super) srv_skip_discard: bool,
     /// The server died while the client was idle in a transaction: the next request fails.
-    /// (Boxed strings, here and below: every client keeps these two fields for its whole life.)
-    pub(super) lost: Option<Box<str>>,
+    /// (Boxed Strings, here and below, 8 bytes each: every client keeps these two fields in its
+    /// task for its whole life, and they are rarely set.)
+    #[allow(clippy::box_collection)] // the box is what keeps the field at 8 bytes
+    pub(super) lost: Option<Box<String>>,
     /// An ErrorResponse the server sent while nothing was asked (it is about to close).
-    held_error: Option<Box<str>>,
+    #[allow(clippy::box_collection)]
+    held_error: Option<Box<String>>,
     /// Cap on a message held whole.
     pub(super) max: usize,
     /// The pooler is draining: the session ends at its next clean point.
@@ -141,7 +144,7 @@ impl Session {
                 application_name: wanted.get("application_name"),
                 tls: client.tls_description(),
             },
-            shared.query_tracker(&pool.key.database, &pool.key.user),
+            shared.query_tracker(&pool),
         );
         let timer = pool
             .settings
@@ -282,7 +285,7 @@ impl Session {
                     sqlstate::CONNECTION_FAILURE,
                     "server connection was lost; the transaction was rolled back",
                 )
-                .detail(why);
+                .detail(*why);
                 self.fail_request(tag, err);
                 return Ok(Step::Next);
             }
@@ -738,7 +741,8 @@ impl Session {
                 self.to_client.extend_from_slice(&ours);
             }
             Verdict::Unasked => {
-                self.held_error = Some(backend_view::error_code_and_message(body).1.into());
+                let message = backend_view::error_code_and_message(body).1;
+                self.held_error = Some(Box::new(message));
             }
         }
         if self.listen.is_some() {
@@ -894,7 +898,10 @@ impl Session {
         drop(guard);
         self.cancel.slot.set(None);
         self.touch();
-        let why: Box<str> = self.held_error.take().unwrap_or_else(|| why.into());
+        let why = self
+            .held_error
+            .take()
+            .unwrap_or_else(|| Box::new(why.into()));
         if self.cli_skip > 0 {
             self.cli_skip_discard = true;
         }
@@ -903,7 +910,7 @@ impl Session {
                 sqlstate::CONNECTION_FAILURE,
                 "server connection lost; the transaction was rolled back",
             )
-            .detail(why.clone())
+            .detail(String::clone(&why))
         });
         if let Some(s) = self.settings.as_deref_mut() {
             s.forget();

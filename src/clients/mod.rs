@@ -19,11 +19,11 @@ pub use activity::Activity;
 pub use session::{Arrival, SessionStats};
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use dashmap::DashMap;
-use tokio::sync::Notify;
 
 use crate::clock::now_us;
 use crate::pool::Pool;
@@ -42,14 +42,15 @@ pub struct ClientList {
 /// One client session.
 pub struct ClientInfo {
     pub id: u64,
-    pub database: String,
-    pub user: String,
+    /// Shared with the pool's other sessions (every byte here is multiplied by the clients).
+    pub database: Arc<str>,
+    pub user: Arc<str>,
     /// None for an admin console session.
     pub pool: Option<Arc<Pool>>,
     pub addr: SocketAddr,
     pub local: Option<SocketAddr>,
     pub connect_time: u64,
-    pub application_name: String,
+    pub application_name: Box<str>,
     /// The process id sluice gave the client in BackendKeyData.
     pub remote_pid: i32,
     /// TLS version and cipher suite; `None` for plain TCP.
@@ -60,8 +61,10 @@ pub struct ClientInfo {
     pub request_time: AtomicU64,
     /// What it is doing now (state, time in state, waits, current statement).
     pub activity: Activity,
-    /// Wakes the session when it is asked to stop; `stop` says why.
-    kill: Notify,
+    /// The task to wake when the session is asked to stop (`stop` says why): registered once by
+    /// the session's wait (a waker here instead of a `Notify` whose waiting future every idle
+    /// client's task would keep; bench/README.md, "Idle client memory").
+    waker: Mutex<Option<Waker>>,
     /// [`STOP_DRAIN`] and [`STOP_KILL`] bits.
     stop: AtomicU8,
 }
@@ -73,10 +76,37 @@ pub const STOP_KILL: u8 = 2;
 
 impl ClientInfo {
     /// Completes once the session is asked to stop: KILL on the admin console, or the pooler
-    /// draining (see [`ClientList::drain`]); [`Self::stop_requested`] tells which. Keep one future
-    /// for a whole relay loop: a fresh one per round registers and unregisters a waiter each time.
+    /// draining (see [`ClientList::drain`]); [`Self::stop_requested`] tells which. (A loop that
+    /// waits on more than this polls [`Self::poll_stop`].)
     pub async fn killed(&self) {
-        self.kill.notified().await
+        std::future::poll_fn(|cx| self.poll_stop(cx, 0).map(drop)).await
+    }
+
+    /// Ready with the stop bits set beyond `handled`; if there are none, this task is woken when
+    /// more are set. Costs a lock: a loop polls it once, then looks at [`Self::stop_requested`]
+    /// (the bits are set before the wake-up) until that shows new bits.
+    pub fn poll_stop(&self, cx: &mut Context<'_>, handled: u8) -> Poll<u8> {
+        {
+            let mut waker = self.waker.lock().unwrap_or_else(|p| p.into_inner());
+            match waker.as_ref() {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
+        // After registering: bits set before it are seen here, bits set after it wake the task.
+        match self.stop_requested() & !handled {
+            0 => Poll::Pending,
+            bits => Poll::Ready(bits),
+        }
+    }
+
+    /// Sets `bit` and wakes the session.
+    fn request_stop(&self, bit: u8) {
+        self.stop.fetch_or(bit, Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = waker.as_ref() {
+            w.wake_by_ref();
+        }
     }
 
     /// The [`STOP_DRAIN`] / [`STOP_KILL`] bits set so far.
@@ -111,8 +141,8 @@ impl Drop for ConnectionCount {
 
 /// What a client registers with.
 pub struct NewClient<'a> {
-    pub database: &'a str,
-    pub user: &'a str,
+    pub database: Arc<str>,
+    pub user: Arc<str>,
     pub pool: Option<Arc<Pool>>,
     pub addr: SocketAddr,
     pub local: Option<SocketAddr>,
@@ -123,9 +153,14 @@ pub struct NewClient<'a> {
 }
 
 impl ClientList {
-    pub fn connection(self: &Arc<Self>) -> ConnectionCount {
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        ConnectionCount(self.clone())
+    /// Counts a new client connection, if fewer than `max` (`max_client_conn`) are open.
+    pub fn connection(self: &Arc<Self>, max: usize) -> Option<ConnectionCount> {
+        self.connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ConnectionCount(self.clone()))
     }
 
     pub fn connections(&self) -> usize {
@@ -139,27 +174,26 @@ impl ClientList {
         }
         let info = Arc::new(ClientInfo {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
-            database: c.database.to_owned(),
-            user: c.user.to_owned(),
+            database: c.database,
+            user: c.user,
             pool: c.pool,
             addr: c.addr,
             local: c.local,
             connect_time: now,
-            application_name: c.application_name.to_owned(),
+            application_name: c.application_name.into(),
             remote_pid: c.remote_pid,
             tls: c.tls.map(String::into_boxed_str),
             wait_since: AtomicU64::new(0),
             request_time: AtomicU64::new(now),
             activity: Activity::default(),
-            kill: Notify::new(),
+            waker: Mutex::new(None),
             stop: AtomicU8::new(0),
         });
         self.map.insert(info.id, info.clone());
         // After the insert: either `drain` (which sets the flag before it walks the list) sees
         // this entry, or this load sees the flag (both SeqCst), so no session misses a drain.
         if self.draining.load(Ordering::SeqCst) {
-            info.stop.fetch_or(STOP_DRAIN, Ordering::Release);
-            info.kill.notify_one();
+            info.request_stop(STOP_DRAIN);
         }
         ClientEntry {
             info,
@@ -196,9 +230,8 @@ impl ClientList {
     pub fn kill(&self, database: Option<&str>) -> usize {
         let mut n = 0;
         for c in self.map.iter() {
-            if c.pool.is_some() && database.is_none_or(|d| d == c.database) {
-                c.stop.fetch_or(STOP_KILL, Ordering::Release);
-                c.kill.notify_one();
+            if c.pool.is_some() && database.is_none_or(|d| d == &*c.database) {
+                c.request_stop(STOP_KILL);
                 n += 1;
             }
         }
@@ -211,8 +244,7 @@ impl ClientList {
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         for c in self.map.iter() {
-            c.stop.fetch_or(STOP_DRAIN, Ordering::Release);
-            c.kill.notify_one();
+            c.request_stop(STOP_DRAIN);
         }
     }
 }
@@ -223,8 +255,8 @@ mod tests {
 
     fn new_client(list: &Arc<ClientList>) -> ClientEntry {
         list.register(NewClient {
-            database: "app",
-            user: "app",
+            database: "app".into(),
+            user: "app".into(),
             pool: None,
             addr: "127.0.0.1:1".parse().unwrap(),
             local: None,

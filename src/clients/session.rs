@@ -16,7 +16,7 @@ use sluice_proto::frontend::FrontendTag;
 use super::activity::{ACTIVE, IDLE, IDLE_IN_TRANSACTION, WAITING};
 use super::{ClientEntry, ClientList, NewClient};
 use crate::clock::{Stamp, instant_us, now_us};
-use crate::diag::{QueryTracker, Slow};
+use crate::diag::{QueryTracker, Slow, TrackerSeed};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
 
 /// What a client session counts as it runs: its entry in the client list and its open request and
@@ -29,8 +29,39 @@ pub struct SessionStats {
     /// When the checkout in progress (or just done) started: its wait is counted at the request
     /// that follows, with the clock reading that request takes anyway.
     wait_start: Stamp,
-    /// Query statistics (`crate::diag`); None with `query_stats = false`.
-    queries: Option<Box<QueryTracker>>,
+    /// Query statistics (`crate::diag`).
+    queries: Queries,
+}
+
+/// A session's query statistics: the tracker is made at the session's first statement, so that a
+/// client that only logs in and waits keeps a small seed instead (bench/README.md, "Idle client
+/// memory").
+enum Queries {
+    /// `query_stats = false`.
+    Off,
+    /// Nothing asked yet.
+    Seed(Box<TrackerSeed>),
+    On(Box<QueryTracker>),
+}
+
+impl Queries {
+    /// The tracker, made now if nothing was asked before; None with query statistics off.
+    #[inline]
+    fn tracker(&mut self) -> Option<&mut QueryTracker> {
+        if let Queries::Seed(seed) = self {
+            *self = Queries::On(Box::new(seed.tracker()));
+        }
+        self.made()
+    }
+
+    /// The tracker if one was made (what it would be told before then is about nothing).
+    #[inline]
+    fn made(&mut self) -> Option<&mut QueryTracker> {
+        match self {
+            Queries::On(q) => Some(q),
+            _ => None,
+        }
+    }
 }
 
 /// Who a client that has just logged in is, as SHOW CLIENTS lists it.
@@ -52,7 +83,7 @@ impl SessionStats {
         clients: &Arc<ClientList>,
         pool: &Arc<Pool>,
         arrival: Arrival<'_>,
-        queries: Option<QueryTracker>,
+        queries: Option<TrackerSeed>,
     ) -> SessionStats {
         let Arrival {
             local,
@@ -62,8 +93,8 @@ impl SessionStats {
             tls,
         } = arrival;
         let client = clients.register(NewClient {
-            database: &pool.key.database,
-            user: &pool.key.user,
+            database: pool.scope().database.clone(),
+            user: pool.scope().user.clone(),
             pool: Some(pool.clone()),
             addr: peer,
             local,
@@ -76,7 +107,7 @@ impl SessionStats {
             query_start: Stamp::NONE,
             xact_start: Stamp::NONE,
             wait_start: Stamp::NONE,
-            queries: queries.map(Box::new),
+            queries: queries.map_or(Queries::Off, |s| Queries::Seed(Box::new(s))),
         }
     }
 
@@ -93,7 +124,7 @@ impl SessionStats {
             if let Some(w) = self.wait_start.take() {
                 let us = now.saturating_duration_since(w).as_micros() as u64;
                 activity.wait_total_us.fetch_add(us, Ordering::Relaxed);
-                if let Some(q) = self.queries.as_deref_mut() {
+                if let Some(q) = self.queries.tracker() {
                     q.waited(us);
                 }
             }
@@ -115,7 +146,7 @@ impl SessionStats {
             pool.counters.record_transaction(d);
             xact = Some(d.as_micros() as u64);
         }
-        if let Some(q) = self.queries.as_deref_mut() {
+        if let Some(q) = self.queries.made() {
             let mut slow = Vec::new();
             q.ready(query.as_micros() as u64, xact, &mut slow);
             for s in slow {
@@ -152,11 +183,11 @@ impl SessionStats {
     /// Every whole client message (query statistics: statement and portal names).
     #[inline]
     pub fn client_message(&mut self, tag: FrontendTag, msg: &Bytes) {
-        if let Some(q) = self.queries.as_deref_mut() {
-            if matches!(
-                tag,
-                FrontendTag::Parse | FrontendTag::Bind | FrontendTag::Close
-            ) {
+        if matches!(
+            tag,
+            FrontendTag::Parse | FrontendTag::Bind | FrontendTag::Close
+        ) {
+            if let Some(q) = self.queries.tracker() {
                 q.client_message(tag, msg);
             }
         }
@@ -165,7 +196,7 @@ impl SessionStats {
     /// A client message goes to the server (query statistics; SHOW CLIENTS' current statement).
     #[inline]
     pub fn sent(&mut self, tag: FrontendTag, msg: &Bytes) {
-        let Some(q) = self.queries.as_deref_mut() else {
+        let Some(q) = self.queries.tracker() else {
             return;
         };
         if let Some(fp) = q.sent(tag, msg) {
@@ -176,21 +207,21 @@ impl SessionStats {
     /// A server reply to the client's requests (not to sluice's own).
     #[inline]
     pub fn reply(&mut self, tag: BackendTag, body: &[u8]) {
-        if let Some(q) = self.queries.as_deref_mut() {
+        if let Some(q) = self.queries.made() {
             q.reply(tag, body);
         }
     }
 
     /// What the server owed is forgotten (it is gone, or the unit runs again elsewhere).
     pub fn forget_requests(&mut self) {
-        if let Some(q) = self.queries.as_deref_mut() {
+        if let Some(q) = self.queries.made() {
             q.forget();
         }
     }
 
     /// The server forgot every prepared statement (DISCARD ALL, DEALLOCATE ALL).
     pub fn forget_names(&mut self) {
-        if let Some(q) = self.queries.as_deref_mut() {
+        if let Some(q) = self.queries.made() {
             q.forget_names();
         }
     }

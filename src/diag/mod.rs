@@ -19,4 +19,4 @@ pub mod tracker;
 
 pub use fingerprint::Fingerprint;
 pub use query_stats::{Entry, QueryStats, Sample, Scope};
-pub use tracker::{QueryTracker, Slow, TrackerSettings};
+pub use tracker::{QueryTracker, Slow, TrackerSeed, TrackerSettings};

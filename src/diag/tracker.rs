@@ -57,6 +57,23 @@ struct Item {
     params: Option<Bytes>,
 }
 
+/// What a session's tracker is made from, taken at login (the settings in force then). A session
+/// keeps only this until its first statement: a client that logs in and waits costs these few
+/// bytes instead of a whole [`QueryTracker`] (every byte of an idle client is multiplied by
+/// `max_client_conn`; bench/README.md, "Idle client memory").
+pub struct TrackerSeed {
+    pub store: Arc<QueryStats>,
+    /// Shared by the sessions of a pool.
+    pub scope: Arc<Scope>,
+    pub settings: TrackerSettings,
+}
+
+impl TrackerSeed {
+    pub fn tracker(&self) -> QueryTracker {
+        QueryTracker::new(self.store.clone(), self.scope.clone(), self.settings)
+    }
+}
+
 /// A statement over `log_min_duration`, for the session to log.
 #[derive(Debug)]
 pub struct Slow {
@@ -78,7 +95,7 @@ pub struct TrackerSettings {
 
 pub struct QueryTracker {
     store: Arc<QueryStats>,
-    scope: Scope,
+    scope: Arc<Scope>,
     settings: TrackerSettings,
     by_text: [Option<(u64, Arc<Fingerprint>)>; CACHE],
     by_id: [Option<Arc<Fingerprint>>; CACHE],
@@ -102,7 +119,11 @@ pub struct QueryTracker {
 type Bound = (Arc<Fingerprint>, Option<Bytes>);
 
 impl QueryTracker {
-    pub fn new(store: Arc<QueryStats>, scope: Scope, settings: TrackerSettings) -> QueryTracker {
+    pub fn new(
+        store: Arc<QueryStats>,
+        scope: Arc<Scope>,
+        settings: TrackerSettings,
+    ) -> QueryTracker {
         QueryTracker {
             store,
             scope,
@@ -307,7 +328,7 @@ impl QueryTracker {
         let each = elapsed_us.checked_div(calls).unwrap_or(0);
         let pending = self
             .pending
-            .get_or_insert_with(|| self.store.register(self.scope.clone()));
+            .get_or_insert_with(|| self.store.register(Scope::clone(&self.scope)));
         let mut deltas = pending.lock();
         for item in self.items.drain(..end) {
             let Some(fp) = item.fp.filter(|_| !item.skipped) else {
@@ -476,7 +497,7 @@ mod tests {
     fn tracker(store: &Arc<QueryStats>) -> QueryTracker {
         QueryTracker::new(
             store.clone(),
-            Scope::new("db", "u"),
+            Arc::new(Scope::new("db", "u")),
             TrackerSettings {
                 log_min_duration_us: 1000,
                 log_parameters: false,
@@ -612,7 +633,7 @@ mod tests {
         let store = Arc::new(QueryStats::new(100));
         let mut t = QueryTracker::new(
             store,
-            Scope::new("db", "u"),
+            Arc::new(Scope::new("db", "u")),
             TrackerSettings {
                 log_min_duration_us: 1,
                 log_parameters: true,

@@ -115,6 +115,9 @@ pub struct Pool {
     sessions: AtomicUsize,
     /// LISTEN / NOTIFY in transaction mode: made at the first LISTEN (see [`Pool::pubsub`]).
     pubsub: OnceLock<Arc<Hub>>,
+    /// Its database and user as shared strings, for what each session would otherwise copy (its
+    /// client list entry, the scope its query statistics count under); made at the first session.
+    scope: OnceLock<Arc<crate::diag::Scope>>,
     /// Wakes the waiters' watch early (`wait_watch.rs`).
     watch_wake: tokio::sync::Notify,
 }
@@ -159,6 +162,7 @@ impl Pool {
             lent: AtomicUsize::new(0),
             sessions: AtomicUsize::new(0),
             pubsub: OnceLock::new(),
+            scope: OnceLock::new(),
             watch_wake: tokio::sync::Notify::new(),
         })
     }
@@ -482,6 +486,12 @@ impl Pool {
     /// The pool's LISTEN / NOTIFY hub (transaction mode), made on first use. Its dedicated
     /// listening connection logs in like the pool's own, to the pool's current target, but is not
     /// one of the pool's `size`.
+    /// Its database and user, shared by its sessions (and the scope of their query statistics).
+    pub fn scope(&self) -> &Arc<crate::diag::Scope> {
+        self.scope
+            .get_or_init(|| Arc::new(crate::diag::Scope::new(&self.key.database, &self.key.user)))
+    }
+
     pub fn pubsub(self: &Arc<Self>) -> &Arc<Hub> {
         self.pubsub.get_or_init(|| {
             let pool = Arc::downgrade(self);

@@ -115,20 +115,18 @@ impl Shared {
             .cloned()
     }
 
-    /// A new session's query-statistics tracker, with the settings in force; None with
-    /// `query_stats = false`.
-    pub fn query_tracker(&self, database: &str, user: &str) -> Option<crate::diag::QueryTracker> {
+    /// What a new session of `pool` makes its query-statistics tracker from, with the settings
+    /// in force; None with `query_stats = false`.
+    pub fn query_tracker(&self, pool: &crate::pool::Pool) -> Option<crate::diag::TrackerSeed> {
         let config = self.config();
         let p = &config.pooler;
-        p.query_stats.then(|| {
-            crate::diag::QueryTracker::new(
-                self.query_stats.clone(),
-                crate::diag::Scope::new(database, user),
-                crate::diag::TrackerSettings {
-                    log_min_duration_us: p.log_min_duration.as_micros() as u64,
-                    log_parameters: p.log_parameters,
-                },
-            )
+        p.query_stats.then(|| crate::diag::TrackerSeed {
+            store: self.query_stats.clone(),
+            scope: pool.scope().clone(),
+            settings: crate::diag::TrackerSettings {
+                log_min_duration_us: p.log_min_duration.as_micros() as u64,
+                log_parameters: p.log_parameters,
+            },
         })
     }
 
