@@ -118,6 +118,9 @@ pub struct PoolerConfig {
     pub tcp_user_timeout: Duration,
     pub max_message_size: usize,
     pub max_prepared_statements: usize,
+    /// Transaction mode: a repeated unnamed statement (same text and parameter types, seen twice
+    /// by a session) runs as a server-side prepared statement (docs/unnamed-statements.md).
+    pub cache_unnamed_statements: bool,
     /// Notifications held for one client while it is busy (transaction mode LISTEN); one more
     /// ends the client's connection (docs/listen-notify.md).
     pub listen_queue_size: usize,
@@ -233,6 +236,7 @@ impl Default for PoolerConfig {
             tcp_user_timeout: Duration::ZERO,
             max_message_size: sluice_proto::MAX_MESSAGE_LEN,
             max_prepared_statements: 200,
+            cache_unnamed_statements: false,
             listen_queue_size: 1000,
             workers: 1,
             shutdown_timeout: Duration::from_secs(30),
@@ -304,6 +308,8 @@ pub struct DatabaseConfig {
     pub max_db_client_connections: Option<usize>,
     /// Server connections to this database at once (all users); overrides the `[pooler]` value.
     pub max_db_connections: Option<usize>,
+    /// Caching of repeated unnamed statements for this database; overrides the `[pooler]` value.
+    pub cache_unnamed_statements: Option<bool>,
     /// Streaming replicas of this database: provably read-only work may go to them.
     #[serde(default)]
     pub replicas: Vec<ReplicaConfig>,

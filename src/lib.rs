@@ -13,7 +13,7 @@
 //! 2. Decisions: [`router`] (read/write splitting, replica health, read-your-writes).
 //! 3. Counting: [`metrics`] (counters, gauges, `/metrics`, `/healthz`, `/readyz`, the live
 //!    page), [`diag`] (query fingerprints and statistics, a session's statement tracker).
-//! 4. Connections: [`prepared`] (statement names), [`server`] (one PostgreSQL connection),
+//! 4. Connections: [`prepared`] (statement names), [`unnamed`] (caching unnamed statements), [`server`] (one PostgreSQL connection),
 //!    [`cancel`] (cancel keys), [`pubsub`] (LISTEN / NOTIFY in transaction mode: subscriptions
 //!    and the dedicated listening connection), [`pool`] (server connections per database and
 //!    user).
@@ -52,6 +52,7 @@ pub mod server;
 pub mod shared;
 pub mod shutdown;
 pub mod signals;
+pub mod unnamed;
 
 pub use config::Config;
 pub use shared::{Shared, UserAuth};

@@ -632,6 +632,10 @@ fn pooler_settings(p: &PoolerConfig) -> Vec<(&'static str, String)> {
             "max_prepared_statements",
             p.max_prepared_statements.to_string(),
         ),
+        (
+            "cache_unnamed_statements",
+            p.cache_unnamed_statements.to_string(),
+        ),
         ("listen_queue_size", p.listen_queue_size.to_string()),
         ("workers", p.workers.to_string()),
         ("shutdown_timeout", duration(p.shutdown_timeout)),

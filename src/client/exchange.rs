@@ -48,6 +48,13 @@ pub enum Pending {
         undo: Undo,
     },
     Bind,
+    /// A Bind renamed to sluice's statement for the client's unnamed one, at rest
+    /// (`cache_unnamed_statements`): a stale plan (0A000) there is replayed, not forwarded. The
+    /// statement's id.
+    CachedBind(u64),
+    /// The Sync of a batch that met a stale plan: its ReadyForQuery is swallowed and the batch
+    /// replayed ([`Verdict::Replay`]).
+    ReplaySync,
     Describe,
     Execute,
     Close {
@@ -74,6 +81,7 @@ impl Pending {
             self,
             Pending::Parse { .. }
                 | Pending::Bind
+                | Pending::CachedBind(_)
                 | Pending::Describe
                 | Pending::Execute
                 | Pending::Close { .. }
@@ -84,7 +92,7 @@ impl Pending {
     fn ends_at_ready(&self) -> bool {
         matches!(
             self,
-            Pending::Sync | Pending::Query | Pending::Call | Pending::Sql(_)
+            Pending::Sync | Pending::ReplaySync | Pending::Query | Pending::Call | Pending::Sql(_)
         )
     }
 }
@@ -112,6 +120,12 @@ pub enum Verdict {
     /// An error nobody asked for: PostgreSQL is about to close the connection. Not the client's
     /// business until it asks.
     Unasked,
+    /// A renamed Bind met a stale plan (0A000): the error is dropped, the statement with this id
+    /// must be prepared again on the connection, and the batch is replayed at its Sync's
+    /// ReadyForQuery.
+    Stale(u64),
+    /// The ReadyForQuery of a batch to replay: dropped; replay the kept batch now.
+    Replay,
 }
 
 /// The request/reply state of one session's exchange with its server connection.
@@ -127,6 +141,9 @@ pub struct Exchange {
     batch_error_seen: bool,
     /// After an error in an extended-protocol batch: drop the client's messages up to Sync.
     discard_until_sync: bool,
+    /// A renamed Bind met a stale plan before its batch's Sync was sent: that Sync is the one
+    /// whose ReadyForQuery starts the replay.
+    replay_at_sync: bool,
 }
 
 impl Default for Exchange {
@@ -138,6 +155,7 @@ impl Default for Exchange {
             tx_status: b'I',
             batch_error_seen: false,
             discard_until_sync: false,
+            replay_at_sync: false,
         }
     }
 }
@@ -148,7 +166,9 @@ impl Exchange {
     pub fn sent(&mut self, p: Pending) {
         match p {
             Pending::Sync => {
-                if !self.in_copy_in {
+                if std::mem::take(&mut self.replay_at_sync) {
+                    self.pending.push_back(Pending::ReplaySync);
+                } else if !self.in_copy_in {
                     self.pending.push_back(Pending::Sync);
                 }
                 self.unsynced = false;
@@ -237,12 +257,15 @@ impl Exchange {
         match tag {
             BackendTag::ReadyForQuery => {
                 self.tx_status = body.first().copied().unwrap_or(b'I');
+                self.batch_error_seen = false;
                 while let Some(p) = self.pending.pop_front() {
+                    if matches!(p, Pending::ReplaySync) {
+                        return Verdict::Replay;
+                    }
                     if p.ends_at_ready() {
                         break;
                     }
                 }
-                self.batch_error_seen = false;
             }
             BackendTag::CopyInResponse => self.copy_in_started(),
             BackendTag::ErrorResponse => {
@@ -255,6 +278,14 @@ impl Exchange {
                         Some(ours) => Verdict::Replace(ours),
                         None => Verdict::Forward,
                     };
+                }
+                if let Some(&Pending::CachedBind(id)) = self.pending.front() {
+                    let code = sluice_proto::backend_view::error_code_and_message(body).0;
+                    if crate::unnamed::is_stale_plan(&code) {
+                        self.batch_error_seen = false;
+                        self.replay_from_sync(undo);
+                        return Verdict::Stale(id);
+                    }
                 }
                 if let Some(Pending::FailWith(ours)) = self.pending.front() {
                     let ours = ours.clone();
@@ -273,7 +304,12 @@ impl Exchange {
                     return forwarded(answer);
                 }
             }
-            BackendTag::BindComplete if matches!(self.pending.front(), Some(Pending::Bind)) => {
+            BackendTag::BindComplete
+                if matches!(
+                    self.pending.front(),
+                    Some(Pending::Bind | Pending::CachedBind(_))
+                ) =>
+            {
                 self.pending.pop_front();
             }
             BackendTag::CloseComplete
@@ -319,6 +355,21 @@ impl Exchange {
         }
         // No Sync sent yet: the server drops everything until one comes; so do we.
         self.discard_until_sync = true;
+    }
+
+    /// A renamed Bind met a stale plan: the server skips to Sync, and so do the requests (what
+    /// they did is handed back: the replay sends them again); that Sync's ReadyForQuery starts
+    /// the replay.
+    fn replay_from_sync(&mut self, mut undo: impl FnMut(Undo)) {
+        while let Some(p) = self.pending.pop_front() {
+            if matches!(p, Pending::Sync) {
+                self.pending.push_front(Pending::ReplaySync);
+                return;
+            }
+            hand_back(p, &mut undo);
+        }
+        self.discard_until_sync = true;
+        self.replay_at_sync = true;
     }
 
     /// A COPY FROM STDIN started. Under the extended protocol the server ignores every Sync until
@@ -495,6 +546,7 @@ impl Exchange {
         self.tx_status = b'I';
         self.batch_error_seen = false;
         self.discard_until_sync = false;
+        self.replay_at_sync = false;
     }
 
     /// Requests sent that end with a ReadyForQuery from the server and have not had it.

@@ -10,6 +10,9 @@
 //! - `memory`: large messages against the process-wide `max_message_memory`;
 //! - [`exchange`]: what the client is owed by the server (a state machine without I/O);
 //! - [`statements`]: the client's named prepared statements and their renaming;
+//! - `unnamed`: repeated unnamed statements run as prepared ones (`cache_unnamed_statements`),
+//!   and the replay of a batch that met a stale plan;
+//! - `rare`: the session's rarely set parts, in one box;
 //! - [`routing`]: read/write splitting for one client (only when the pool has replicas);
 //! - [`timeouts`]: query, idle-in-transaction and idle timeouts, on one timer per session;
 //! - `listen`: LISTEN / UNLISTEN answered by sluice in transaction mode, notifications delivered.
@@ -21,6 +24,7 @@ mod follow;
 mod listen;
 mod login;
 mod memory;
+mod rare;
 mod relay;
 pub mod routing;
 mod session;
@@ -29,6 +33,7 @@ pub mod sql_prepare;
 pub mod statements;
 mod timeouts;
 mod tls;
+mod unnamed;
 
 pub use tls::ClientTls;
 

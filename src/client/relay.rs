@@ -149,7 +149,8 @@ impl Session {
             }
             let writable = self.writable();
             let blocked = self.route.as_deref().is_some_and(|r| r.is_blocked())
-                || self.subscription_waiting();
+                || self.subscription_waiting()
+                || (self.cache_unnamed && self.unnamed_waiting());
             // The sockets are polled directly, in this order (the first ready one wins), rather
             // than through a select! over one future per socket: a future per socket is state
             // that every client's task keeps for its whole life, idle or not.
@@ -325,11 +326,13 @@ impl Session {
                 }
             }
             self.give_room_if_small();
-            // A unit that waited for the attached server (routing), or a LISTEN that waited for
-            // the answers before it, may be able to go now.
+            // A unit that waited for the attached server (routing), a LISTEN that waited for
+            // the answers before it, or a batch behind one that may be replayed (or the replay
+            // itself, client/unnamed.rs) may be able to go now.
             if !from_client
                 && (self.route.as_deref_mut().is_some_and(|r| r.take_blocked())
-                    || self.subscription_unblocked())
+                    || self.subscription_unblocked()
+                    || (self.cache_unnamed && self.unnamed_resume()))
                 && self.process_client().await?
             {
                 return Ok(());

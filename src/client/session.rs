@@ -27,6 +27,7 @@ use tokio::io::AsyncWriteExt;
 use super::exchange::{Answer, Exchange, Pending, Verdict};
 use super::listen::Listening;
 use super::login::LoggedIn;
+use super::rare::RareBox;
 use super::routing::{Plan, Routing};
 use super::settings::Settings;
 use super::sql_prepare::{OnServer, SqlStep, candidate};
@@ -88,14 +89,12 @@ pub(super) struct Session {
     /// Bytes of a server message still to pass through (or drop, with `srv_skip_discard`).
     pub(super) srv_skip: usize,
     pub(super) srv_skip_discard: bool,
-    /// The server died while the client was idle in a transaction: the next request fails.
-    /// (Boxed Strings, here and below, 8 bytes each: every client keeps these two fields in its
-    /// task for its whole life, and they are rarely set.)
-    #[allow(clippy::box_collection)] // the box is what keeps the field at 8 bytes
-    pub(super) lost: Option<Box<String>>,
-    /// An ErrorResponse the server sent while nothing was asked (it is about to close).
-    #[allow(clippy::box_collection)]
-    held_error: Option<Box<String>>,
+    /// The rarely set parts in one box (8 bytes): a lost server's reason, a held server error,
+    /// the unnamed-statement cache (`rare.rs`).
+    pub(super) rare: RareBox,
+    /// Repeated unnamed statements run as prepared ones (`cache_unnamed_statements`; needs
+    /// `intercept`, and no replicas).
+    pub(super) cache_unnamed: bool,
     /// Cap on a message held whole.
     pub(super) max: usize,
     /// The pooler is draining: the session ends at its next clean point.
@@ -155,8 +154,11 @@ impl Session {
             PoolMode::Transaction => pool.router.clone().map(|r| Box::new(Routing::new(r))),
             PoolMode::Session => None,
         };
+        let intercept =
+            mode == PoolMode::Transaction && pool.settings.max_prepared_statements > 0;
         Session {
-            intercept: mode == PoolMode::Transaction && pool.settings.max_prepared_statements > 0,
+            cache_unnamed: intercept && pool.settings.cache_unnamed && route.is_none(),
+            intercept,
             max: shared.config().pooler.max_message_size,
             pool,
             mode,
@@ -176,8 +178,7 @@ impl Session {
             cli_skip_discard: false,
             srv_skip: 0,
             srv_skip_discard: false,
-            lost: None,
-            held_error: None,
+            rare: RareBox::default(),
             draining: false,
             stats,
             route,
@@ -234,7 +235,7 @@ impl Session {
         self.finish_server().await;
     }
 
-    fn pool_statements(pool: &Pool) -> PoolPrepared<'_> {
+    pub(super) fn pool_statements(pool: &Pool) -> PoolPrepared<'_> {
         PoolPrepared {
             statements: &pool.statements,
             counters: &pool.counters,
@@ -256,6 +257,11 @@ impl Session {
             }
             Some(tag) => tag,
         };
+        if self.cache_unnamed {
+            if let Some(step) = self.unnamed_before(tag, &msg) {
+                return Ok(step);
+            }
+        }
         if !self.exchange.accept_from_client(tag == FrontendTag::Sync) {
             return Ok(Step::Next);
         }
@@ -280,12 +286,12 @@ impl Session {
             return Ok(Step::Next);
         }
         if self.server.is_none() {
-            if let Some(why) = self.lost.take() {
+            if let Some(why) = self.rare.take_lost() {
                 let err = ErrorResponse::error(
                     sqlstate::CONNECTION_FAILURE,
                     "server connection was lost; the transaction was rolled back",
                 )
-                .detail(*why);
+                .detail(why);
                 self.fail_request(tag, err);
                 return Ok(Step::Next);
             }
@@ -334,6 +340,9 @@ impl Session {
         }
         self.stats.sent(tag, &msg);
         self.forward(tag, msg)?;
+        if self.cache_unnamed {
+            self.unnamed_sent(tag);
+        }
         self.stats.request();
         self.timer_stale();
         self.exchange.emit_local(&mut self.to_client);
@@ -437,6 +446,9 @@ impl Session {
             FrontendTag::Execute => Pending::Execute,
             FrontendTag::Parse => {
                 let (name, tail) = split_cstr(body).ok_or_else(|| malformed("Parse"))?;
+                if self.cache_unnamed && name.is_empty() && self.unnamed_parse(tail) {
+                    return Ok(());
+                }
                 if self.intercept && (!name.is_empty() || candidate(tail)) {
                     let pool = Self::pool_statements(&self.pool);
                     let conn = self.server.as_mut().expect("attached").conn_mut();
@@ -471,6 +483,9 @@ impl Session {
             FrontendTag::Bind => {
                 let (portal, rest) = split_cstr(body).ok_or_else(|| malformed("Bind"))?;
                 let (name, rest) = split_cstr(rest).ok_or_else(|| malformed("Bind"))?;
+                if self.cache_unnamed && name.is_empty() && self.unnamed_bind(portal, rest, &msg) {
+                    return Ok(());
+                }
                 if self.intercept && !name.is_empty() {
                     let pool = Self::pool_statements(&self.pool);
                     let conn = self.server.as_mut().expect("attached").conn_mut();
@@ -502,6 +517,9 @@ impl Session {
                     );
                     return Ok(());
                 }
+                if self.cache_unnamed && kind == b'S' && name.is_empty() {
+                    self.unnamed_describe();
+                }
                 Pending::Describe
             }
             FrontendTag::Close => {
@@ -511,6 +529,9 @@ impl Session {
                     self.exchange.sent_extended();
                     self.statements.close(name, &mut self.exchange);
                     return Ok(());
+                }
+                if self.cache_unnamed && kind == b'S' && name.is_empty() {
+                    self.unnamed_closed();
                 }
                 Pending::Close {
                     answer: Answer::Server,
@@ -693,7 +714,7 @@ impl Session {
         self.exchange.attached();
         self.srv_in.clear();
         self.srv_skip = 0;
-        self.held_error = None;
+        self.rare.clear_held_error();
         self.server = Some(guard);
     }
 
@@ -742,7 +763,18 @@ impl Session {
             }
             Verdict::Unasked => {
                 let message = backend_view::error_code_and_message(body).1;
-                self.held_error = Some(Box::new(message));
+                self.rare.set_held_error(message);
+            }
+            // A renamed unnamed statement met a stale plan: the client sees none of it; the
+            // batch runs again at its ReadyForQuery (client/unnamed.rs).
+            Verdict::Stale(id) => self.unnamed_stale(id),
+            Verdict::Replay => {
+                if self.unnamed_replay() {
+                    self.exchange.emit_local(&mut self.to_client);
+                    return true;
+                }
+                // Nothing kept (cannot happen): the client gets its ReadyForQuery.
+                self.to_client.extend_from_slice(&msg);
             }
         }
         if self.listen.is_some() {
@@ -751,6 +783,9 @@ impl Session {
         match tag {
             BackendTag::ReadyForQuery => {
                 let more = self.exchange.has_pending();
+                if self.cache_unnamed && !more {
+                    self.unnamed_answered();
+                }
                 let now = self
                     .stats
                     .ready(&self.pool, self.exchange.tx_status(), more);
@@ -898,10 +933,7 @@ impl Session {
         drop(guard);
         self.cancel.slot.set(None);
         self.touch();
-        let why = self
-            .held_error
-            .take()
-            .unwrap_or_else(|| Box::new(why.into()));
+        let why = self.rare.take_held_error().unwrap_or_else(|| why.into());
         if self.cli_skip > 0 {
             self.cli_skip_discard = true;
         }
@@ -910,7 +942,7 @@ impl Session {
                 sqlstate::CONNECTION_FAILURE,
                 "server connection lost; the transaction was rolled back",
             )
-            .detail(String::clone(&why))
+            .detail(why.clone())
         });
         if let Some(s) = self.settings.as_deref_mut() {
             s.forget();
@@ -921,7 +953,7 @@ impl Session {
             .exchange
             .server_lost(&err, &mut self.to_client, |u| statements.undo(u, None))
         {
-            self.lost = Some(why);
+            self.rare.set_lost(why);
         }
         self.forget_relay_state();
     }
@@ -943,7 +975,10 @@ impl Session {
         self.srv_in.clear();
         self.to_server.clear();
         self.srv_skip = 0;
-        self.held_error = None;
+        self.rare.clear_held_error();
+        if self.cache_unnamed {
+            self.unnamed_forget();
+        }
     }
 
     /// The session is over: return the server connection if it is clean (after the reset query

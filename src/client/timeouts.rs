@@ -181,7 +181,7 @@ impl Session {
         if let (Some(since), true) = (self.stats.busy_since(), self.server.is_some()) {
             return Activity::Busy(since);
         }
-        if self.exchange.tx_status() != b'I' || self.lost.is_some() {
+        if self.exchange.tx_status() != b'I' || self.rare.lost() {
             Activity::IdleInTransaction(idle_since)
         } else {
             Activity::Idle(idle_since)

@@ -56,6 +56,7 @@ pub const POOLER_KEYS: &[(&str, Kind)] = &[
     ("server_reset_query", Kind::Text),
     ("max_message_size", Kind::Integer),
     ("max_prepared_statements", Kind::Integer),
+    ("cache_unnamed_statements", Kind::Bool),
     ("listen_queue_size", Kind::Integer),
     ("workers", Kind::Integer),
     ("shutdown_timeout", Kind::Text),

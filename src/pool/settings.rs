@@ -19,6 +19,8 @@ pub struct PoolSettings {
     pub max_message_size: usize,
     /// Per server connection; 0 turns statement renaming off.
     pub max_prepared_statements: usize,
+    /// `cache_unnamed_statements` for this database (needs `max_prepared_statements > 0`).
+    pub cache_unnamed: bool,
     /// The timeouts of this pool's client sessions.
     pub timeouts: SessionTimeouts,
     /// A connection idle in the pool longer than this is checked before it is lent

@@ -197,6 +197,9 @@ pub(crate) fn pool_parts(
         query_wait_timeout: p.query_wait_timeout,
         max_message_size: p.max_message_size,
         max_prepared_statements: p.max_prepared_statements,
+        cache_unnamed: db
+            .cache_unnamed_statements
+            .unwrap_or(p.cache_unnamed_statements),
         timeouts: SessionTimeouts::new(
             p.query_timeout,
             p.idle_transaction_timeout,
