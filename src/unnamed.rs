@@ -9,7 +9,8 @@
 //! - [`cacheable`]: only plannable statements (SELECT, INSERT, UPDATE, DELETE, MERGE, VALUES,
 //!   WITH, TABLE) are ever renamed; utility statements (SET, BEGIN, DDL, LISTEN, ...) never.
 //! - [`Sightings`]: the second sighting in a session; one-off statements are never prepared. A
-//!   bounded set of the texts a session sent lately.
+//!   bounded set of the texts a session sent lately, holding the statements made of them (a
+//!   pool-wide statement lives while some session holds it).
 //! - [`Batch`]: renaming only at rest. A Parse is renamed, and a Bind is bound to sluice's
 //!   statement, only in a batch that began with the client outside a transaction block and with
 //!   nothing outstanding, and before anything in that batch ran (a Bind, Execute, Query). If the
@@ -81,51 +82,68 @@ pub fn cacheable(query: &[u8]) -> bool {
 pub const SIGHTINGS: usize = 64;
 
 /// What a session knows of one statement it sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Seen {
+#[derive(Debug, Clone)]
+enum Seen<T> {
     /// Once: not prepared.
     Once,
-    /// Again, and its text is [`cacheable`] (read once, on the second sighting).
-    Cacheable,
+    /// Again, and its text is [`cacheable`] (read once, on the second sighting): the statement
+    /// once made (the session holds it while it remembers the text).
+    Cacheable(Option<T>),
     /// Again, and its text is not.
     Never,
 }
 
 /// The statements (Parse tails: text and parameter types) a session sent lately, as hashes, at
-/// most [`SIGHTINGS`], the least recently sent forgotten first. A hash collision only makes a
-/// statement count as seen: it is then prepared one sighting early, which costs nothing in
-/// correctness.
-#[derive(Default)]
-pub struct Sightings {
-    seen: VecDeque<(u64, Seen)>,
+/// most [`SIGHTINGS`], the least recently sent forgotten first; for those seen again and
+/// cacheable, the statement (`T`) the session made of them. A hash collision makes a statement
+/// count as seen one sighting early (harmless) and hands back another text's statement, which the
+/// caller must check against the tail.
+pub struct Sightings<T> {
+    seen: VecDeque<(u64, Seen<T>)>,
 }
 
-impl Sightings {
-    /// Records a sighting of `tail` (whose query text is `query`); true if it should run as a
-    /// prepared statement: seen before, and [`cacheable`].
-    pub fn rename(&mut self, tail: &[u8], query: &[u8]) -> bool {
+impl<T> Default for Sightings<T> {
+    fn default() -> Self {
+        Sightings {
+            seen: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> Sightings<T> {
+    /// Records a sighting of `tail` (whose query text is `query`). For the second sighting or a
+    /// later one of a [`cacheable`] text: its slot for the statement, to fill or use.
+    pub fn sight(&mut self, tail: &[u8], query: &[u8]) -> Option<&mut Option<T>> {
         let h = hash(tail);
-        if let Some(i) = self.seen.iter().position(|&(s, _)| s == h) {
+        if let Some(i) = self.seen.iter().position(|(s, _)| *s == h) {
             let (_, mut verdict) = self.seen.remove(i).expect("found");
-            if verdict == Seen::Once {
-                verdict = if cacheable(query) { Seen::Cacheable } else { Seen::Never };
+            if matches!(verdict, Seen::Once) {
+                verdict = if cacheable(query) {
+                    Seen::Cacheable(None)
+                } else {
+                    Seen::Never
+                };
             }
             // Most recent last: a statement in use is never the one forgotten.
             self.seen.push_back((h, verdict));
-            return verdict == Seen::Cacheable;
+            return match self.seen.back_mut() {
+                Some((_, Seen::Cacheable(slot))) => Some(slot),
+                _ => None,
+            };
         }
         if self.seen.len() == SIGHTINGS {
             self.seen.pop_front();
         }
         self.seen.push_back((h, Seen::Once));
-        false
+        None
     }
 }
 
 fn hash(bytes: &[u8]) -> u64 {
     // Fixed keys: the same text hashes the same for the whole session.
-    let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-        .build_hasher();
+    let mut h =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher();
     h.write(bytes);
     h.finish()
 }
@@ -162,7 +180,11 @@ impl Batch {
     /// (asked only when it opens a batch).
     pub fn begin(&mut self, at_rest: impl FnOnce() -> bool) {
         if *self == Batch::Between {
-            *self = if at_rest() { Batch::Fresh } else { Batch::Spent };
+            *self = if at_rest() {
+                Batch::Fresh
+            } else {
+                Batch::Spent
+            };
         }
     }
 
@@ -292,23 +314,28 @@ mod tests {
 
     #[test]
     fn second_sighting_and_bound() {
-        let mut s = Sightings::default();
+        let mut s = Sightings::<u32>::default();
         let q = b"select 1";
-        assert!(!s.rename(b"select 1\0\0\0", q), "first sighting");
-        assert!(s.rename(b"select 1\0\0\0", q), "second");
-        assert!(s.rename(b"select 1\0\0\0", q), "third");
+        assert!(s.sight(b"select 1\0\0\0", q).is_none(), "first sighting");
+        let slot = s.sight(b"select 1\0\0\0", q).expect("second");
+        assert_eq!(*slot, None);
+        *slot = Some(7);
+        assert_eq!(s.sight(b"select 1\0\0\0", q), Some(&mut Some(7)), "third");
         assert!(
-            !s.rename(b"select 1\0\0\x01\0\0\0\x17", q),
+            s.sight(b"select 1\0\0\x01\0\0\0\x17", q).is_none(),
             "other parameter types"
         );
-        assert!(!s.rename(b"SET x = 1\0\0\0", b"SET x = 1"));
-        assert!(!s.rename(b"SET x = 1\0\0\0", b"SET x = 1"), "never cacheable");
+        assert!(s.sight(b"SET x = 1\0\0\0", b"SET x = 1").is_none());
+        assert!(
+            s.sight(b"SET x = 1\0\0\0", b"SET x = 1").is_none(),
+            "never cacheable"
+        );
         for i in 0..SIGHTINGS {
-            s.rename(format!("other {i}\0\0\0").as_bytes(), b"select 2");
+            s.sight(format!("other {i}\0\0\0").as_bytes(), b"select 2");
         }
         assert!(
-            !s.rename(b"select 1\0\0\0", q),
-            "forgotten after SIGHTINGS others"
+            s.sight(b"select 1\0\0\0", q).is_none(),
+            "forgotten (and its statement let go) after SIGHTINGS others"
         );
         assert!(s.seen.len() <= SIGHTINGS);
     }

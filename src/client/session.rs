@@ -154,8 +154,7 @@ impl Session {
             PoolMode::Transaction => pool.router.clone().map(|r| Box::new(Routing::new(r))),
             PoolMode::Session => None,
         };
-        let intercept =
-            mode == PoolMode::Transaction && pool.settings.max_prepared_statements > 0;
+        let intercept = mode == PoolMode::Transaction && pool.settings.max_prepared_statements > 0;
         Session {
             cache_unnamed: intercept && pool.settings.cache_unnamed && route.is_none(),
             intercept,

@@ -20,7 +20,7 @@ use crate::unnamed::{Batch, BindPlan, Kept, Sightings};
 /// One session's unnamed-statement cache (kept in the session's rare box).
 #[derive(Default)]
 pub(super) struct UnnamedSession {
-    sightings: Sightings,
+    sightings: Sightings<Arc<Statement>>,
     /// The client's unnamed statement is this statement of sluice's (its last Parse("") was
     /// renamed), until its next Parse(""), Close of it, or simple Query.
     current: Option<Arc<Statement>>,
@@ -69,7 +69,10 @@ impl Session {
     pub(super) fn unnamed_sent(&mut self, tag: FrontendTag) {
         if matches!(
             tag,
-            FrontendTag::Bind | FrontendTag::Execute | FrontendTag::Query | FrontendTag::FunctionCall
+            FrontendTag::Bind
+                | FrontendTag::Execute
+                | FrontendTag::Query
+                | FrontendTag::FunctionCall
         ) {
             if let Some(u) = self.rare.unnamed() {
                 u.batch.ran();
@@ -84,20 +87,30 @@ impl Session {
             return false;
         };
         u.current = None;
-        if !u.batch.may_rename_parse() {
-            return false;
-        }
+        let may = u.batch.may_rename_parse();
         let query = split_cstr(tail).map_or(tail, |(q, _)| q);
-        if !u.sightings.rename(tail, query) {
+        let Some(slot) = u.sightings.sight(tail, query) else {
+            return false;
+        };
+        if !may {
             return false;
         }
-        // Over max_prepared_statement_bytes: the statement simply stays unnamed.
-        let Ok(stmt) = self.pool.statements.intern(tail) else {
+        if slot.is_none() {
+            // Over max_prepared_statement_bytes: the statement simply stays unnamed.
+            *slot = self.pool.statements.intern(tail).ok();
+        }
+        // A hash collision hands back another text's statement.
+        let Some(stmt) = slot.clone().filter(|s| s.tail[..] == *tail) else {
             return false;
         };
         u.current = Some(stmt.clone());
         let pool = Self::pool_statements(&self.pool);
-        let conn = &mut self.server.as_mut().expect("attached").conn_mut().statements;
+        let conn = &mut self
+            .server
+            .as_mut()
+            .expect("attached")
+            .conn_mut()
+            .statements;
         if conn.touch(stmt.id) {
             pool.counters.prepared_hits.fetch_add(1, Ordering::Relaxed);
             let undo = Undo::Parse {
@@ -141,7 +154,12 @@ impl Session {
             u.kept.start(msg);
         }
         let pool = Self::pool_statements(&self.pool);
-        let conn = &mut self.server.as_mut().expect("attached").conn_mut().statements;
+        let conn = &mut self
+            .server
+            .as_mut()
+            .expect("attached")
+            .conn_mut()
+            .statements;
         if conn.touch(stmt.id) {
             pool.counters.prepared_hits.fetch_add(1, Ordering::Relaxed);
         } else {
