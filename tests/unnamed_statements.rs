@@ -201,6 +201,51 @@ async fn a_changed_result_type_is_replayed_not_reported() {
     assert_eq!(sluice_statements(&c).await, vec![QUERY.to_owned()]);
 }
 
+/// The divergence docs/unnamed-statements.md describes: the client's unnamed Parse at rest, then,
+/// after another session added a column, its Bind inside a transaction block. PostgreSQL answers
+/// 0A000 there (its unnamed statement keeps its result type); through sluice the Bind re-parses
+/// the text as the server's unnamed statement first and gets the table as it is now: never a
+/// 0A000 from sluice's own (stale) statement.
+#[tokio::test]
+async fn a_bind_inside_a_block_after_ddl_never_meets_a_stale_statement() {
+    let pg = PgCluster::start();
+    make_table(&pg, "t").await;
+    let sluice = Sluice::start(config(&pg, true));
+    let mut pooled = RawConn::connect_app(sluice.addr()).await;
+    let mut direct = RawConn::connect_app(pg.addr()).await;
+    let run = Batch::new().parse("", QUERY).run("", &["1"]).sync();
+    let parse = Batch::new().parse("", QUERY).sync();
+    let begin = Batch::new().parse("b", "BEGIN").run("b", &[]).sync();
+    for conn in [&mut pooled, &mut direct] {
+        // Twice at rest: cached (through sluice), then the Parse alone, then BEGIN by a named
+        // statement (a simple Query would destroy the unnamed statement).
+        exchange(conn, &run).await;
+        exchange(conn, &run).await;
+        exchange(conn, &parse).await;
+        exchange(conn, &begin).await;
+    }
+    let su = pg.superuser(APP_DB).await;
+    su.batch_execute("ALTER TABLE t ADD COLUMN extra int DEFAULT 7")
+        .await
+        .expect("ALTER");
+    let bind = Batch::new().run("", &["1"]).sync();
+    let from_pg = exchange(&mut direct, &bind).await;
+    assert!(
+        from_pg[0].starts_with("Error 0A000"),
+        "PostgreSQL's own answer: {from_pg:?}"
+    );
+    let through_sluice = exchange(&mut pooled, &bind).await;
+    assert_eq!(
+        through_sluice,
+        [
+            "BindComplete",
+            "DataRow 1,one,7",
+            "CommandComplete SELECT 1",
+            "ReadyForQuery T"
+        ]
+    );
+}
+
 /// The cached statements count under `max_prepared_statements`, least recently used closed.
 #[tokio::test]
 async fn the_bound_is_max_prepared_statements() {
