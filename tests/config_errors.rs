@@ -68,6 +68,9 @@ fn the_base_config_is_valid() {
     assert_eq!(c.databases["app"].pool_size, Some(7));
     let c = Config::from_toml(&with("pooler", "default_pool_size = 9")).unwrap();
     assert_eq!(c.pooler.default_pool_size, 9);
+    let c = Config::from_toml(&with("databases.app", "cache_unnamed_statements = true")).unwrap();
+    assert_eq!(c.databases["app"].cache_unnamed_statements, Some(true));
+    assert!(!c.pooler.cache_unnamed_statements, "off by default");
 }
 
 #[test]
@@ -77,6 +80,16 @@ fn unknown_keys_are_named() {
         // A PgBouncer key sluice does not have (query_timeout was the example until it became one).
         ("pooler", "server_check_query = \"\"", "server_check_query"),
         ("databases.app", "hots = \"db\"", "hots"),
+        (
+            "databases.app",
+            "cache_unnamed_statement = true",
+            "cache_unnamed_statement",
+        ),
+        (
+            "pooler",
+            "cache_unnamed_statements = \"yes\"",
+            "cache_unnamed_statements",
+        ),
         ("users.app", "passwrd = \"x\"", "passwrd"),
         ("poolr", "listen = \"127.0.0.1:1\"", "poolr"),
     ] {
