@@ -893,4 +893,77 @@ mod tests {
         e.fail_request(false, &err, &mut BytesMut::new());
         assert!(e.discarding());
     }
+
+    /// An error body with SQLSTATE `code`.
+    fn error_body(code: &str) -> Vec<u8> {
+        format!("SERROR\0C{code}\0Mcached plan must not change result type\0\0").into_bytes()
+    }
+
+    /// A stale plan (0A000) at a renamed Bind whose Sync was already sent: the error is dropped,
+    /// the requests skipped to Sync are handed back, and that Sync's ReadyForQuery starts the
+    /// replay instead of reaching the client.
+    #[test]
+    fn stale_plan_at_a_cached_bind_replays_at_the_sync() {
+        let mut e = ex();
+        e.sent(Pending::CachedBind(7));
+        e.sent(Pending::Execute);
+        e.sent(Pending::Sync);
+        let mut undone = 0;
+        let v = e.on_reply(BackendTag::ErrorResponse, &error_body("0A000"), |_| {
+            undone += 1
+        });
+        assert_eq!(v, Verdict::Stale(7));
+        assert_eq!(undone, 0, "nothing to take back from a Bind and an Execute");
+        assert!(!e.discarding(), "the Sync is in: nothing to drop");
+        assert_eq!(
+            e.on_reply(BackendTag::ReadyForQuery, b"I", drop),
+            Verdict::Replay
+        );
+        assert!(!e.has_pending());
+    }
+
+    /// The same before the client's Sync arrived: the batch's rest is dropped up to that Sync,
+    /// whose ReadyForQuery then starts the replay.
+    #[test]
+    fn stale_plan_before_the_sync() {
+        let mut e = ex();
+        e.sent(Pending::CachedBind(3));
+        assert_eq!(
+            e.on_reply(BackendTag::ErrorResponse, &error_body("0A000"), drop),
+            Verdict::Stale(3)
+        );
+        assert!(!e.accept_from_client(false), "Execute dropped");
+        assert!(e.accept_from_client(true));
+        e.sent(Pending::Sync);
+        assert_eq!(
+            e.on_reply(BackendTag::ReadyForQuery, b"I", drop),
+            Verdict::Replay
+        );
+        // The next batch is ordinary again.
+        e.sent(Pending::Sync);
+        assert_eq!(
+            e.on_reply(BackendTag::ReadyForQuery, b"I", drop),
+            Verdict::Forward
+        );
+    }
+
+    /// Any other error at a renamed Bind is the client's, as at any Bind.
+    #[test]
+    fn other_errors_at_a_cached_bind_are_forwarded() {
+        let mut e = ex();
+        e.sent(Pending::CachedBind(1));
+        e.sent(Pending::Sync);
+        assert_eq!(
+            e.on_reply(BackendTag::ErrorResponse, &error_body("22P02"), drop),
+            Verdict::Forward
+        );
+        assert_eq!(
+            e.on_reply(BackendTag::ReadyForQuery, b"I", drop),
+            Verdict::Forward
+        );
+        // And a BindComplete ends it like a Bind's.
+        e.sent(Pending::CachedBind(1));
+        e.on_reply(BackendTag::BindComplete, b"", drop);
+        assert!(!e.has_pending());
+    }
 }
