@@ -24,7 +24,6 @@
 //!   ReadyForQuery, for the replay.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 
 use bytes::{Bytes, BytesMut};
 
@@ -112,8 +111,23 @@ impl<T> Default for Sightings<T> {
 
 impl<T> Sightings<T> {
     /// Records a sighting of `tail` (whose query text is `query`). For the second sighting or a
-    /// later one of a [`cacheable`] text: its slot for the statement, to fill or use.
-    pub fn sight(&mut self, tail: &[u8], query: &[u8]) -> Option<&mut Option<T>> {
+    /// later one of a [`cacheable`] text: its slot for the statement, to fill or use. `is_tail`
+    /// says whether a statement made earlier is the one for `tail`: the most recent text is
+    /// checked with it first, without hashing (a client repeating one statement).
+    pub fn sight(
+        &mut self,
+        tail: &[u8],
+        query: &[u8],
+        is_tail: impl Fn(&T) -> bool,
+    ) -> Option<&mut Option<T>> {
+        if let Some((_, Seen::Cacheable(Some(t)))) = self.seen.back() {
+            if is_tail(t) {
+                return match self.seen.back_mut() {
+                    Some((_, Seen::Cacheable(slot))) => Some(slot),
+                    _ => None,
+                };
+            }
+        }
         let h = hash(tail);
         if let Some(i) = self.seen.iter().position(|(s, _)| *s == h) {
             let (_, mut verdict) = self.seen.remove(i).expect("found");
@@ -139,13 +153,20 @@ impl<T> Sightings<T> {
     }
 }
 
+/// A multiply-rotate hash, eight bytes at a time: the texts are compared by hash only within one
+/// session's short list (no hash table to flood), and a collision is caught by the caller.
 fn hash(bytes: &[u8]) -> u64 {
-    // Fixed keys: the same text hashes the same for the whole session.
-    let mut h =
-        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .build_hasher();
-    h.write(bytes);
-    h.finish()
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in chunks.by_ref() {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+    }
+    h
 }
 
 /// Where a session is in its current extended-protocol batch, as far as renaming goes.
@@ -216,54 +237,77 @@ impl Batch {
 }
 
 /// The client's messages of a batch with a renamed Bind, from that Bind to the Sync, until the
-/// Sync's ReadyForQuery: what a replay sends again.
+/// Sync's ReadyForQuery: what a replay sends again. The buffer is kept between batches (cleared,
+/// not freed): a session that keeps one batch per transaction allocates once, not per batch.
 #[derive(Debug, Default)]
-pub enum Kept {
+pub struct Kept {
+    buf: BytesMut,
+    state: KeptState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum KeptState {
     #[default]
     Off,
     /// Recording up to the Sync.
-    Open(BytesMut),
+    Open,
     /// The Sync is in: waiting for its ReadyForQuery. The client's next batch waits too, so
     /// that a replay stays in order before it.
-    Sealed(BytesMut),
+    Sealed,
 }
+
+/// A kept buffer that grew past this (a large Bind) is freed rather than kept for the next batch.
+const KEEP_CAPACITY: usize = 4096;
 
 impl Kept {
     /// Starts keeping, with the renamed Bind.
     pub fn start(&mut self, bind: &[u8]) {
-        *self = Kept::Open(BytesMut::from(bind));
+        self.buf.clear();
+        self.buf.extend_from_slice(bind);
+        self.state = KeptState::Open;
     }
 
     /// A client message of the batch; the Sync seals it.
     pub fn record(&mut self, msg: &[u8], is_sync: bool) {
-        if let Kept::Open(b) = self {
-            b.extend_from_slice(msg);
+        if self.state == KeptState::Open {
+            self.buf.extend_from_slice(msg);
             if is_sync {
-                *self = Kept::Sealed(std::mem::take(b));
+                self.state = KeptState::Sealed;
             }
         }
     }
 
+    /// Nothing is kept.
+    pub fn is_off(&self) -> bool {
+        self.state == KeptState::Off
+    }
+
     /// Messages are being recorded (the batch's Sync is not in yet).
     pub fn is_open(&self) -> bool {
-        matches!(self, Kept::Open(_))
+        self.state == KeptState::Open
     }
 
     /// The batch is complete and waits for its answer: the client's next messages wait.
     pub fn is_sealed(&self) -> bool {
-        matches!(self, Kept::Sealed(_))
+        self.state == KeptState::Sealed
     }
 
     /// Takes the batch for a replay.
     pub fn take(&mut self) -> Option<Bytes> {
-        match std::mem::take(self) {
-            Kept::Off => None,
-            Kept::Open(b) | Kept::Sealed(b) => Some(b.freeze()),
+        if self.is_off() {
+            return None;
         }
+        self.state = KeptState::Off;
+        Some(std::mem::take(&mut self.buf).freeze())
     }
 
     pub fn clear(&mut self) {
-        *self = Kept::Off;
+        self.state = KeptState::Off;
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = BytesMut::new();
+        } else {
+            self.buf.clear();
+        }
     }
 }
 
@@ -316,25 +360,38 @@ mod tests {
     fn second_sighting_and_bound() {
         let mut s = Sightings::<u32>::default();
         let q = b"select 1";
-        assert!(s.sight(b"select 1\0\0\0", q).is_none(), "first sighting");
-        let slot = s.sight(b"select 1\0\0\0", q).expect("second");
+        let no = |_: &u32| false;
+        assert!(
+            s.sight(b"select 1\0\0\0", q, no).is_none(),
+            "first sighting"
+        );
+        let slot = s.sight(b"select 1\0\0\0", q, no).expect("second");
         assert_eq!(*slot, None);
         *slot = Some(7);
-        assert_eq!(s.sight(b"select 1\0\0\0", q), Some(&mut Some(7)), "third");
+        assert_eq!(
+            s.sight(b"select 1\0\0\0", q, no),
+            Some(&mut Some(7)),
+            "third, by hash"
+        );
+        assert_eq!(
+            s.sight(b"select 1\0\0\0", q, |t| *t == 7),
+            Some(&mut Some(7)),
+            "fourth, by the fast path"
+        );
         assert!(
-            s.sight(b"select 1\0\0\x01\0\0\0\x17", q).is_none(),
+            s.sight(b"select 1\0\0\x01\0\0\0\x17", q, no).is_none(),
             "other parameter types"
         );
-        assert!(s.sight(b"SET x = 1\0\0\0", b"SET x = 1").is_none());
+        assert!(s.sight(b"SET x = 1\0\0\0", b"SET x = 1", no).is_none());
         assert!(
-            s.sight(b"SET x = 1\0\0\0", b"SET x = 1").is_none(),
+            s.sight(b"SET x = 1\0\0\0", b"SET x = 1", no).is_none(),
             "never cacheable"
         );
         for i in 0..SIGHTINGS {
-            s.sight(format!("other {i}\0\0\0").as_bytes(), b"select 2");
+            s.sight(format!("other {i}\0\0\0").as_bytes(), b"select 2", no);
         }
         assert!(
-            s.sight(b"select 1\0\0\0", q).is_none(),
+            s.sight(b"select 1\0\0\0", q, no).is_none(),
             "forgotten (and its statement let go) after SIGHTINGS others"
         );
         assert!(s.seen.len() <= SIGHTINGS);
@@ -382,7 +439,14 @@ mod tests {
         assert!(k.is_sealed());
         k.record(b"P", false);
         assert_eq!(&k.take().unwrap()[..], b"BES");
-        assert!(!k.is_sealed());
+        assert!(k.is_off());
+        // Cleared, then kept again: only the new batch.
+        k.start(b"B2");
+        k.clear();
+        assert!(k.is_off() && k.take().is_none());
+        k.start(b"B3");
+        k.record(b"S", true);
+        assert_eq!(&k.take().unwrap()[..], b"B3S");
     }
 
     #[test]

@@ -40,8 +40,17 @@ impl Session {
     /// a batch that may be replayed, holds the client's next batch while one waits for its
     /// answer, and notes where the batch stands. `Some(step)`: the message waits.
     pub(super) fn unnamed_before(&mut self, tag: FrontendTag, msg: &Bytes) -> Option<Step> {
-        let at_rest = self.exchange.tx_status() == b'I' && !self.exchange.awaiting_reply();
-        let u = self.rare.unnamed_or_new();
+        let exchange = &self.exchange;
+        let at_rest = || exchange.tx_status() == b'I' && !exchange.awaiting_reply();
+        // Made at the session's first unnamed Parse: a client that only names its statements
+        // pays one look into the rare box per message.
+        let first_unnamed_parse =
+            tag == FrontendTag::Parse && msg.get(sluice_proto::Header::LEN) == Some(&0);
+        let u = match self.rare.unnamed() {
+            Some(u) => u,
+            None if first_unnamed_parse => self.rare.unnamed_or_new(),
+            None => return None,
+        };
         if u.kept.is_sealed() {
             // Behind a batch that may still be replayed: it must stay in order after it.
             u.waiting = true;
@@ -56,7 +65,7 @@ impl Session {
             | FrontendTag::Describe
             | FrontendTag::Execute
             | FrontendTag::Close
-            | FrontendTag::Flush => u.batch.begin(|| at_rest),
+            | FrontendTag::Flush => u.batch.begin(at_rest),
             // A simple Query destroys the unnamed statement (PostgreSQL's protocol docs).
             FrontendTag::Query => u.current = None,
             _ => {}
@@ -89,7 +98,7 @@ impl Session {
         u.current = None;
         let may = u.batch.may_rename_parse();
         let query = split_cstr(tail).map_or(tail, |(q, _)| q);
-        let Some(slot) = u.sightings.sight(tail, query) else {
+        let Some(slot) = u.sightings.sight(tail, query, |s| s.tail[..] == *tail) else {
             return false;
         };
         if !may {
@@ -243,7 +252,7 @@ impl Session {
     /// Everything the client sent was answered: no batch can be replayed any more.
     pub(super) fn unnamed_answered(&mut self) {
         if let Some(u) = self.rare.unnamed() {
-            if !matches!(u.kept, Kept::Off) {
+            if !u.kept.is_off() {
                 u.kept.clear();
                 u.resume |= u.waiting;
             }
