@@ -259,6 +259,11 @@ impl Registry {
 pub struct PoolStatements {
     registry: Arc<Registry>,
     next_id: AtomicU64,
+    /// Statements made from cached unnamed statements (`cache_unnamed_statements`), kept alive
+    /// beyond the sessions that made them, most recent last: a client that connects per request
+    /// then finds its statement (and its `sluice_<id>` on the connections) again, instead of
+    /// making a new one each time. Bounded by the caller (`max_prepared_statements`).
+    kept: Mutex<std::collections::VecDeque<Arc<Statement>>>,
 }
 
 /// A Parse that would take the statement registries past `max_prepared_statement_bytes`.
@@ -278,6 +283,7 @@ impl PoolStatements {
                 budget,
             }),
             next_id: AtomicU64::new(0),
+            kept: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -330,6 +336,23 @@ impl PoolStatements {
         });
         map.insert(stmt.tail.clone(), Arc::downgrade(&stmt));
         Ok(stmt)
+    }
+
+    /// Keeps `stmt` alive in the pool (most recent), at most `cap` such; the oldest goes.
+    pub fn keep(&self, stmt: &Arc<Statement>, cap: usize) {
+        let evicted = {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = kept.iter().position(|s| s.id == stmt.id) {
+                let s = kept.remove(i).expect("found");
+                kept.push_back(s);
+                None
+            } else {
+                kept.push_back(stmt.clone());
+                (kept.len() > cap).then(|| kept.pop_front()).flatten()
+            }
+        };
+        // Dropped after the lock: a statement's drop locks its registry.
+        drop(evicted);
     }
 
     /// The statement for this Parse tail if a server has accepted it before.
@@ -471,6 +494,38 @@ fn strip_keyword<'a>(s: &'a str, kw: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Kept statements outlive their holders, at most `cap` of them, the least recently kept
+    /// going first; keeping one again makes it the most recent.
+    #[test]
+    fn kept_statements_stay_in_the_registry_up_to_the_cap() {
+        let pool = PoolStatements::new(Arc::new(ByteBudget::new(1 << 20)));
+        let ids: Vec<u64> = (0..3)
+            .map(|i| {
+                let s = pool.intern(format!("select {i}\0\0\0").as_bytes()).unwrap();
+                pool.keep(&s, 2);
+                s.id
+            })
+            .collect();
+        assert_eq!(pool.len(), 2, "the first went at the cap");
+        assert!(pool.registry.map().get(&b"select 0\0\0\0"[..]).is_none());
+        let again = pool.intern(b"select 1\0\0\0").unwrap();
+        assert_eq!(again.id, ids[1], "still the same statement");
+        pool.keep(&again, 2);
+        drop(again);
+        let s3 = pool.intern(b"select 3\0\0\0").unwrap();
+        pool.keep(&s3, 2);
+        drop(s3);
+        assert!(pool.validated(b"select 2\0\0\0").is_none());
+        assert!(
+            pool.registry.map().get(&b"select 2\0\0\0"[..]).is_none(),
+            "oldest gone"
+        );
+        assert!(
+            pool.registry.map().get(&b"select 1\0\0\0"[..]).is_some(),
+            "kept again"
+        );
+    }
 
     #[test]
     fn server_side_names_are_sluice_and_the_id() {

@@ -120,6 +120,21 @@ async fn one_off_statements_are_not_prepared() {
     assert_eq!(sluice_statements(&c).await, vec![QUERY.to_owned()]);
 }
 
+/// A client that connects per request finds the statement a client before it made: one
+/// server-side statement for the text, not one per session (the pool keeps it alive).
+#[tokio::test]
+async fn sessions_one_after_another_share_one_statement() {
+    let pg = PgCluster::start();
+    make_table(&pg, "t").await;
+    let sluice = Sluice::start(config(&pg, true));
+    for _ in 0..3 {
+        let c = sluice.connect_app().await;
+        unnamed(&c, QUERY, 1).await;
+        unnamed(&c, QUERY, 2).await;
+        assert_eq!(sluice_statements(&c).await, vec![QUERY.to_owned()]);
+    }
+}
+
 /// Utility statements are never rewritten, however often they come.
 #[tokio::test]
 async fn utility_statements_are_never_prepared() {

@@ -107,6 +107,10 @@ impl Session {
         if slot.is_none() {
             // Over max_prepared_statement_bytes: the statement simply stays unnamed.
             *slot = self.pool.statements.intern(tail).ok();
+            if let Some(stmt) = slot.as_ref() {
+                let cap = self.pool.settings.max_prepared_statements;
+                self.pool.statements.keep(stmt, cap);
+            }
         }
         // A hash collision hands back another text's statement.
         let Some(stmt) = slot.clone().filter(|s| s.tail[..] == *tail) else {
