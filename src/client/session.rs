@@ -768,6 +768,11 @@ impl Session {
             // batch runs again at its ReadyForQuery (client/unnamed.rs).
             Verdict::Stale(id) => self.unnamed_stale(id),
             Verdict::Replay => {
+                // The failed pass's implicit transaction is over (LISTENs it staged are rolled
+                // back; the replay stages them again).
+                if self.listen.is_some() {
+                    self.subscription_reply(tag, body);
+                }
                 if self.unnamed_replay() {
                     self.exchange.emit_local(&mut self.to_client);
                     return true;
