@@ -608,18 +608,7 @@ async fn driver_listens(driver: Driver, script: &str, expected: &[&str]) {
     let sluice = Sluice::start(tx_config(&pg, 1));
     let busy = Busy::start(&sluice, 2).await;
     let target = DriverTarget::new(sluice.port(), APP_DB, APP_USER, APP_PASSWORD);
-    let out = driver.run(&drivers_dir().join(script), &target, &[]).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{script} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let passed: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("ok "))
-        .collect();
+    let passed = driver.checks(&drivers_dir().join(script), &target).await;
     assert_eq!(passed, expected);
     assert!(busy.finish().await > 0, "the pool was kept busy");
 }

@@ -349,19 +349,8 @@ async fn driver_through_the_key(driver: Driver, script: &str) {
     make_table(&pg, "drv_unnamed").await;
     let sluice = Sluice::start(config(&pg, true));
     let target = DriverTarget::new(sluice.port(), APP_DB, APP_USER, APP_PASSWORD);
-    let out = driver.run(&drivers_dir().join(script), &target, &[]).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{script}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let passed: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("ok "))
-        .collect();
-    assert_eq!(passed, ["repeated", "altered", "prepared"], "{stdout}");
+    let passed = driver.checks(&drivers_dir().join(script), &target).await;
+    assert_eq!(passed, ["repeated", "altered", "prepared"], "{script}");
 }
 
 #[tokio::test]

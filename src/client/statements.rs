@@ -247,28 +247,7 @@ impl ClientStatements {
         };
         let client = Bytes::copy_from_slice(name);
         self.names.insert(client.clone(), stmt.clone());
-        if conn.touch(stmt.id) {
-            pool.counters.prepared_hits.fetch_add(1, Ordering::Relaxed);
-            let undo = Undo::Parse {
-                client: Some(client),
-                server: false,
-                stmt,
-            };
-            ex.sent(Pending::Parse {
-                answer: Answer::Local,
-                undo,
-            });
-            return Ok(());
-        }
-        prepare_on_server(
-            pool,
-            conn,
-            &stmt,
-            Answer::Server,
-            Some(client),
-            ex,
-            to_server,
-        );
+        parse_for_client(pool, conn, stmt, Some(client), ex, to_server);
         Ok(())
     }
 
@@ -388,6 +367,33 @@ impl ClientStatements {
             return None;
         }
         Some(stmt)
+    }
+}
+
+/// A client's Parse that became `stmt`: answered by sluice (ParseComplete in its turn) when this
+/// server connection already has the statement, sent to the server under its server name
+/// otherwise. `client` is the client's name for it, if it has one.
+pub(super) fn parse_for_client(
+    pool: &PoolPrepared<'_>,
+    conn: &mut ServerStatements,
+    stmt: Arc<Statement>,
+    client: Option<Bytes>,
+    ex: &mut Exchange,
+    to_server: &mut BytesMut,
+) {
+    if conn.touch(stmt.id) {
+        pool.counters.prepared_hits.fetch_add(1, Ordering::Relaxed);
+        let undo = Undo::Parse {
+            client,
+            server: false,
+            stmt,
+        };
+        ex.sent(Pending::Parse {
+            answer: Answer::Local,
+            undo,
+        });
+    } else {
+        prepare_on_server(pool, conn, &stmt, Answer::Server, client, ex, to_server);
     }
 }
 

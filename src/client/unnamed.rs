@@ -13,7 +13,7 @@ use sluice_proto::split_cstr;
 
 use super::exchange::{Answer, Pending};
 use super::session::{Session, Step};
-use super::statements::{Undo, prepare_on_server};
+use super::statements::{Undo, parse_for_client, prepare_on_server};
 use crate::prepared::{Statement, server_name};
 use crate::unnamed::{Batch, BindPlan, Kept, Sightings};
 
@@ -124,28 +124,14 @@ impl Session {
             .expect("attached")
             .conn_mut()
             .statements;
-        if conn.touch(stmt.id) {
-            pool.counters.prepared_hits.fetch_add(1, Ordering::Relaxed);
-            let undo = Undo::Parse {
-                client: None,
-                server: false,
-                stmt,
-            };
-            self.exchange.sent(Pending::Parse {
-                answer: Answer::Local,
-                undo,
-            });
-        } else {
-            prepare_on_server(
-                &pool,
-                conn,
-                &stmt,
-                Answer::Server,
-                None,
-                &mut self.exchange,
-                &mut self.to_server,
-            );
-        }
+        parse_for_client(
+            &pool,
+            conn,
+            stmt,
+            None,
+            &mut self.exchange,
+            &mut self.to_server,
+        );
         true
     }
 

@@ -198,12 +198,19 @@ impl Driver {
     /// Runs this driver's check script against `target` and returns the checks it passed, in
     /// order; panics with the script's output when it failed.
     pub async fn check(self, target: &DriverTarget) -> Vec<String> {
-        let out = self.run(&self.check_script(), target, &[]).await;
+        self.checks(&self.check_script(), target).await
+    }
+
+    /// Runs `script` against `target` and returns the checks it printed as passed (its `ok NAME`
+    /// lines), in order; panics with the script's output when it failed.
+    pub async fn checks(self, script: &Path, target: &DriverTarget) -> Vec<String> {
+        let out = self.run(script, target, &[]).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "{} check failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+            "{} {} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
             self.name(),
+            script.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
