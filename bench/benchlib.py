@@ -59,6 +59,16 @@ def cpu_ticks(pid):
     return t[0] if t else None
 
 
+def machine_busy():
+    """Busy time of the whole machine, all cores, in clock ticks (/proc/stat: user, nice, system,
+    irq, softirq, steal; idle and iowait left out): the pooler, PostgreSQL, pgbench and the
+    kernel's work for all of them."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -116,7 +126,7 @@ def steady_window(tx, samples):
         if len(inside) >= 2:
             return inside[0], inside[-1]
         return None
-    return (t0, None, None), (t1, None, None)
+    return (t0, None, None, None), (t1, None, None, None)
 
 
 def connect_allowance(state_file, key, clients):
@@ -189,7 +199,7 @@ def run_attempt(args):
     while t.is_alive():
         if pid:
             ct = cpu_times(pid)
-            samples.append((time.time(), ct[0] if ct else None, ct[1] if ct else None))
+            samples.append((time.time(), ct[0] if ct else None, ct[1] if ct else None, machine_busy()))
         t.join(0.1)
         if time.time() - started > total + args.timeout:
             timed_out = True
@@ -220,7 +230,7 @@ def run_attempt(args):
         remember_connect(args.state, key, elapsed)
     w = steady_window(tx, samples if pid else None) if len(tx) >= 20 else None
     if w:
-        (t0, c0, u0), (t1, c1, u1) = w
+        (t0, c0, u0, m0), (t1, c1, u1, m1) = w
         lat = sorted(l for (d, l) in tx if t0 < d <= t1)
         secs = t1 - t0
         rec["window_s"] = round(secs, 2)
@@ -235,6 +245,13 @@ def run_attempt(args):
                 rec["cpu_ms_per_1k_tx"] = cpu_s * 1000 / len(lat) * 1000
                 rec["user_cpu_ms_per_1k_tx"] = (u1 - u0) / CLK_TCK * 1000 / len(lat) * 1000
                 rec["cpu_cores_busy"] = round(cpu_s / secs, 3)
+                # Everything on the machine over the same window: what the transactions cost in
+                # all (pooler + PostgreSQL + pgbench + kernel), so the pooler's share, and what a
+                # pooler costing nothing could reach, can be read off (the report's "Where the
+                # cores went").
+                machine_s = (m1 - m0) / CLK_TCK
+                rec["machine_cpu_ms_per_1k_tx"] = machine_s * 1000 / len(lat) * 1000
+                rec["machine_cores_busy"] = round(machine_s / secs, 3)
     if pid:
         rec["pooler_alive"] = cpu_ticks(pid) is not None
 
@@ -501,7 +518,7 @@ def summarize(records):
         good = [r for r in rs if r["ok"]]
         s = {"runs": len(rs), "ok": len(good), "errors": [r.get("error", "") for r in rs if not r["ok"]]}
         for k in ("tps", "lat_avg_ms", "lat_p50_ms", "lat_p99_ms", "cpu_ms_per_1k_tx", "user_cpu_ms_per_1k_tx",
-                  "connect_ms", "connect_phase_s"):
+                  "machine_cpu_ms_per_1k_tx", "machine_cores_busy", "connect_ms", "connect_phase_s"):
             s[k] = med([r.get(k) for r in good])
         s["connect_phase_max_s"] = max((r["connect_phase_s"] for r in rs if r.get("connect_phase_s") is not None),
                                        default=None)
@@ -649,6 +666,7 @@ def p_summaries(p, summary, peers, sluices):
     p("|---|" + "---:|" * len(clients))
     for t in ["pgbouncer"] + poolers:
         p(f"| {t} |" + "".join(f" {cell(t, c, lambda s, b: fmt(s.get('cpu_ms_per_1k_tx'), 1))} |" for c in clients))
+    p_cores(p, summary, modes, clients, poolers)
     logins = sorted({k[1] for k in summary if k[0] == "connect"})
     if logins:
         p("")
@@ -663,6 +681,23 @@ def p_summaries(p, summary, peers, sluices):
                 s_, b = summary.get(("connect", c, t)) or {}, summary.get(("connect", c, "pgbouncer")) or {}
                 row += f" {fmt(s_.get('tps'), 0)} | {ratio(s_.get('tps'), b.get('tps')) if t != 'pgbouncer' else ''} |"
             p(f"| {t} |" + row)
+        # What a login costs the whole machine (pgbench's own SCRAM key derivation, 4,096 PBKDF2
+        # rounds per connection, is in it), and the pooler's part of that.
+        costs = []
+        for t in ["direct", "pgbouncer"] + poolers:
+            for c in logins:
+                s_ = summary.get(("connect", c, t)) or {}
+                m, a = s_.get("machine_cpu_ms_per_1k_tx"), s_.get("cpu_ms_per_1k_tx")
+                if m:
+                    costs.append(f"{t} {fmt(m, 0)} µs" + (f" (pooler {fmt(a, 0)} µs, {fmt(a / m * 100, 0)} %)" if a else ""))
+        if costs:
+            p("")
+            p("CPU per login, all processes (busy cores over the window): " + "; ".join(costs) + ".")
+            b = summary.get(("connect", logins[0], "pgbouncer")) or {}
+            m, a = b.get("machine_cpu_ms_per_1k_tx"), b.get("cpu_ms_per_1k_tx")
+            if m and a and m > a:
+                p(f"A pooler whose logins cost nothing would reach {fmt(m / (m - a), 2)}x PgBouncer's logins "
+                  "per second here, if the cores stay as busy.")
     big = [c for c in clients if c >= 256] or clients[-1:]
     p("")
     p("Connection phase (pgbench's `initial connection time`, all clients logging in with SCRAM at "
@@ -679,6 +714,56 @@ def p_summaries(p, summary, peers, sluices):
             worst = [w for w in worst if w is not None]
             row += f" {fmt(ms / 1000 if ms is not None else None, 2)} | {fmt(max(worst) if worst else None, 2)} |"
         p(f"| {t} |" + row)
+
+
+def p_cores(p, summary, modes, clients, poolers):
+    """Where the machine's cores went per transaction, and what that allows: the pooler's share of
+    all busy CPU time (pooler + PostgreSQL + pgbench + kernel, /proc/stat over the same window),
+    what a pooler that cost nothing would reach against PgBouncer, and how little CPU per
+    transaction a pooler would need to be 1.2x PgBouncer. Both assume the cores stay as busy as
+    in PgBouncer's run and that the rest of the work per transaction stays what it was there:
+    on a machine whose cores are all busy, tps = busy cores / CPU per transaction."""
+    counts = [c for c in clients if c >= 16]
+    if not counts or not any(s.get("machine_cpu_ms_per_1k_tx") for s in summary.values()):
+        return
+
+    def cell(target, c, value):
+        return " / ".join(value(summary.get((m, c, target)) or {}, summary.get((m, c, "pgbouncer")) or {})
+                          for m in modes)
+
+    def share(s, _b):
+        a, m = s.get("cpu_ms_per_1k_tx"), s.get("machine_cpu_ms_per_1k_tx")
+        return fmt(a / m * 100, 0) if a and m else "-"
+
+    def free(_s, b):
+        a, m = b.get("cpu_ms_per_1k_tx"), b.get("machine_cpu_ms_per_1k_tx")
+        return fmt(m / (m - a), 2) if a and m and m > a else "-"
+
+    def needed(_s, b):
+        a, m = b.get("cpu_ms_per_1k_tx"), b.get("machine_cpu_ms_per_1k_tx")
+        if not (a and m):
+            return "-"
+        left = a - m * (1 - 1 / 1.2)
+        return fmt(left, 1) if left > 0 else "none"
+
+    cols = "".join(f" {c:,} |" for c in counts)
+    p("")
+    p(f"Where the cores went: the pooler's share of all busy CPU per transaction, % ({' / '.join(modes)}; "
+      "the rest is PostgreSQL, pgbench and the kernel's work for them):")
+    p("")
+    p("| target |" + cols)
+    p("|---|" + "---:|" * len(counts))
+    for t in ["pgbouncer"] + poolers:
+        p(f"| {t} |" + "".join(f" {cell(t, c, share)} |" for c in counts))
+    p("")
+    p("What that allows, from PgBouncer's run (same modes): tps of a pooler costing nothing against "
+      "PgBouncer, and the CPU per transaction (µs) a pooler could spend and still be 1.2x PgBouncer "
+      "(`none`: not even a pooler costing nothing would be):")
+    p("")
+    p("| |" + cols)
+    p("|---|" + "---:|" * len(counts))
+    p("| a pooler costing nothing |" + "".join(f" {cell('pgbouncer', c, free)} |" for c in counts))
+    p("| CPU µs per tx left for 1.2x |" + "".join(f" {cell('pgbouncer', c, needed)} |" for c in counts))
 
 
 # ---------------------------------------------------------------------------------------------
