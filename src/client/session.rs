@@ -790,10 +790,9 @@ impl Session {
                 if self.cache_unnamed && !more {
                     self.unnamed_answered();
                 }
-                let now = self
-                    .stats
+                self.stats
                     .ready(&self.pool, self.exchange.tx_status(), more);
-                self.timer_ready(now);
+                self.timer_ready();
                 if self.route.as_deref().is_some_and(|r| r.refused()) {
                     self.retry_on_primary(false);
                     return false;

@@ -214,11 +214,11 @@ impl Session {
         }
     }
 
-    /// A ReadyForQuery came at `now`: the client has nothing outstanding from then on.
+    /// A ReadyForQuery came: the client has nothing outstanding from now on.
     #[inline]
-    pub(super) fn timer_ready(&mut self, now: Instant) {
+    pub(super) fn timer_ready(&mut self) {
         if let Some(t) = self.timer.as_deref_mut() {
-            t.idle_since = now;
+            t.idle_since = Instant::now();
             t.stale = true;
         }
     }

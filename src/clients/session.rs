@@ -7,7 +7,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use bytes::Bytes;
 use sluice_proto::backend::BackendTag;
@@ -15,7 +14,7 @@ use sluice_proto::frontend::FrontendTag;
 
 use super::activity::{ACTIVE, IDLE, IDLE_IN_TRANSACTION, WAITING};
 use super::{ClientEntry, ClientList, NewClient};
-use crate::clock::{Stamp, instant_us, now_us};
+use crate::clock::{Mono, Stamp, now_us};
 use crate::diag::{QueryTracker, Slow, TrackerSeed};
 use crate::pool::{CheckoutError, Pool, ServerGuard};
 
@@ -115,34 +114,34 @@ impl SessionStats {
     #[inline]
     pub fn request(&mut self) {
         if self.query_start.is_none() {
-            let now = Instant::now();
-            self.query_start = Stamp::of(now);
+            let now = Mono::now();
+            self.query_start = Stamp::at(now);
             if self.xact_start.is_none() {
                 self.xact_start = self.query_start;
             }
             let activity = &self.client.info.activity;
             if let Some(w) = self.wait_start.take() {
-                let us = now.saturating_duration_since(w).as_micros() as u64;
+                let us = now.us_since(w);
                 activity.wait_total_us.fetch_add(us, Ordering::Relaxed);
                 if let Some(q) = self.queries.tracker() {
                     q.waited(us);
                 }
             }
-            activity.set(ACTIVE, instant_us(now));
+            activity.set(ACTIVE, now.epoch_us());
         }
     }
 
     /// ReadyForQuery from the server: a request ended; a transaction too if `tx_status` is idle.
     /// `more`: further requests are already queued behind it. Returns the time it read.
-    pub fn ready(&mut self, pool: &Pool, tx_status: u8, more: bool) -> Instant {
-        let now = Instant::now();
+    pub fn ready(&mut self, pool: &Pool, tx_status: u8, more: bool) {
+        let now = Mono::now();
         let started = self.query_start.take().unwrap_or(now);
-        let query = now.duration_since(started);
+        let query = now.since(started);
         pool.counters.record_query(query);
         let mut xact = None;
         if tx_status == b'I' {
             let started = self.xact_start.take().unwrap_or(started);
-            let d = now.duration_since(started);
+            let d = now.since(started);
             pool.counters.record_transaction(d);
             xact = Some(d.as_micros() as u64);
         }
@@ -161,9 +160,8 @@ impl SessionStats {
             } else {
                 IDLE_IN_TRANSACTION
             };
-            self.client.info.activity.set(state, instant_us(now));
+            self.client.info.activity.set(state, now.epoch_us());
         }
-        now
     }
 
     fn log_slow(&self, pool: &Pool, s: Slow) {
@@ -228,8 +226,8 @@ impl SessionStats {
 
     /// When the request the server is still answering went out; None when nothing is asked.
     #[inline]
-    pub fn busy_since(&self) -> Option<Instant> {
-        self.query_start.get()
+    pub fn busy_since(&self) -> Option<std::time::Instant> {
+        self.query_start.get().map(Mono::instant)
     }
 
     /// sluice gave up the server connection (a timeout); `code` is the error the client got.
@@ -266,12 +264,12 @@ impl SessionStats {
                 self.0.info.wait_since.store(0, Ordering::Relaxed);
             }
         }
-        let start = Instant::now();
-        let now = instant_us(start);
+        let start = Mono::now();
+        let now = start.epoch_us();
         self.client.info.request_time.store(now, Ordering::Relaxed);
         self.client.info.wait_since.store(now, Ordering::Relaxed);
         self.client.info.activity.set(WAITING, now);
-        self.wait_start = Stamp::of(start);
+        self.wait_start = Stamp::at(start);
         let _w = Waiting(&self.client);
         match checkout.await {
             Ok(guard) => {
@@ -281,7 +279,7 @@ impl SessionStats {
             Err(e) => {
                 self.wait_start = Stamp::NONE;
                 let activity = &self.client.info.activity;
-                let waited = start.elapsed().as_micros() as u64;
+                let waited = Mono::now().us_since(start);
                 activity.wait_total_us.fetch_add(waited, Ordering::Relaxed);
                 activity.set(IDLE, now_us());
                 Err(e)
