@@ -158,7 +158,7 @@ impl Session {
         };
         let conn = guard.conn_mut();
         if let Some(sql) = conn.params.sync_sql(&self.wanted) {
-            frontend::write_query(&sql, &mut self.to_server);
+            frontend::write_query(&sql, &mut self.bufs.to_server);
             conn.params.note_synced(&self.wanted);
             self.exchange.sent(Pending::Internal);
             conn.in_sync = None;
