@@ -16,7 +16,7 @@ use crate::router::setting::{self, Effect};
 impl Session {
     /// Parse and Close name statements and portals, whether or not a server sees them.
     pub(super) fn follow_names(&mut self, tag: FrontendTag, body: &[u8]) {
-        if self.mode != PoolMode::Transaction {
+        if self.pool.settings.mode != PoolMode::Transaction {
             return;
         }
         match tag {
