@@ -16,7 +16,7 @@ use crate::router::setting::{self, Effect};
 impl Session {
     /// Parse and Close name statements and portals, whether or not a server sees them.
     pub(super) fn follow_names(&mut self, tag: FrontendTag, body: &[u8]) {
-        if self.mode != PoolMode::Transaction {
+        if self.pool.settings.mode != PoolMode::Transaction {
             return;
         }
         match tag {
@@ -158,7 +158,7 @@ impl Session {
         };
         let conn = guard.conn_mut();
         if let Some(sql) = conn.params.sync_sql(&self.wanted) {
-            frontend::write_query(&sql, &mut self.to_server);
+            frontend::write_query(&sql, &mut self.bufs.to_server);
             conn.params.note_synced(&self.wanted);
             self.exchange.sent(Pending::Internal);
             conn.in_sync = None;

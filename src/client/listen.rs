@@ -194,7 +194,7 @@ impl Session {
                 }
                 let c = commands.pop().expect("one");
                 self.listening().statements.insert(name.into(), c);
-                backend::parse_complete(&mut self.to_client);
+                backend::parse_complete(&mut self.bufs.to_client);
                 Ok(Some(Step::Next))
             }
             FrontendTag::Bind => {
@@ -215,7 +215,7 @@ impl Session {
                     return Ok(Some(step));
                 }
                 self.listening().portals.insert(portal.into(), c);
-                backend::bind_complete(&mut self.to_client);
+                backend::bind_complete(&mut self.bufs.to_client);
                 Ok(Some(Step::Next))
             }
             FrontendTag::Describe => {
@@ -226,9 +226,9 @@ impl Session {
                     return Ok(Some(step));
                 }
                 if kind == b'S' {
-                    backend::parameter_description(&[], &mut self.to_client);
+                    backend::parameter_description(&[], &mut self.bufs.to_client);
                 }
-                backend::no_data(&mut self.to_client);
+                backend::no_data(&mut self.bufs.to_client);
                 Ok(Some(Step::Next))
             }
             FrontendTag::Close => {
@@ -243,7 +243,7 @@ impl Session {
                     b'S' => l.statements.remove(name),
                     _ => l.portals.remove(name),
                 };
-                backend::close_complete(&mut self.to_client);
+                backend::close_complete(&mut self.bufs.to_client);
                 Ok(Some(Step::Next))
             }
             FrontendTag::Execute => {
@@ -265,7 +265,7 @@ impl Session {
                             sqlstate::IN_FAILED_SQL_TRANSACTION,
                             "current transaction is aborted, commands ignored until end of transaction block",
                         );
-                        let to_server = &mut self.to_server;
+                        let to_server = &mut self.bufs.to_server;
                         self.exchange.fail_locally(&err, to_server);
                         Ok(Some(Step::Next))
                     }
@@ -305,7 +305,7 @@ impl Session {
             Turn::Wait => Some(Step::Wait),
             Turn::Refuse => {
                 let err = ErrorResponse::error(sqlstate::FEATURE_NOT_SUPPORTED, IN_BATCH);
-                let to_server = &mut self.to_server;
+                let to_server = &mut self.bufs.to_server;
                 self.exchange.fail_locally(&err, to_server);
                 Some(Step::Next)
             }
@@ -379,22 +379,23 @@ impl Session {
                 .detail(why.clone());
                 if s.simple && s.in_transaction {
                     // The server raises it, so that the transaction fails as on PostgreSQL.
-                    self.to_client.extend_from_slice(&out);
+                    self.bufs.to_client.extend_from_slice(&out);
                     let sql = raising(&err.code, &format!("{}: {why}", err.message));
-                    frontend::write_query(&sql, &mut self.to_server);
+                    frontend::write_query(&sql, &mut self.bufs.to_server);
                     self.exchange.sent(Pending::Query);
                     return Ok(Step::Next);
                 } else if s.simple {
                     err.write(&mut out);
                 } else if s.in_transaction {
                     // In its turn, and the transaction fails as it would on PostgreSQL.
-                    self.to_client.extend_from_slice(&out);
-                    let to_server = &mut self.to_server;
+                    self.bufs.to_client.extend_from_slice(&out);
+                    let to_server = &mut self.bufs.to_server;
                     self.exchange.fail_locally(&err, to_server);
                     return Ok(Step::Next);
                 } else {
-                    self.to_client.extend_from_slice(&out);
-                    self.exchange.fail_request(false, &err, &mut self.to_client);
+                    self.bufs.to_client.extend_from_slice(&out);
+                    self.exchange
+                        .fail_request(false, &err, &mut self.bufs.to_client);
                     return Ok(Step::Next);
                 }
             }
@@ -402,7 +403,7 @@ impl Session {
         if s.simple {
             backend::ready_for_query(status, &mut out);
         }
-        self.to_client.extend_from_slice(&out);
+        self.bufs.to_client.extend_from_slice(&out);
         Ok(Step::Next)
     }
 
@@ -461,9 +462,9 @@ impl Session {
 
     /// Writes `notifications` for the client.
     pub(super) fn deliver(&mut self, notifications: VecDeque<Bytes>) {
-        crate::buffers::take(&mut self.to_client);
+        // An idle client's buffers are taken from the cache here (`DerefMut`).
         for n in notifications {
-            self.to_client.extend_from_slice(&n);
+            self.bufs.to_client.extend_from_slice(&n);
         }
     }
 }

@@ -69,7 +69,7 @@ impl Session {
 
     /// The length of the server message the relay waits to have room for.
     pub(super) fn wanted_room(&self) -> usize {
-        sluice_proto::Header::parse(&self.srv_in, usize::MAX)
+        sluice_proto::Header::parse(&self.bufs.srv_in, usize::MAX)
             .ok()
             .flatten()
             .map_or(0, |h| h.wire_len())
@@ -97,11 +97,7 @@ impl Session {
     /// Gives the room back once the session's buffers are small again.
     #[inline]
     pub(super) fn give_room_if_small(&mut self) {
-        if self.held_units > 0
-            && [&self.cli_in, &self.to_server, &self.srv_in, &self.to_client]
-                .iter()
-                .all(|b| b.capacity() <= SMALL_AGAIN)
-        {
+        if self.held_units > 0 && self.bufs.all().iter().all(|b| b.capacity() <= SMALL_AGAIN) {
             self.give_room();
         }
     }

@@ -1,7 +1,7 @@
 //! The relay: the I/O loop of a session. It polls the client's and the server's sockets, walks
 //! the bytes by message header, and hands each whole message that matters to the session.
 //!
-//! Four buffers per client: bytes read from the client (`cli_in`) and from the server (`srv_in`),
+//! Four buffers per client (`buffers.rs`): bytes read from the client (`cli_in`) and from the server (`srv_in`),
 //! and bytes owed to each (`to_server`, `to_client`). Each round polls the four socket operations
 //! in turn and acts on the first that can make progress, so a large result and a large COPY can
 //! both be in flight without deadlock, and reading stops while more than [`HIGH_WATER`] bytes are
@@ -9,7 +9,8 @@
 //!
 //! Messages are walked by header. Only the few whose body matters are held whole; all others
 //! (DataRow, CopyData, ...) are passed on as their bytes arrive, whatever their size. An idle
-//! client (no server, nothing buffered) holds no buffers at all.
+//! client (no server, nothing buffered) holds no buffers at all: its box goes back to the
+//! per-thread cache.
 
 use std::pin::Pin;
 
@@ -117,7 +118,7 @@ impl Session {
                 }
                 continue;
             }
-            if self.draining && self.server.is_none() && self.to_client.is_empty() {
+            if self.draining && self.server.is_none() && self.bufs.to_client.is_empty() {
                 return Err(Fatal::new(
                     sqlstate::ADMIN_SHUTDOWN,
                     "terminating connection due to administrator command",
@@ -127,25 +128,19 @@ impl Session {
             // socket to become readable and only then gets a read buffer. Most of a pooler's
             // clients are idle most of the time.
             let idle = self.server.is_none()
-                && self.cli_in.is_empty()
+                && self.bufs.cli_in.is_empty()
                 && self.cli_skip == 0
-                && self.to_client.is_empty()
-                && self.to_server.is_empty();
+                && self.bufs.to_client.is_empty()
+                && self.bufs.to_server.is_empty();
             if idle {
-                for buf in [
-                    &mut self.cli_in,
-                    &mut self.srv_in,
-                    &mut self.to_client,
-                    &mut self.to_server,
-                ] {
-                    crate::buffers::give(buf);
-                }
-            } else if self.cli_in.capacity() - self.cli_in.len() < READ_CHUNK / 2 {
-                self.cli_in.reserve(READ_CHUNK);
+                self.bufs.give();
+            } else if self.bufs.cli_in.capacity() - self.bufs.cli_in.len() < READ_CHUNK / 2 {
+                self.bufs.cli_in.reserve(READ_CHUNK);
             }
-            if self.server.is_some() && self.srv_in.capacity() - self.srv_in.len() < READ_CHUNK / 2
+            if self.server.is_some()
+                && self.bufs.srv_in.capacity() - self.bufs.srv_in.len() < READ_CHUNK / 2
             {
-                self.srv_in.reserve(READ_CHUNK);
+                self.bufs.srv_in.reserve(READ_CHUNK);
             }
             let writable = self.writable();
             let blocked = self.route.as_deref().is_some_and(|r| r.is_blocked())
@@ -155,11 +150,11 @@ impl Session {
             // than through a select! over one future per socket: a future per socket is state
             // that every client's task keeps for its whole life, idle or not.
             let has_server = self.server.is_some();
-            let write_server = has_server && !self.to_server.is_empty();
-            let read_server = has_server && self.to_client.len() < HIGH_WATER;
+            let write_server = has_server && !self.bufs.to_server.is_empty();
+            let read_server = has_server && self.bufs.to_client.len() < HIGH_WATER;
             let read_client = idle
-                || (self.to_server.len() < HIGH_WATER
-                    && !(blocked && self.cli_in.len() >= HIGH_WATER));
+                || (self.bufs.to_server.len() < HIGH_WATER
+                    && !(blocked && self.bufs.cli_in.len() >= HIGH_WATER));
             let this = &mut *self;
             let armed_now = &mut armed;
             // `move`: the closure holds copies of the flags above rather than a reference to each
@@ -190,20 +185,21 @@ impl Session {
                 // Notifications go to a client idle outside a transaction (no server attached in
                 // transaction mode); an overflow is seen whenever.
                 if let Some(l) = this.listen.as_deref() {
-                    let deliver = this.server.is_none() && this.to_client.len() < HIGH_WATER;
+                    let deliver = this.server.is_none() && this.bufs.to_client.len() < HIGH_WATER;
                     if l.sub.inbox.poll(cx, deliver).is_ready() {
                         return Poll::Ready(Event::Notified);
                     }
                 }
                 if let (true, Some(g)) = (write_server, this.server.as_mut()) {
                     let stream = Pin::new(&mut g.conn_mut().stream);
-                    if let Poll::Ready(r) = stream.poll_write(cx, &this.to_server) {
+                    if let Poll::Ready(r) = stream.poll_write(cx, &this.bufs.to_server) {
                         return Poll::Ready(Event::ServerWrote(r));
                     }
                 }
                 if writable > 0 {
                     let client = Pin::new(&mut this.client);
-                    if let Poll::Ready(r) = client.poll_write(cx, &this.to_client[..writable]) {
+                    if let Poll::Ready(r) = client.poll_write(cx, &this.bufs.to_client[..writable])
+                    {
                         return Poll::Ready(Event::ClientWrote(r));
                     }
                 }
@@ -224,7 +220,7 @@ impl Session {
                 }
                 if let (true, Some(g)) = (read_server, this.server.as_mut()) {
                     let stream = Pin::new(&mut g.conn_mut().stream);
-                    if let Poll::Ready(r) = poll_read_buf(stream, cx, &mut this.srv_in) {
+                    if let Poll::Ready(r) = poll_read_buf(stream, cx, &mut this.bufs.srv_in) {
                         return Poll::Ready(Event::ServerRead(r));
                     }
                 }
@@ -234,7 +230,7 @@ impl Session {
                     }
                 } else if read_client {
                     let client = Pin::new(&mut this.client);
-                    if let Poll::Ready(r) = poll_read_buf(client, cx, &mut this.cli_in) {
+                    if let Poll::Ready(r) = poll_read_buf(client, cx, &mut this.bufs.cli_in) {
                         return Poll::Ready(Event::ClientRead(r));
                     }
                 }
@@ -263,11 +259,11 @@ impl Session {
                 }
                 Event::ClientReadable(r) => {
                     r?;
-                    // Only the read buffer: the other three are taken when a server is attached
-                    // (`attach_guard`), so that a client waiting in a pool's queue holds one
-                    // buffer, not four (a storm of 5,000 waiting clients, issue 16).
-                    crate::buffers::take(&mut self.cli_in);
-                    self.cli_in.reserve(READ_CHUNK);
+                    // The buffers' box, with storage for the read buffer only: the other three
+                    // get theirs when a server is attached (`attach_guard`), so that a client
+                    // waiting in a pool's queue holds one buffer, not four (a storm of 5,000
+                    // waiting clients, issue 16).
+                    self.bufs.cli_in.reserve(READ_CHUNK);
                     read_now = true;
                 }
                 Event::Timer => self.on_timer()?,
@@ -292,7 +288,7 @@ impl Session {
                 }
                 Event::ServerRead(Ok(_)) => {
                     self.process_server();
-                    shrink(&mut self.srv_in);
+                    shrink(&mut self.bufs.srv_in);
                 }
                 Event::ClientRead(r) => {
                     let n = r?;
@@ -306,7 +302,7 @@ impl Session {
             if read_now {
                 // Not try_read_buf: read_buf takes a short read as "socket drained", so the
                 // next round does not make a read syscall only to get EAGAIN.
-                match now_or_never(self.client.read_buf(&mut self.cli_in)).await {
+                match now_or_never(self.client.read_buf(&mut self.bufs.cli_in)).await {
                     Some(Ok(0)) => return Ok(()),
                     Some(Ok(n)) => {
                         self.received(n);
@@ -320,7 +316,7 @@ impl Session {
             }
             if process_client {
                 let close = self.process_client().await?;
-                shrink(&mut self.cli_in);
+                shrink(&mut self.bufs.cli_in);
                 if close {
                     return Ok(());
                 }
@@ -343,8 +339,8 @@ impl Session {
     /// Writes what either side is owed right away, as far as its socket takes it, instead of in
     /// the next round of the relay; whatever is left waits for that round as before.
     fn write_now(&mut self) -> Result<(), Fatal> {
-        if let (false, Some(g)) = (self.to_server.is_empty(), self.server.as_mut()) {
-            match g.conn_mut().stream.try_write(&self.to_server) {
+        if let (false, Some(g)) = (self.bufs.to_server.is_empty(), self.server.as_mut()) {
+            match g.conn_mut().stream.try_write(&self.bufs.to_server) {
                 Ok(n) => self.server_wrote(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => self.server_lost(&e.to_string()),
@@ -352,7 +348,7 @@ impl Session {
         }
         let writable = self.writable();
         if writable > 0 {
-            match self.client.try_write(&self.to_client[..writable]) {
+            match self.client.try_write(&self.bufs.to_client[..writable]) {
                 Ok(n) => self.client_wrote(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e.into()),
@@ -364,8 +360,8 @@ impl Session {
     /// Bytes of `to_client` that may be written now (the rest is a held replica answer).
     fn writable(&self) -> usize {
         match self.route.as_deref() {
-            Some(r) => r.writable(self.to_client.len()),
-            None => self.to_client.len(),
+            Some(r) => r.writable(self.bufs.to_client.len()),
+            None => self.bufs.to_client.len(),
         }
     }
 
@@ -375,17 +371,17 @@ impl Session {
             .counters
             .sent
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        self.to_client.advance(n);
+        self.bufs.to_client.advance(n);
         if let Some(r) = self.route.as_deref_mut() {
             r.client_wrote(n);
         }
-        shrink(&mut self.to_client);
+        shrink(&mut self.bufs.to_client);
     }
 
     /// `n` bytes of `to_server` went out.
     fn server_wrote(&mut self, n: usize) {
-        self.to_server.advance(n);
-        shrink(&mut self.to_server);
+        self.bufs.to_server.advance(n);
+        shrink(&mut self.bufs.to_server);
     }
 
     /// Walks the client's bytes: CopyData streams through, every other message is handed to the
@@ -393,24 +389,25 @@ impl Session {
     async fn process_client(&mut self) -> Result<bool, Fatal> {
         loop {
             if self.cli_skip > 0 {
-                let n = self.cli_skip.min(self.cli_in.len());
+                let n = self.cli_skip.min(self.bufs.cli_in.len());
                 if n == 0 {
                     break;
                 }
                 if !self.cli_skip_discard {
-                    self.to_server.extend_from_slice(&self.cli_in[..n]);
+                    let bufs = &mut *self.bufs;
+                    bufs.to_server.extend_from_slice(&bufs.cli_in[..n]);
                 }
-                self.cli_in.advance(n);
+                self.bufs.cli_in.advance(n);
                 self.cli_skip -= n;
                 continue;
             }
             // Messages that stream (CopyData, most large Queries) may be as long as PostgreSQL
             // takes; the ones held whole are capped by max_message_size below.
-            let header = match Header::parse(&self.cli_in, STREAM_MAX) {
+            let header = match Header::parse(&self.bufs.cli_in, STREAM_MAX) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(ProtocolError::TooLarge { len, .. })
-                    if ![b'd', b'Q'].contains(&self.cli_in[0]) =>
+                    if ![b'd', b'Q'].contains(&self.bufs.cli_in[0]) =>
                 {
                     let max = self.max;
                     return Err(Fatal::invalid_message(ProtocolError::TooLarge { len, max }));
@@ -421,12 +418,13 @@ impl Session {
             if header.tag == FrontendTag::CopyData.as_u8() {
                 // CopyData streams through whatever its size; without a server (the COPY failed or
                 // the server was lost) it is dropped, as PostgreSQL drops it after a COPY error.
-                let n = len.min(self.cli_in.len());
+                let n = len.min(self.bufs.cli_in.len());
                 let discard = self.server.is_none() || self.exchange.discarding();
                 if !discard {
-                    self.to_server.extend_from_slice(&self.cli_in[..n]);
+                    let bufs = &mut *self.bufs;
+                    bufs.to_server.extend_from_slice(&bufs.cli_in[..n]);
                 }
-                self.cli_in.advance(n);
+                self.bufs.cli_in.advance(n);
                 self.cli_skip = len - n;
                 self.cli_skip_discard = discard;
                 continue;
@@ -434,7 +432,7 @@ impl Session {
             // A simple Query over max_message_size that sluice need not read whole streams to
             // the server like CopyData: the session sees its head only (`query_streams`).
             let streams = header.body_len > self.max
-                && self.cli_in.len() < len
+                && self.bufs.cli_in.len() < len
                 && header.tag == FrontendTag::Query.as_u8()
                 && self.query_streams();
             if !streams && header.body_len > self.max {
@@ -443,25 +441,26 @@ impl Session {
                     max: self.max,
                 }));
             }
-            if !streams && self.cli_in.len() < len {
+            if !streams && self.bufs.cli_in.len() < len {
                 // A large message takes room under max_message_memory before it is read.
                 if self.needs_room(len) {
                     if !Box::pin(self.take_room(len)).await {
                         return Err(self.no_room(len));
                     }
                     // One allocation of the message's size, not a series of doublings up to it.
-                    self.cli_in.reserve(len - self.cli_in.len());
+                    let buf = &mut self.bufs.cli_in;
+                    buf.reserve(len - buf.len());
                 }
                 break;
             }
             let msg = if streams {
                 // The rest follows as it arrives, once the head went to a server (`forward`
                 // clears the discard); else (no server, a local answer) it is dropped.
-                self.cli_skip = len - self.cli_in.len();
+                self.cli_skip = len - self.bufs.cli_in.len();
                 self.cli_skip_discard = true;
-                self.cli_in.split().freeze()
+                self.bufs.cli_in.split().freeze()
             } else {
-                self.cli_in.split_to(len).freeze()
+                self.bufs.cli_in.split_to(len).freeze()
             };
             let mut step = self.on_client_message(msg)?;
             if let Step::Checkout(tag, msg) = step {
@@ -497,18 +496,19 @@ impl Session {
     fn process_server(&mut self) {
         loop {
             if self.srv_skip > 0 {
-                let n = self.srv_skip.min(self.srv_in.len());
+                let n = self.srv_skip.min(self.bufs.srv_in.len());
                 if n == 0 {
                     break;
                 }
                 if !self.srv_skip_discard {
-                    self.to_client.extend_from_slice(&self.srv_in[..n]);
+                    let bufs = &mut *self.bufs;
+                    bufs.to_client.extend_from_slice(&bufs.srv_in[..n]);
                 }
-                self.srv_in.advance(n);
+                self.bufs.srv_in.advance(n);
                 self.srv_skip -= n;
                 continue;
             }
-            let header = match Header::parse(&self.srv_in, i32::MAX as usize) {
+            let header = match Header::parse(&self.bufs.srv_in, i32::MAX as usize) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => return self.server_lost(&format!("invalid message from server: {e}")),
@@ -524,11 +524,12 @@ impl Session {
                         rs.on_reply(tag, false);
                     }
                 }
-                let n = len.min(self.srv_in.len());
+                let n = len.min(self.bufs.srv_in.len());
                 if !internal {
-                    self.to_client.extend_from_slice(&self.srv_in[..n]);
+                    let bufs = &mut *self.bufs;
+                    bufs.to_client.extend_from_slice(&bufs.srv_in[..n]);
                 }
-                self.srv_in.advance(n);
+                self.bufs.srv_in.advance(n);
                 self.srv_skip = len - n;
                 self.srv_skip_discard = internal;
                 continue;
@@ -536,10 +537,11 @@ impl Session {
             if header.body_len > self.max {
                 return self.server_lost("server sent an oversized message");
             }
-            if self.srv_in.len() < len {
+            if self.bufs.srv_in.len() < len {
                 if self.needs_room(len) {
                     if self.try_room(len) {
-                        self.srv_in.reserve(len - self.srv_in.len());
+                        let buf = &mut self.bufs.srv_in;
+                        buf.reserve(len - buf.len());
                     } else {
                         // The relay waits for the room before it reads on (see `relay`).
                         self.want_room = true;
@@ -547,7 +549,7 @@ impl Session {
                 }
                 break;
             }
-            let msg = self.srv_in.split_to(len);
+            let msg = self.bufs.srv_in.split_to(len);
             let tag = tag.expect("held whole: a known tag");
             if !self.on_server_message(tag, msg, internal) {
                 return;

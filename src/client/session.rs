@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::buffers::Buffers;
 use crate::net::Stream;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::backend::{self, BackendTag, ErrorResponse};
@@ -57,17 +58,13 @@ pub(super) enum Step {
 }
 
 pub(super) struct Session {
+    /// The pool, and in its settings the pool mode (not copied here: a byte more made the
+    /// session 8 bytes bigger, and every idle client's task 128).
     pub(super) pool: Arc<Pool>,
-    pub(super) mode: PoolMode,
     pub(super) client: Stream,
-    /// Bytes read from the client, not processed yet.
-    pub(super) cli_in: BytesMut,
-    /// Bytes owed to the client.
-    pub(super) to_client: BytesMut,
-    /// Bytes read from the server, not processed yet.
-    pub(super) srv_in: BytesMut,
-    /// Bytes owed to the server.
-    pub(super) to_server: BytesMut,
+    /// The relay buffers (`cli_in`, `to_client`, `srv_in`, `to_server`), in one box while the
+    /// client is busy and nothing while it is idle (`buffers.rs`).
+    pub(super) bufs: Buffers,
     pub(super) server: Option<ServerGuard>,
     /// The parameter values this client should see.
     pub(super) wanted: Params,
@@ -160,12 +157,8 @@ impl Session {
             intercept,
             max: shared.config().pooler.max_message_size,
             pool,
-            mode,
             client,
-            cli_in,
-            to_client: BytesMut::new(),
-            srv_in: BytesMut::new(),
-            to_server: BytesMut::new(),
+            bufs: Buffers::with_read(cli_in),
             server: None,
             login: wanted.clone(),
             wanted,
@@ -199,7 +192,7 @@ impl Session {
     /// Tells the client why its session ended (if it can still hear it) and closes its side,
     /// then lets go of the server connection.
     async fn end(&mut self, end: Result<(), Fatal>) {
-        let clean = end.is_ok() && self.to_client.is_empty();
+        let clean = end.is_ok() && self.bufs.to_client.is_empty();
         if let Err(fatal) = end {
             let reason = fatal.refusal();
             let Fatal(err) = fatal;
@@ -213,12 +206,12 @@ impl Session {
                     format!("pool {key}: {} {}", err.code, err.message)
                 });
             }
-            err.write(&mut self.to_client);
+            err.write(&mut self.bufs.to_client);
         }
-        if !self.to_client.is_empty() {
+        if !self.bufs.to_client.is_empty() {
             let _ = tokio::time::timeout(
                 Duration::from_secs(5),
-                self.client.write_all(&self.to_client),
+                self.client.write_all(&self.bufs.to_client),
             )
             .await;
         }
@@ -265,7 +258,7 @@ impl Session {
             return Ok(Step::Next);
         }
         let mut msg = msg;
-        if self.mode == PoolMode::Transaction {
+        if self.pool.settings.mode == PoolMode::Transaction {
             match self.on_subscription_message(tag, &msg) {
                 Ok(None) => {}
                 Ok(Some(step)) => {
@@ -280,7 +273,7 @@ impl Session {
         }
         self.stats.client_message(tag, &msg);
         if self.handle_locally(tag, &msg)? {
-            self.exchange.emit_local(&mut self.to_client);
+            self.exchange.emit_local(&mut self.bufs.to_client);
             self.touch();
             return Ok(Step::Next);
         }
@@ -344,7 +337,7 @@ impl Session {
         }
         self.stats.request();
         self.timer_stale();
-        self.exchange.emit_local(&mut self.to_client);
+        self.exchange.emit_local(&mut self.bufs.to_client);
         Ok(Step::Next)
     }
 
@@ -361,7 +354,7 @@ impl Session {
             FrontendTag::Flush | FrontendTag::CopyDone | FrontendTag::CopyFail => Ok(true),
             // A Sync with nothing before it is answered as PostgreSQL would.
             FrontendTag::Sync if !self.exchange.unsynced() => {
-                backend::ready_for_query(b'I', &mut self.to_client);
+                backend::ready_for_query(b'I', &mut self.bufs.to_client);
                 Ok(true)
             }
             // A named Parse of SQL a server has accepted before, and the Close of a name, need no
@@ -377,7 +370,7 @@ impl Session {
                     name,
                     tail,
                     &mut self.exchange,
-                    &mut self.to_client,
+                    &mut self.bufs.to_client,
                 );
                 Ok(matches!(answer, LocalParse::Answered))
             }
@@ -386,19 +379,21 @@ impl Session {
                 if name.is_empty() {
                     return Ok(false);
                 }
-                self.statements.close_locally(name, &mut self.to_client);
+                self.statements
+                    .close_locally(name, &mut self.bufs.to_client);
                 Ok(true)
             }
             // SQL PREPARE / EXECUTE / DEALLOCATE that need no server (sql_prepare.rs).
             FrontendTag::Query if self.intercept => {
                 let pool = Self::pool_statements(&self.pool);
+                let bufs = &mut *self.bufs;
                 let step = self.statements.sql_command(
                     &pool,
                     None,
                     body,
                     &mut self.exchange,
-                    &mut self.to_server,
-                    &mut self.to_client,
+                    &mut bufs.to_server,
+                    &mut bufs.to_client,
                 );
                 Ok(matches!(step, SqlStep::Done))
             }
@@ -410,7 +405,7 @@ impl Session {
     /// and books what the server owes for it.
     fn forward(&mut self, tag: FrontendTag, msg: Bytes) -> Result<(), Fatal> {
         let body = &msg[Header::LEN..];
-        if self.mode == PoolMode::Transaction {
+        if self.pool.settings.mode == PoolMode::Transaction {
             self.follow_request(tag, body);
         }
         let pending = match tag {
@@ -421,13 +416,14 @@ impl Session {
                     conn: &mut conn.statements,
                     failed_tx: self.exchange.tx_status() == b'E',
                 };
+                let bufs = &mut *self.bufs;
                 let step = self.statements.sql_command(
                     &pool,
                     Some(on_server),
                     body,
                     &mut self.exchange,
-                    &mut self.to_server,
-                    &mut self.to_client,
+                    &mut bufs.to_server,
+                    &mut bufs.to_client,
                 );
                 if matches!(step, SqlStep::Done) {
                     return Ok(());
@@ -439,7 +435,7 @@ impl Session {
             FrontendTag::Sync => Pending::Sync,
             FrontendTag::CopyDone | FrontendTag::CopyFail => Pending::CopyEnd,
             FrontendTag::Flush => {
-                self.to_server.extend_from_slice(&msg);
+                self.bufs.to_server.extend_from_slice(&msg);
                 return Ok(());
             }
             FrontendTag::Execute => Pending::Execute,
@@ -457,7 +453,7 @@ impl Session {
                         name,
                         tail,
                         &mut self.exchange,
-                        &mut self.to_server,
+                        &mut self.bufs.to_server,
                     );
                     match parsed {
                         Ok(true) => return Ok(()),
@@ -495,7 +491,7 @@ impl Session {
                         name,
                         rest,
                         &mut self.exchange,
-                        &mut self.to_server,
+                        &mut self.bufs.to_server,
                     );
                     return Ok(());
                 }
@@ -512,7 +508,7 @@ impl Session {
                         &mut conn.statements,
                         name,
                         &mut self.exchange,
-                        &mut self.to_server,
+                        &mut self.bufs.to_server,
                     );
                     return Ok(());
                 }
@@ -542,7 +538,7 @@ impl Session {
             }
         };
         self.exchange.sent(pending);
-        self.to_server.extend_from_slice(&msg);
+        self.bufs.to_server.extend_from_slice(&msg);
         // A streamed Query's head went out: its rest follows (relay.rs).
         self.cli_skip_discard = false;
         Ok(())
@@ -565,7 +561,7 @@ impl Session {
             FrontendTag::Query | FrontendTag::Sync | FrontendTag::FunctionCall
         );
         self.exchange
-            .fail_request(ends_at_ready, &err, &mut self.to_client);
+            .fail_request(ends_at_ready, &err, &mut self.bufs.to_client);
     }
 
     /// Whether the unit starting with `msg` may run on the server attached now; when it ends a
@@ -575,7 +571,7 @@ impl Session {
         let Some(rs) = self.route.as_deref_mut() else {
             return true;
         };
-        let (unit, len) = rs.classify(&self.statements, msg, &self.cli_in, self.max);
+        let (unit, len) = rs.classify(&self.statements, msg, &self.bufs.cli_in, self.max);
         if !rs.may_continue(unit, len) {
             return false;
         }
@@ -585,7 +581,7 @@ impl Session {
             && !self.exchange.awaiting_reply()
             && rs.wants_xid_probe(unit, self.exchange.tx_status())
         {
-            frontend::write_query(super::routing::XID_PROBE_QUERY, &mut self.to_server);
+            frontend::write_query(super::routing::XID_PROBE_QUERY, &mut self.bufs.to_server);
             self.exchange.sent(Pending::XidProbe);
             rs.xid_probe_sent();
         }
@@ -596,7 +592,7 @@ impl Session {
     /// read-only and a replica may serve this client, else the primary's.
     pub(super) async fn attach_routed(&mut self, msg: &Bytes) -> Result<(), ErrorResponse> {
         let rs = self.route.as_deref_mut().expect("routed");
-        let (unit, len) = rs.classify(&self.statements, msg, &self.cli_in, self.max);
+        let (unit, len) = rs.classify(&self.statements, msg, &self.bufs.cli_in, self.max);
         let reason = match rs.plan(unit, len) {
             Plan::Primary(reason) => reason,
             Plan::Replica(i) => {
@@ -608,8 +604,8 @@ impl Session {
                         let len = len.unwrap_or(0);
                         let mut bytes = BytesMut::with_capacity(msg.len() + len);
                         bytes.extend_from_slice(msg);
-                        bytes.extend_from_slice(&self.cli_in[..len]);
-                        let hold_from = self.to_client.len();
+                        bytes.extend_from_slice(&self.bufs.cli_in[..len]);
+                        let hold_from = self.bufs.to_client.len();
                         let rs = self.route.as_deref_mut().expect("routed");
                         rs.on_replica(i, outstanding, unit, bytes.freeze(), hold_from);
                         self.attach_guard(guard);
@@ -642,7 +638,7 @@ impl Session {
             return;
         };
         tracing::debug!(pool = %self.pool.key, lost, "retrying a replica's unit on the primary");
-        self.to_client.truncate(hold_from);
+        self.bufs.to_client.truncate(hold_from);
         if let Some(mut guard) = self.server.take() {
             guard.conn_mut().dirty = !clean;
         }
@@ -669,10 +665,10 @@ impl Session {
 
     /// Puts client bytes back in front of what is still to be processed.
     pub(super) fn unread(&mut self, bytes: &[u8]) {
-        let mut back = BytesMut::with_capacity(bytes.len() + self.cli_in.len());
+        let mut back = BytesMut::with_capacity(bytes.len() + self.bufs.cli_in.len());
         back.extend_from_slice(bytes);
-        back.extend_from_slice(&self.cli_in);
-        self.cli_in = back;
+        back.extend_from_slice(&self.bufs.cli_in);
+        self.bufs.cli_in = back;
     }
 
     pub(super) async fn attach(&mut self) -> Result<(), CheckoutError> {
@@ -683,10 +679,9 @@ impl Session {
     }
 
     fn attach_guard(&mut self, mut guard: ServerGuard) {
-        // A client gets these three buffers only now (relay.rs takes the read buffer alone).
-        for buf in [&mut self.srv_in, &mut self.to_server, &mut self.to_client] {
-            crate::buffers::take(buf);
-        }
+        // A client gets storage for these three buffers only now (relay.rs gives the read
+        // buffer alone): a client waiting in a pool's queue holds one buffer, not four.
+        self.bufs.for_server();
         let conn = guard.conn_mut();
         conn.dirty = true;
         self.cancel.slot.set(Some(CancelTarget {
@@ -702,7 +697,7 @@ impl Session {
         });
         if !unchanged {
             if let Some(sql) = conn.params.sync_sql(&self.wanted) {
-                frontend::write_query(&sql, &mut self.to_server);
+                frontend::write_query(&sql, &mut self.bufs.to_server);
                 conn.params.note_synced(&self.wanted);
                 self.exchange.sent(Pending::Internal);
                 conn.in_sync = None;
@@ -711,7 +706,7 @@ impl Session {
             }
         }
         self.exchange.attached();
-        self.srv_in.clear();
+        self.bufs.srv_in.clear();
         self.srv_skip = 0;
         self.rare.clear_held_error();
         self.server = Some(guard);
@@ -731,7 +726,7 @@ impl Session {
             self.on_internal_reply(tag, body);
             // Answers sluice owes that waited behind its own request (a ParseComplete for a
             // statement the server already has) go out now, before the server's next reply.
-            self.exchange.emit_local(&mut self.to_client);
+            self.exchange.emit_local(&mut self.bufs.to_client);
             return true;
         }
         self.stats.reply(tag, body);
@@ -753,12 +748,12 @@ impl Session {
                 if tag == BackendTag::ErrorResponse {
                     self.pool.counters.error_sent(body);
                 }
-                self.to_client.extend_from_slice(&msg);
+                self.bufs.to_client.extend_from_slice(&msg);
             }
             Verdict::Drop => {}
             Verdict::Replace(ours) => {
                 self.pool.counters.error_sent(body);
-                self.to_client.extend_from_slice(&ours);
+                self.bufs.to_client.extend_from_slice(&ours);
             }
             Verdict::Unasked => {
                 let message = backend_view::error_code_and_message(body).1;
@@ -774,11 +769,11 @@ impl Session {
                     self.subscription_reply(tag, body);
                 }
                 if self.unnamed_replay() {
-                    self.exchange.emit_local(&mut self.to_client);
+                    self.exchange.emit_local(&mut self.bufs.to_client);
                     return true;
                 }
                 // Nothing kept (cannot happen): the client gets its ReadyForQuery.
-                self.to_client.extend_from_slice(&msg);
+                self.bufs.to_client.extend_from_slice(&msg);
             }
         }
         if self.listen.is_some() {
@@ -827,7 +822,7 @@ impl Session {
             self.server_lost(&why);
             return false;
         }
-        self.exchange.emit_local(&mut self.to_client);
+        self.exchange.emit_local(&mut self.bufs.to_client);
         true
     }
 
@@ -875,18 +870,18 @@ impl Session {
             && self.exchange.is_clean()
             && self.srv_skip == 0
             && self.cli_skip == 0
-            && self.to_server.is_empty()
-            && self.srv_in.is_empty()
+            && self.bufs.to_server.is_empty()
+            && self.bufs.srv_in.is_empty()
     }
 
     /// In transaction mode, releases the server at a clean point (after the read-your-writes
     /// probe, when routing asks for one).
     pub(super) fn release_if_clean(&mut self) {
-        if self.mode != PoolMode::Transaction || !self.at_clean_point() {
+        if self.pool.settings.mode != PoolMode::Transaction || !self.at_clean_point() {
             return;
         }
         if let Some(rs) = self.route.as_deref_mut() {
-            if rs.at_release(&mut self.to_server) {
+            if rs.at_release(&mut self.bufs.to_server) {
                 self.exchange.sent(Pending::LsnProbe);
                 return;
             }
@@ -954,7 +949,7 @@ impl Session {
         let statements = &mut self.statements;
         if self
             .exchange
-            .server_lost(&err, &mut self.to_client, |u| statements.undo(u, None))
+            .server_lost(&err, &mut self.bufs.to_client, |u| statements.undo(u, None))
         {
             self.rare.set_lost(why);
         }
@@ -975,8 +970,8 @@ impl Session {
 
     fn forget_relay_state(&mut self) {
         self.stats.forget_requests();
-        self.srv_in.clear();
-        self.to_server.clear();
+        self.bufs.srv_in.clear();
+        self.bufs.to_server.clear();
         self.srv_skip = 0;
         self.rare.clear_held_error();
         if self.cache_unnamed {
@@ -996,7 +991,9 @@ impl Session {
             guard.conn_mut().dirty = true;
             return;
         }
-        if self.mode == PoolMode::Session && !self.pool.settings.reset_query.is_empty() {
+        if self.pool.settings.mode == PoolMode::Session
+            && !self.pool.settings.reset_query.is_empty()
+        {
             let max = self.pool.settings.max_message_size;
             let sql = self.pool.settings.reset_query.clone();
             let conn = guard.conn_mut();

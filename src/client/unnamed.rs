@@ -130,7 +130,7 @@ impl Session {
             stmt,
             None,
             &mut self.exchange,
-            &mut self.to_server,
+            &mut self.bufs.to_server,
         );
         true
     }
@@ -169,11 +169,11 @@ impl Session {
                 Answer::Swallow,
                 None,
                 &mut self.exchange,
-                &mut self.to_server,
+                &mut self.bufs.to_server,
             );
         }
         let name = server_name(stmt.id);
-        frontend::Bind::write_raw(portal, name.as_bytes(), rest, &mut self.to_server);
+        frontend::Bind::write_raw(portal, name.as_bytes(), rest, &mut self.bufs.to_server);
         self.exchange.sent(match plan {
             BindPlan::Cached => Pending::CachedBind(stmt.id),
             _ => Pending::Bind,
@@ -198,7 +198,7 @@ impl Session {
 
     /// Parses `stmt`'s text as the server's unnamed statement (answer swallowed).
     fn unnamed_reparse(&mut self, stmt: &Statement) {
-        frontend::write_parse_tail("", &stmt.tail, &mut self.to_server);
+        frontend::write_parse_tail("", &stmt.tail, &mut self.bufs.to_server);
         self.exchange.sent(Pending::Parse {
             answer: Answer::Swallow,
             undo: Undo::Nothing,
@@ -228,7 +228,7 @@ impl Session {
         if let Some(id) = u.stale.take() {
             let conn = self.server.as_mut().expect("attached").conn_mut();
             conn.statements.remove(id);
-            frontend::Close::write(b'S', &server_name(id), &mut self.to_server);
+            frontend::Close::write(b'S', &server_name(id), &mut self.bufs.to_server);
             self.exchange.sent(Pending::Close {
                 answer: Answer::Swallow,
                 undo: Undo::Nothing,
