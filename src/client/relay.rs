@@ -357,8 +357,12 @@ impl Session {
         Ok(())
     }
 
-    /// Bytes of `to_client` that may be written now (the rest is a held replica answer).
+    /// Bytes of `to_client` that may be written now (the rest is a held replica answer, or
+    /// local answers that go out with the server's reply: `Exchange::holds_back`).
     fn writable(&self) -> usize {
+        if self.server.is_some() && self.exchange.holds_back(&self.bufs.to_client) {
+            return 0;
+        }
         match self.route.as_deref() {
             Some(r) => r.writable(self.bufs.to_client.len()),
             None => self.bufs.to_client.len(),
